@@ -1,0 +1,736 @@
+//! Raw YAML → typed [`Config`], collecting every error.
+//!
+//! Each value is converted on its own and a failure is recorded with its key path, then
+//! validation goes on: a section is assembled only if all of its values converted, and
+//! cross-field rules run on whatever did convert. The whole run is pure, so the fuzzer can
+//! drive it; files named here are checked at startup, not now.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use tracing_subscriber::filter::Directive;
+
+use super::raw::{
+    self, HostPort, RawAdmin, RawCoi, RawConfig, RawImap, RawLimits, RawListener, RawLog,
+    RawShutdown, RawTimeouts, RawTls, RawUpstream,
+};
+use super::*;
+
+/// Validates a parsed document. `Err` holds every problem found, never none.
+pub(super) fn validate(document: &Value) -> Result<Config, ConfigErrors> {
+    let mut validator = Validator::default();
+    let config = validator.config(document);
+    match config {
+        Some(config) if validator.errors.is_empty() => Ok(config),
+        _ => Err(ConfigErrors(validator.errors)),
+    }
+}
+
+/// Mailbox-name characters the root may not contain: line breaks and NUL break the IMAP
+/// line, '"' and '\' break quoting, and '*' and '%' are LIST wildcards, so a root holding
+/// them would match mailboxes outside it.
+const MAILBOX_ROOT_FORBIDDEN: &[char] = &['\r', '\n', '\0', '"', '\\', '*', '%'];
+
+/// Collects errors while converting one document.
+#[derive(Default)]
+struct Validator {
+    errors: Vec<ConfigError>,
+    /// The first listener that needs the `tls` section, and its mode: found while
+    /// checking `imap`, enforced when checking `tls`.
+    tls_required_by: Option<(String, ListenerTls)>,
+}
+
+/// One listener as far as it converted, so that the uniqueness and TLS rules still apply
+/// to the parts that are valid.
+struct PartialListener {
+    path: String,
+    name: Option<String>,
+    address: Option<SocketAddr>,
+    tls: Option<ListenerTls>,
+}
+
+impl Validator {
+    fn config(&mut self, document: &Value) -> Option<Config> {
+        let root: RawConfig = self.section(document, "")?;
+        let imap = self.imap(root.imap.as_ref());
+        let tls = self.tls(root.tls.as_ref());
+        let coi = self.coi(root.coi.as_ref());
+        let admin = self.admin(root.admin.as_ref());
+        let log = self.log(root.log.as_ref());
+        let shutdown = self.shutdown(root.shutdown.as_ref());
+        let admin_address = admin.as_ref().and_then(|admin| admin.address);
+        if let (Some(imap), Some(address)) = (&imap, admin_address) {
+            self.check_admin_is_not_a_listener(address, &imap.listeners);
+        }
+        Some(Config {
+            imap: imap?,
+            tls: tls?,
+            coi: coi?,
+            admin: admin?,
+            log: log?,
+            shutdown: shutdown?,
+        })
+    }
+
+    fn imap(&mut self, value: Option<&Value>) -> Option<ImapConfig> {
+        let raw: RawImap = self.required_section(value, "imap")?;
+        let listeners = self.listeners(raw.listeners.as_ref());
+        let upstream = self.upstream(raw.upstream.as_ref());
+        let limits = self.limits(raw.limits.as_ref());
+        let timeouts = self.timeouts(raw.timeouts.as_ref());
+        let bare_lf = self.optional(raw.bare_lf.as_ref(), "imap.bare_lf", DEFAULT_BARE_LF, |v| {
+            raw::keyword(
+                v,
+                "bare LF policy",
+                &[
+                    ("reject", BareLfPolicy::Reject),
+                    ("canonicalize", BareLfPolicy::Canonicalize),
+                ],
+            )
+        });
+        let insecure_allow_plaintext_auth = self.optional(
+            raw.insecure_allow_plaintext_auth.as_ref(),
+            "imap.insecure_allow_plaintext_auth",
+            DEFAULT_INSECURE_ALLOW_PLAINTEXT_AUTH,
+            raw::boolean,
+        );
+        if let (Some(listeners), Some(upstream)) = (&listeners, &upstream) {
+            self.check_upstream_is_not_a_listener(upstream, listeners);
+        }
+        Some(ImapConfig {
+            listeners: listeners?,
+            upstream: upstream?,
+            limits: limits?,
+            timeouts: timeouts?,
+            bare_lf: bare_lf?,
+            insecure_allow_plaintext_auth: insecure_allow_plaintext_auth?,
+        })
+    }
+
+    fn listeners(&mut self, value: Option<&Value>) -> Option<Vec<ImapListener>> {
+        const PATH: &str = "imap.listeners";
+        let items = self.required(value, PATH, raw::sequence)?;
+        if items.is_empty() {
+            self.error(PATH, "must list at least one listener");
+            return None;
+        }
+        let partial: Vec<PartialListener> = items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| self.listener(item, raw::element(PATH, index), index))
+            .collect();
+
+        self.check_listeners_unique(&partial);
+        self.tls_required_by = partial.iter().find_map(|l| match l.tls {
+            Some(mode @ (ListenerTls::Starttls | ListenerTls::Implicit)) => {
+                Some((l.path.clone(), mode))
+            }
+            _ => None,
+        });
+
+        partial
+            .into_iter()
+            .map(|l| {
+                Some(ImapListener {
+                    name: l.name?,
+                    address: l.address?,
+                    tls: l.tls?,
+                })
+            })
+            .collect()
+    }
+
+    fn listener(&mut self, value: &Value, path: String, index: usize) -> PartialListener {
+        let Some(raw) = self.section::<RawListener>(value, &path) else {
+            return PartialListener {
+                path,
+                name: None,
+                address: None,
+                tls: None,
+            };
+        };
+        let name = self.optional(
+            raw.name.as_ref(),
+            &raw::child(&path, "name"),
+            format!("{DEFAULT_LISTENER_NAME_PREFIX}{index}"),
+            listener_name,
+        );
+        let address = self.required(
+            raw.address.as_ref(),
+            &raw::child(&path, "address"),
+            raw::socket_addr,
+        );
+        let tls = self.required(raw.tls.as_ref(), &raw::child(&path, "tls"), |v| {
+            raw::keyword(
+                v,
+                "TLS mode",
+                &[
+                    ("none", ListenerTls::None),
+                    ("starttls", ListenerTls::Starttls),
+                    ("implicit", ListenerTls::Implicit),
+                ],
+            )
+        });
+        PartialListener {
+            path,
+            name,
+            address,
+            tls,
+        }
+    }
+
+    /// Names label metrics and addresses are bound, so both must be unique. Each later
+    /// listener is reported against the first one it collides with.
+    fn check_listeners_unique(&mut self, listeners: &[PartialListener]) {
+        for (i, later) in listeners.iter().enumerate() {
+            let earlier = &listeners[..i];
+            if let Some(name) = &later.name {
+                if let Some(first) = earlier.iter().find(|l| l.name.as_ref() == Some(name)) {
+                    self.error(
+                        raw::child(&later.path, "name"),
+                        format!("duplicate listener name {name:?} (also {})", first.path),
+                    );
+                }
+            }
+            if let Some(address) = later.address {
+                let clash = earlier.iter().find_map(|l| {
+                    l.address
+                        .filter(|&a| bind_conflict(a, address))
+                        .map(|a| (l, a))
+                });
+                if let Some((first, first_address)) = clash {
+                    let message = if first_address == address {
+                        format!("duplicate address {address} (also {})", first.path)
+                    } else {
+                        format!(
+                            "address {address} overlaps {first_address} of {}",
+                            first.path
+                        )
+                    };
+                    self.error(raw::child(&later.path, "address"), message);
+                }
+            }
+        }
+    }
+
+    fn upstream(&mut self, value: Option<&Value>) -> Option<ImapUpstream> {
+        let raw: RawUpstream = self.required_section(value, "imap.upstream")?;
+        let address = self.required(raw.address.as_ref(), "imap.upstream.address", |v| {
+            HostPort::parse(raw::string(v)?)
+        });
+        let implicit = self.optional(
+            raw.tls.as_ref(),
+            "imap.upstream.tls",
+            matches!(DEFAULT_UPSTREAM_TLS, UpstreamTls::Implicit { .. }),
+            |v| {
+                raw::keyword(
+                    v,
+                    "upstream TLS mode",
+                    &[("none", false), ("implicit", true)],
+                )
+            },
+        );
+        let server_name = self.present(
+            raw.server_name.as_ref(),
+            "imap.upstream.server_name",
+            server_name,
+        );
+        let ca_file = self.present(raw.ca_file.as_ref(), "imap.upstream.ca_file", file_path);
+        let connect_timeout = self.optional(
+            raw.connect_timeout.as_ref(),
+            "imap.upstream.connect_timeout",
+            DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
+            |v| bounded_duration(v, Duration::ZERO),
+        );
+
+        let tls = match implicit? {
+            false => {
+                for (given, path) in [
+                    (
+                        matches!(server_name, Some(Some(_))),
+                        "imap.upstream.server_name",
+                    ),
+                    (matches!(ca_file, Some(Some(_))), "imap.upstream.ca_file"),
+                ] {
+                    if given {
+                        self.error(path, "only allowed with tls: implicit");
+                    }
+                }
+                Some(UpstreamTls::None)
+            }
+            true => {
+                let ca_file = match ca_file {
+                    Some(Some(ca_file)) => Some(ca_file),
+                    Some(None) => {
+                        // The process trusts no system roots for the upstream, so without
+                        // a CA file no upstream certificate could ever verify.
+                        self.error(
+                            "imap.upstream.ca_file",
+                            "missing: required with tls: implicit",
+                        );
+                        None
+                    }
+                    None => None,
+                };
+                let server_name = match (server_name, &address) {
+                    (Some(Some(name)), _) => Some(name),
+                    (Some(None), Some(address)) => {
+                        // The default must be a valid TLS name too, or the first connect
+                        // fails; say so now, where the fix (set server_name) is obvious.
+                        let name = server_name_str(&address.host).map_err(|e| {
+                            format!(
+                                "{e}; the default is the upstream host, set server_name explicitly"
+                            )
+                        });
+                        self.record("imap.upstream.server_name", name)
+                    }
+                    _ => None,
+                };
+                match (server_name, ca_file) {
+                    (Some(server_name), Some(ca_file)) => Some(UpstreamTls::Implicit {
+                        server_name,
+                        ca_file,
+                    }),
+                    _ => None,
+                }
+            }
+        };
+
+        let address = address?;
+        Some(ImapUpstream {
+            host: address.host,
+            port: address.port,
+            tls: tls?,
+            connect_timeout: connect_timeout?,
+        })
+    }
+
+    /// An upstream that is one of our own listeners would make every session connect to
+    /// the proxy itself, recursively.
+    fn check_upstream_is_not_a_listener(
+        &mut self,
+        upstream: &ImapUpstream,
+        listeners: &[ImapListener],
+    ) {
+        let Ok(ip) = upstream.host.parse::<IpAddr>() else {
+            return;
+        };
+        let target = SocketAddr::new(ip, upstream.port);
+        let reaches = |listener: SocketAddr| {
+            listener == target
+                || (listener.port() == target.port()
+                    && listener.ip().is_unspecified()
+                    && listener.is_ipv4() == target.is_ipv4()
+                    && (ip.is_loopback() || ip.is_unspecified()))
+        };
+        if let Some((index, listener)) = listeners
+            .iter()
+            .enumerate()
+            .find(|(_, l)| reaches(l.address))
+        {
+            self.error(
+                "imap.upstream.address",
+                format!(
+                    "{target} is the proxy's own listener {} ({}): sessions would loop back into the proxy",
+                    raw::element("imap.listeners", index),
+                    listener.address
+                ),
+            );
+        }
+    }
+
+    fn limits(&mut self, value: Option<&Value>) -> Option<ImapLimits> {
+        let raw: RawLimits = self.optional_section(value, "imap.limits")?;
+        let max_line_bytes = self.optional(
+            raw.max_line_bytes.as_ref(),
+            "imap.limits.max_line_bytes",
+            DEFAULT_MAX_LINE_BYTES,
+            |v| {
+                let n = raw::byte_size(v)?;
+                let range = &MAX_LINE_BYTES_RANGE;
+                usize::try_from(n)
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .ok_or_else(|| out_of_range(n, *range.start() as u64, *range.end() as u64))
+            },
+        );
+        let max_literal_bytes = self.optional(
+            raw.max_literal_bytes.as_ref(),
+            "imap.limits.max_literal_bytes",
+            DEFAULT_MAX_LITERAL_BYTES,
+            |v| {
+                let n = raw::byte_size(v)?;
+                let range = &MAX_LITERAL_BYTES_RANGE;
+                if !range.contains(&n) {
+                    return Err(out_of_range(n, *range.start(), *range.end()));
+                }
+                Ok(n)
+            },
+        );
+        let max_sessions = self.optional(
+            raw.max_sessions.as_ref(),
+            "imap.limits.max_sessions",
+            DEFAULT_MAX_SESSIONS,
+            |v| match usize::try_from(raw::unsigned(v)?) {
+                Ok(0) => Err("must be at least 1".to_owned()),
+                Ok(n) => Ok(n),
+                Err(_) => Err("too large for this platform".to_owned()),
+            },
+        );
+        Some(ImapLimits {
+            max_line_bytes: max_line_bytes?,
+            max_literal_bytes: max_literal_bytes?,
+            max_sessions: max_sessions?,
+        })
+    }
+
+    fn timeouts(&mut self, value: Option<&Value>) -> Option<ImapTimeouts> {
+        let raw: RawTimeouts = self.optional_section(value, "imap.timeouts")?;
+        let mut timeout = |value: Option<Value>, path: &str, default: Duration, min: Duration| {
+            self.optional(value.as_ref(), path, default, |v| bounded_duration(v, min))
+        };
+        let tls_handshake = timeout(
+            raw.tls_handshake,
+            "imap.timeouts.tls_handshake",
+            DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            Duration::ZERO,
+        );
+        let pre_auth = timeout(
+            raw.pre_auth,
+            "imap.timeouts.pre_auth",
+            DEFAULT_PRE_AUTH_TIMEOUT,
+            Duration::ZERO,
+        );
+        let idle = timeout(
+            raw.idle,
+            "imap.timeouts.idle",
+            DEFAULT_IDLE_TIMEOUT,
+            MIN_IDLE_TIMEOUT,
+        );
+        let upstream_reply = timeout(
+            raw.upstream_reply,
+            "imap.timeouts.upstream_reply",
+            DEFAULT_UPSTREAM_REPLY_TIMEOUT,
+            Duration::ZERO,
+        );
+        Some(ImapTimeouts {
+            tls_handshake: tls_handshake?,
+            pre_auth: pre_auth?,
+            idle: idle?,
+            upstream_reply: upstream_reply?,
+        })
+    }
+
+    /// `Some(None)`: no `tls` section and no listener needs one; `None`: invalid.
+    fn tls(&mut self, value: Option<&Value>) -> Option<Option<TlsFiles>> {
+        let Some(value) = value else {
+            let Some((listener, mode)) = &self.tls_required_by else {
+                return Some(None);
+            };
+            let message = format!(
+                "missing: certificate and private_key are required because {listener} uses tls: {}",
+                listener_tls_name(*mode)
+            );
+            self.error("tls", message);
+            return None;
+        };
+        let raw: RawTls = self.section(value, "tls")?;
+        let certificate = self.required(raw.certificate.as_ref(), "tls.certificate", file_path);
+        let private_key = self.required(raw.private_key.as_ref(), "tls.private_key", file_path);
+        Some(Some(TlsFiles {
+            certificate: certificate?,
+            private_key: private_key?,
+        }))
+    }
+
+    fn coi(&mut self, value: Option<&Value>) -> Option<CoiConfig> {
+        let raw: RawCoi = self.optional_section(value, "coi")?;
+        let mailbox_root = self.optional(
+            raw.mailbox_root.as_ref(),
+            "coi.mailbox_root",
+            DEFAULT_MAILBOX_ROOT.to_owned(),
+            mailbox_root,
+        )?;
+        Some(CoiConfig { mailbox_root })
+    }
+
+    fn admin(&mut self, value: Option<&Value>) -> Option<AdminConfig> {
+        let raw: RawAdmin = self.optional_section(value, "admin")?;
+        let address = self.optional(
+            raw.address.as_ref(),
+            "admin.address",
+            Some(DEFAULT_ADMIN_ADDRESS),
+            |v| {
+                if v.as_str() == Some(ADMIN_ADDRESS_OFF) {
+                    return Ok(None);
+                }
+                raw::socket_addr(v)
+                    .map(Some)
+                    .map_err(|e| format!("{e}; use \"{ADMIN_ADDRESS_OFF}\" to disable"))
+            },
+        )?;
+        Some(AdminConfig { address })
+    }
+
+    /// The admin endpoint and an IMAP listener cannot share a bound address.
+    fn check_admin_is_not_a_listener(&mut self, admin: SocketAddr, listeners: &[ImapListener]) {
+        if let Some((index, listener)) = listeners
+            .iter()
+            .enumerate()
+            .find(|(_, l)| bind_conflict(l.address, admin))
+        {
+            self.error(
+                "admin.address",
+                format!(
+                    "{admin} overlaps {} of {}",
+                    listener.address,
+                    raw::element("imap.listeners", index)
+                ),
+            );
+        }
+    }
+
+    fn log(&mut self, value: Option<&Value>) -> Option<LogConfig> {
+        let raw: RawLog = self.optional_section(value, "log")?;
+        let format = self.optional(raw.format.as_ref(), "log.format", DEFAULT_LOG_FORMAT, |v| {
+            raw::keyword(
+                v,
+                "log format",
+                &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+            )
+        });
+        let level = self.optional(
+            raw.level.as_ref(),
+            "log.level",
+            DEFAULT_LOG_LEVEL.to_owned(),
+            log_level,
+        );
+        Some(LogConfig {
+            format: format?,
+            level: level?,
+        })
+    }
+
+    fn shutdown(&mut self, value: Option<&Value>) -> Option<ShutdownConfig> {
+        let raw: RawShutdown = self.optional_section(value, "shutdown")?;
+        let grace = self.optional(
+            raw.grace.as_ref(),
+            "shutdown.grace",
+            DEFAULT_SHUTDOWN_GRACE,
+            |v| bounded_duration(v, Duration::ZERO),
+        )?;
+        Some(ShutdownConfig { grace })
+    }
+
+    // Plumbing: each helper records at most one error per value and returns `None`
+    // exactly when it did.
+
+    fn error(&mut self, path: impl Into<String>, message: impl AsRef<str>) {
+        self.errors.push(ConfigError {
+            path: path.into(),
+            message: raw::single_line(message.as_ref()),
+        });
+    }
+
+    fn record<T>(&mut self, path: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|message| self.error(path, message)).ok()
+    }
+
+    fn section<T: DeserializeOwned + Default>(&mut self, value: &Value, path: &str) -> Option<T> {
+        raw::section(value, path, &mut self.errors)
+    }
+
+    fn required_section<T: DeserializeOwned + Default>(
+        &mut self,
+        value: Option<&Value>,
+        path: &str,
+    ) -> Option<T> {
+        let Some(value) = value else {
+            self.error(path, "missing required section");
+            return None;
+        };
+        self.section(value, path)
+    }
+
+    fn optional_section<T: DeserializeOwned + Default>(
+        &mut self,
+        value: Option<&Value>,
+        path: &str,
+    ) -> Option<T> {
+        match value {
+            Some(value) => self.section(value, path),
+            None => Some(T::default()),
+        }
+    }
+
+    /// `Some(None)`: the key is absent (or null); `None`: present but invalid.
+    fn present<'v, T>(
+        &mut self,
+        value: Option<&'v Value>,
+        path: &str,
+        convert: impl FnOnce(&'v Value) -> Result<T, String>,
+    ) -> Option<Option<T>> {
+        match value {
+            None => Some(None),
+            Some(value) => self.record(path, convert(value)).map(Some),
+        }
+    }
+
+    fn optional<'v, T>(
+        &mut self,
+        value: Option<&'v Value>,
+        path: &str,
+        default: T,
+        convert: impl FnOnce(&'v Value) -> Result<T, String>,
+    ) -> Option<T> {
+        self.present(value, path, convert)
+            .map(|value| value.unwrap_or(default))
+    }
+
+    fn required<'v, T>(
+        &mut self,
+        value: Option<&'v Value>,
+        path: &str,
+        convert: impl FnOnce(&'v Value) -> Result<T, String>,
+    ) -> Option<T> {
+        match self.present(value, path, convert)? {
+            Some(value) => Some(value),
+            None => {
+                self.error(path, "missing required key");
+                None
+            }
+        }
+    }
+}
+
+/// `[a-z0-9_-]{1,32}`: the name becomes a metric label and a log field.
+fn listener_name(value: &Value) -> Result<String, String> {
+    let name = raw::string(value)?;
+    let valid = (1..=MAX_LISTENER_NAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !valid {
+        return Err(format!(
+            "invalid listener name {name:?} (expected 1 to {MAX_LISTENER_NAME_LEN} of a-z, 0-9, '_', '-')"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn listener_tls_name(mode: ListenerTls) -> &'static str {
+    match mode {
+        ListenerTls::None => "none",
+        ListenerTls::Starttls => "starttls",
+        ListenerTls::Implicit => "implicit",
+    }
+}
+
+/// Two listen addresses that cannot both be bound: the same address, or the same port
+/// where one side is the wildcard of the same family (Linux refuses that bind). Port 0
+/// asks the kernel for a fresh port each time, so it never clashes.
+fn bind_conflict(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip()
+            || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
+}
+
+/// A name the upstream certificate is checked against: a DNS name or an IP literal.
+fn server_name(value: &Value) -> Result<String, String> {
+    server_name_str(raw::string(value)?)
+}
+
+fn server_name_str(name: &str) -> Result<String, String> {
+    rustls_pki_types::ServerName::try_from(name)
+        .map(|_| name.to_owned())
+        .map_err(|_| format!("invalid TLS server name {name:?}"))
+}
+
+/// A file name; whether the file exists is checked at startup, not here.
+fn file_path(value: &Value) -> Result<PathBuf, String> {
+    let path = raw::string(value)?;
+    if path.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if path.contains('\0') {
+        return Err(format!("invalid file name {path:?}: contains NUL"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn mailbox_root(value: &Value) -> Result<String, String> {
+    let root = raw::string(value)?;
+    if root.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if root.contains(MAILBOX_ROOT_FORBIDDEN) {
+        return Err(format!(
+            "invalid mailbox root {root:?}: must not contain CR, LF, NUL, '\"', '\\', '*' or '%'"
+        ));
+    }
+    Ok(root.to_owned())
+}
+
+/// A tracing filter such as "info" or "coi_proxy=debug,info", parsed the way `EnvFilter`
+/// parses it so a typo fails here rather than when logging starts.
+fn log_level(value: &Value) -> Result<String, String> {
+    let level = raw::string(value)?;
+    if level.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    for directive in level.split(',').filter(|d| !d.is_empty()) {
+        directive
+            .parse::<Directive>()
+            .map_err(|e| format!("invalid log filter directive {directive:?}: {e}"))?;
+    }
+    Ok(level.to_owned())
+}
+
+/// A duration above `min` (or equal to it when `min` is not zero) and at most
+/// [`MAX_DURATION`].
+fn bounded_duration(value: &Value, min: Duration) -> Result<Duration, String> {
+    let duration = raw::duration(value)?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    if duration < min {
+        return Err(format!(
+            "{} is too short (at least {})",
+            humantime::format_duration(duration),
+            humantime::format_duration(min)
+        ));
+    }
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "{} is too long (at most {})",
+            humantime::format_duration(duration),
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(duration)
+}
+
+fn out_of_range(n: u64, min: u64, max: u64) -> String {
+    format!(
+        "{} is out of range ({} to {})",
+        show_bytes(n),
+        show_bytes(min),
+        show_bytes(max)
+    )
+}
+
+/// "64 KiB" when exact, else the byte count: messages echo sizes in the unit a config
+/// file would use.
+fn show_bytes(n: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, scale) in UNITS {
+        if n >= scale && n % scale == 0 {
+            return format!("{} {unit}", n / scale);
+        }
+    }
+    format!("{n} B")
+}

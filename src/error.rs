@@ -1,0 +1,94 @@
+//! Errors that end a session, classified by who is at fault, and the one table that maps
+//! them to what the client is told.
+
+use std::io;
+
+/// Who caused a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The client (the IMAP client, the SMTP client, the peer proxy).
+    Downstream,
+    /// The backend (Dovecot, Postfix).
+    Upstream,
+    /// The proxy itself: a bug or a resource limit.
+    Internal,
+}
+
+/// What went wrong; a closed set so it can label metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The peer closed the connection.
+    Closed,
+    /// Reading or writing failed.
+    Io,
+    /// A deadline passed (handshake, pre-auth, idle, upstream reply).
+    Timeout,
+    /// The peer broke the protocol in a way that ends the session.
+    Protocol,
+    /// A line or literal exceeded its limit.
+    TooBig,
+    /// The TLS handshake failed.
+    Tls,
+    /// The upstream could not be reached.
+    Connect,
+    /// The process is shutting down.
+    Shutdown,
+}
+
+impl ErrorKind {
+    pub fn as_label(self) -> &'static str {
+        match self {
+            ErrorKind::Closed => "closed",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Io => "io",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Shutdown => "shutdown",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::TooBig => "too_big",
+            ErrorKind::Tls => "tls",
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+#[error("{side:?} {}: {detail}", kind.as_label())]
+pub struct SessionError {
+    pub side: Side,
+    pub kind: ErrorKind,
+    pub detail: &'static str,
+    #[source]
+    pub source: Option<io::Error>,
+}
+
+impl SessionError {
+    pub fn new(side: Side, kind: ErrorKind, detail: &'static str) -> Self {
+        Self { side, kind, detail, source: None }
+    }
+
+    pub fn io(side: Side, source: io::Error) -> Self {
+        let kind = match source.kind() {
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
+                ErrorKind::Closed
+            }
+            io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            _ => ErrorKind::Io,
+        };
+        Self { side, kind, detail: "i/o error", source: Some(source) }
+    }
+
+    /// The untagged `BYE` the client gets before the proxy closes, if it can still be
+    /// told anything. This is the only place that chooses these texts.
+    pub fn imap_bye(&self) -> Option<&'static str> {
+        match (self.side, self.kind) {
+            (Side::Downstream, ErrorKind::Closed | ErrorKind::Io | ErrorKind::Tls) => None,
+            (Side::Downstream, ErrorKind::Timeout) => Some("* BYE Autologout; idle for too long"),
+            (Side::Downstream, ErrorKind::TooBig) => Some("* BYE [TOOBIG] Input exceeds a limit"),
+            (Side::Downstream, _) => Some("* BYE Too many protocol errors"),
+            (Side::Upstream, ErrorKind::Connect) => Some("* BYE [UNAVAILABLE] Backend server unavailable"),
+            (Side::Upstream, _) => Some("* BYE [UNAVAILABLE] Backend server connection lost"),
+            (Side::Internal, ErrorKind::Shutdown) => Some("* BYE [UNAVAILABLE] Server shutting down"),
+            (Side::Internal, _) => Some("* BYE [SERVERBUG] Internal error"),
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! Every metric the process exports, declared in this one file.
+//!
+//! Metrics live on an explicit [`Registry`] owned by [`Metrics`], created once in `main`
+//! and passed down (never the prometheus default registry, so tests can build as many as
+//! they like and nothing registers behind our back). Names follow
+//! `coi_proxy_<protocol>_<noun>_{total,seconds,bytes}`. Label values come only from the
+//! closed enums below, through their `as_label`: never addresses, user names or mailbox
+//! names, which would make the series count unbounded and leak personal data into
+//! monitoring.
+//!
+//! Every label combination is created up front, so each series is exported at zero
+//! before its first event: `rate()` and alerts such as "no TLS handshake failed" work
+//! from the first scrape, and the exposition text is stable enough for
+//! `tests/metrics.rs` to pin. The hot-path methods index pre-resolved children instead
+//! of hashing label values on each call.
+
+use std::time::Duration;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use tokio::time::Instant;
+
+use crate::config::types::ListenerTls;
+
+/// Upper bounds of `coi_proxy_imap_command_duration_seconds`, in seconds.
+///
+/// From 50 µs (a command the proxy answers itself, such as CAPABILITY or NOOP) to 30 s (a
+/// large APPEND or a SEARCH over a big mailbox); roughly 1-2.5-5 per decade, which
+/// keeps quantile estimates within a factor of about two. IDLE is observed too, but its
+/// duration is the client's choice and lands in `+Inf`.
+const COMMAND_DURATION_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Upper bounds of `coi_proxy_imap_session_duration_seconds`, in seconds.
+///
+/// From 1 s (a client that only probes capabilities) to 24 h (a chat client holding IDLE
+/// all day; RFC 9051 §5.4 lets it idle 30 minutes at a time and re-issue IDLE forever).
+const SESSION_DURATION_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1_800.0, 3_600.0, 7_200.0, 14_400.0, 28_800.0,
+    86_400.0,
+];
+
+/// All metrics of one process, and the registry they are exported from.
+pub struct Metrics {
+    registry: Registry,
+    /// The IMAP front's metrics.
+    pub imap: ImapMetrics,
+}
+
+impl Metrics {
+    /// Creates and registers every metric, each label combination at zero.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "coi_proxy_build_info",
+                "Always 1; the version label says which coi-proxy build is running.",
+            ),
+            &["version"],
+        )
+        .expect(VALID_METRIC);
+        register(&registry, build_info.clone());
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        let imap = ImapMetrics::new(&registry);
+        Metrics { registry, imap }
+    }
+
+    /// The current value of every metric in the Prometheus text exposition format
+    /// (version 0.0.4, content type [`prometheus::TEXT_FORMAT`]).
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Encoding fails only for an empty metric family, which `gather` never returns
+        // (it drops them). Should it happen anyway, a partial scrape beats none.
+        if let Err(error) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut text) {
+            tracing::warn!(%error, "encoding metrics failed; the scrape is incomplete");
+        }
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The registry's contents are what `encode` is for; the type name is enough here.
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+// === IMAP ===
+
+/// Metrics of the IMAP front (client ⇄ proxy ⇄ Dovecot).
+///
+/// The methods do no label lookup, hashing or allocation (the label children are
+/// resolved once in [`Metrics::new`]), so they are cheap enough for every command.
+pub struct ImapMetrics {
+    connections_current: [IntGauge; ListenerKind::ALL.len()],
+    connections_total: [IntCounter; ListenerKind::ALL.len()],
+    session_duration: [Histogram; ListenerKind::ALL.len()],
+    commands_total: [[IntCounter; CommandOutcome::ALL.len()]; CommandClass::ALL.len()],
+    command_duration: [Histogram; CommandClass::ALL.len()],
+    bytes_total: [IntCounter; Direction::ALL.len()],
+    tls_handshakes_total: [[IntCounter; TlsOutcome::ALL.len()]; ListenerKind::ALL.len()],
+    upstream_connect_failures_total: IntCounter,
+}
+
+impl ImapMetrics {
+    fn new(registry: &Registry) -> Self {
+        let connections_current = IntGaugeVec::new(
+            Opts::new(
+                "coi_proxy_imap_connections_current",
+                "IMAP client connections open now, by listener.",
+            ),
+            &["listener"],
+        )
+        .expect(VALID_METRIC);
+        let connections_total = IntCounterVec::new(
+            Opts::new(
+                "coi_proxy_imap_connections_total",
+                "IMAP client connections accepted, by listener.",
+            ),
+            &["listener"],
+        )
+        .expect(VALID_METRIC);
+        let session_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "coi_proxy_imap_session_duration_seconds",
+                "Time from accepting an IMAP client connection until it closed, by listener.",
+            )
+            .buckets(SESSION_DURATION_BUCKETS.to_vec()),
+            &["listener"],
+        )
+        .expect(VALID_METRIC);
+        let commands_total = IntCounterVec::new(
+            Opts::new(
+                "coi_proxy_imap_commands_total",
+                "IMAP commands completed, by command and outcome (ok/no/bad from the \
+                 server's tagged reply; rejected when the proxy answered itself; aborted \
+                 when the connection ended first).",
+            ),
+            &["command", "outcome"],
+        )
+        .expect(VALID_METRIC);
+        let command_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "coi_proxy_imap_command_duration_seconds",
+                "Time from a client's complete IMAP command to its tagged reply, by command.",
+            )
+            .buckets(COMMAND_DURATION_BUCKETS.to_vec()),
+            &["command"],
+        )
+        .expect(VALID_METRIC);
+        let bytes_total = IntCounterVec::new(
+            Opts::new(
+                "coi_proxy_imap_bytes_total",
+                "IMAP bytes relayed, by direction (before TLS encryption).",
+            ),
+            &["direction"],
+        )
+        .expect(VALID_METRIC);
+        let tls_handshakes_total = IntCounterVec::new(
+            Opts::new(
+                "coi_proxy_imap_tls_handshakes_total",
+                "TLS handshakes with IMAP clients (implicit TLS or STARTTLS), by listener \
+                 and outcome.",
+            ),
+            &["listener", "outcome"],
+        )
+        .expect(VALID_METRIC);
+        let upstream_connect_failures_total = IntCounter::with_opts(Opts::new(
+            "coi_proxy_imap_upstream_connect_failures_total",
+            "Connections to the upstream IMAP server that could not be established \
+             (refused, timed out or TLS failed).",
+        ))
+        .expect(VALID_METRIC);
+
+        register(registry, connections_current.clone());
+        register(registry, connections_total.clone());
+        register(registry, session_duration.clone());
+        register(registry, commands_total.clone());
+        register(registry, command_duration.clone());
+        register(registry, bytes_total.clone());
+        register(registry, tls_handshakes_total.clone());
+        register(registry, upstream_connect_failures_total.clone());
+
+        // `with_label_values` creates the child at zero, which is what makes every series
+        // visible before its first event.
+        Self {
+            connections_current: ListenerKind::ALL
+                .map(|listener| connections_current.with_label_values(&[listener.as_label()])),
+            connections_total: ListenerKind::ALL
+                .map(|listener| connections_total.with_label_values(&[listener.as_label()])),
+            session_duration: ListenerKind::ALL
+                .map(|listener| session_duration.with_label_values(&[listener.as_label()])),
+            commands_total: CommandClass::ALL.map(|class| {
+                CommandOutcome::ALL.map(|outcome| {
+                    commands_total.with_label_values(&[class.as_label(), outcome.as_label()])
+                })
+            }),
+            command_duration: CommandClass::ALL
+                .map(|class| command_duration.with_label_values(&[class.as_label()])),
+            bytes_total: Direction::ALL
+                .map(|direction| bytes_total.with_label_values(&[direction.as_label()])),
+            tls_handshakes_total: ListenerKind::ALL.map(|listener| {
+                TlsOutcome::ALL.map(|outcome| {
+                    tls_handshakes_total
+                        .with_label_values(&[listener.as_label(), outcome.as_label()])
+                })
+            }),
+            upstream_connect_failures_total,
+        }
+    }
+
+    /// Counts a newly accepted client connection.
+    ///
+    /// Keep the returned guard for the life of the connection: dropping it takes the
+    /// connection out of `connections_current` and observes the session duration, so
+    /// every exit path (errors and panics included) is accounted for.
+    pub fn connection_opened(&self, listener: ListenerKind) -> ConnectionGuard {
+        let current = self.connections_current[listener as usize].clone();
+        current.inc();
+        self.connections_total[listener as usize].inc();
+        ConnectionGuard {
+            current,
+            duration: self.session_duration[listener as usize].clone(),
+            opened: Instant::now(),
+        }
+    }
+
+    /// Records one command from the client's complete command line to its tagged reply.
+    pub fn command_finished(
+        &self,
+        class: CommandClass,
+        outcome: CommandOutcome,
+        latency: Duration,
+    ) {
+        self.commands_total[class as usize][outcome as usize].inc();
+        self.command_duration[class as usize].observe(latency.as_secs_f64());
+    }
+
+    /// Counts `n` relayed bytes.
+    pub fn bytes(&self, direction: Direction, n: u64) {
+        self.bytes_total[direction as usize].inc_by(n);
+    }
+
+    /// Counts one finished (or abandoned) TLS handshake with a client.
+    pub fn tls_handshake(&self, listener: ListenerKind, outcome: TlsOutcome) {
+        self.tls_handshakes_total[listener as usize][outcome as usize].inc();
+    }
+
+    /// Counts one failed attempt to reach the upstream IMAP server.
+    pub fn upstream_connect_failed(&self) {
+        self.upstream_connect_failures_total.inc();
+    }
+}
+
+impl std::fmt::Debug for ImapMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapMetrics").finish_non_exhaustive()
+    }
+}
+
+/// Accounts for one open client connection; see [`ImapMetrics::connection_opened`].
+#[must_use = "dropping the guard immediately counts the connection as closed"]
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    current: IntGauge,
+    duration: Histogram,
+    /// tokio's clock rather than std's, so tests with paused time see durations move.
+    opened: Instant,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.current.dec();
+        self.duration.observe(self.opened.elapsed().as_secs_f64());
+    }
+}
+
+// === Labels ===
+
+/// Which kind of IMAP listener a connection came in on (label `listener`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ListenerKind {
+    /// TLS from the first byte (993).
+    Implicit,
+    /// Plaintext, no STARTTLS offered.
+    Plain,
+    /// Plaintext with STARTTLS (143).
+    Starttls,
+}
+
+impl ListenerKind {
+    /// Every variant, in declaration order (the order of the internal arrays).
+    pub const ALL: [Self; 3] = [Self::Implicit, Self::Plain, Self::Starttls];
+
+    /// The label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Implicit => "implicit",
+            Self::Plain => "plain",
+            Self::Starttls => "starttls",
+        }
+    }
+}
+
+impl From<ListenerTls> for ListenerKind {
+    fn from(tls: ListenerTls) -> Self {
+        match tls {
+            ListenerTls::Implicit => Self::Implicit,
+            ListenerTls::None => Self::Plain,
+            ListenerTls::Starttls => Self::Starttls,
+        }
+    }
+}
+
+/// The command families worth telling apart on a dashboard (label `command`). Everything
+/// else, including extensions the proxy merely forwards, is [`CommandClass::Other`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CommandClass {
+    Append,
+    Authenticate,
+    Capability,
+    /// The COI command family (COI-PROTOCOL §5).
+    Coi,
+    /// FETCH and UID FETCH.
+    Fetch,
+    Idle,
+    /// LIST, LSUB and their extended forms.
+    List,
+    Login,
+    Logout,
+    /// GETMETADATA and SETMETADATA (RFC 5464), where the COI configuration lives.
+    Metadata,
+    Noop,
+    Other,
+    /// SEARCH and UID SEARCH.
+    Search,
+    /// SELECT and EXAMINE.
+    Select,
+    Starttls,
+    /// STORE and UID STORE.
+    Store,
+}
+
+impl CommandClass {
+    /// Every variant, in declaration order (the order of the internal arrays).
+    pub const ALL: [Self; 16] = [
+        Self::Append,
+        Self::Authenticate,
+        Self::Capability,
+        Self::Coi,
+        Self::Fetch,
+        Self::Idle,
+        Self::List,
+        Self::Login,
+        Self::Logout,
+        Self::Metadata,
+        Self::Noop,
+        Self::Other,
+        Self::Search,
+        Self::Select,
+        Self::Starttls,
+        Self::Store,
+    ];
+
+    /// The label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Append => "append",
+            Self::Authenticate => "authenticate",
+            Self::Capability => "capability",
+            Self::Coi => "coi",
+            Self::Fetch => "fetch",
+            Self::Idle => "idle",
+            Self::List => "list",
+            Self::Login => "login",
+            Self::Logout => "logout",
+            Self::Metadata => "metadata",
+            Self::Noop => "noop",
+            Self::Other => "other",
+            Self::Search => "search",
+            Self::Select => "select",
+            Self::Starttls => "starttls",
+            Self::Store => "store",
+        }
+    }
+}
+
+/// How a command ended (label `outcome` of `coi_proxy_imap_commands_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CommandOutcome {
+    /// The connection ended before the tagged reply.
+    Aborted,
+    /// The server's tagged reply was BAD.
+    Bad,
+    /// The server's tagged reply was NO.
+    No,
+    /// The server's tagged reply was OK.
+    Ok,
+    /// The proxy answered the command itself with NO or BAD (policy, framing, limits)
+    /// and never forwarded it.
+    Rejected,
+}
+
+impl CommandOutcome {
+    /// Every variant, in declaration order (the order of the internal arrays).
+    pub const ALL: [Self; 5] = [Self::Aborted, Self::Bad, Self::No, Self::Ok, Self::Rejected];
+
+    /// The label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Aborted => "aborted",
+            Self::Bad => "bad",
+            Self::No => "no",
+            Self::Ok => "ok",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// Which way relayed bytes went (label `direction`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the upstream (or the proxy itself) to the client.
+    ToClient,
+    /// From the client (or the proxy itself) to the upstream.
+    ToUpstream,
+}
+
+impl Direction {
+    /// Every variant, in declaration order (the order of the internal arrays).
+    pub const ALL: [Self; 2] = [Self::ToClient, Self::ToUpstream];
+
+    /// The label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::ToClient => "to_client",
+            Self::ToUpstream => "to_upstream",
+        }
+    }
+}
+
+/// How a TLS handshake with a client ended (label `outcome` of
+/// `coi_proxy_imap_tls_handshakes_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TlsOutcome {
+    /// The handshake failed (bad ClientHello, no common version or cipher, peer alert).
+    Failed,
+    Ok,
+    /// The client did not finish within the configured handshake timeout.
+    Timeout,
+}
+
+impl TlsOutcome {
+    /// Every variant, in declaration order (the order of the internal arrays).
+    pub const ALL: [Self; 3] = [Self::Failed, Self::Ok, Self::Timeout];
+
+    /// The label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Ok => "ok",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+// === Helpers ===
+
+/// Names, help texts, label names and buckets above are constants that
+/// `tests/metrics.rs` exercises, so construction cannot fail at runtime.
+const VALID_METRIC: &str = "metric definitions are constant and valid";
+
+fn register<C: prometheus::core::Collector + 'static>(registry: &Registry, collector: C) {
+    // Registration fails only on a duplicate or inconsistent name, i.e. a programming
+    // error in this file; `Metrics::new` runs in every metrics test, so it cannot ship.
+    registry
+        .register(Box::new(collector))
+        .expect("metric names are unique within this file");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_follow_declaration_order() {
+        // The arrays in `ImapMetrics` are indexed by `variant as usize`.
+        for (i, v) in ListenerKind::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+        for (i, v) in CommandClass::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+        for (i, v) in CommandOutcome::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+        for (i, v) in Direction::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+        for (i, v) in TlsOutcome::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+    }
+
+    #[test]
+    fn labels_are_sorted_like_variants_and_distinct() {
+        fn check(labels: Vec<&'static str>) {
+            let mut sorted = labels.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(labels, sorted);
+        }
+        check(ListenerKind::ALL.map(ListenerKind::as_label).to_vec());
+        check(CommandClass::ALL.map(CommandClass::as_label).to_vec());
+        check(CommandOutcome::ALL.map(CommandOutcome::as_label).to_vec());
+        check(Direction::ALL.map(Direction::as_label).to_vec());
+        check(TlsOutcome::ALL.map(TlsOutcome::as_label).to_vec());
+    }
+
+    #[test]
+    fn buckets_increase() {
+        for buckets in [COMMAND_DURATION_BUCKETS, SESSION_DURATION_BUCKETS] {
+            assert!(buckets.windows(2).all(|w| w[0] < w[1]));
+        }
+        assert_eq!(COMMAND_DURATION_BUCKETS.first(), Some(&0.000_05));
+        assert_eq!(COMMAND_DURATION_BUCKETS.last(), Some(&30.0));
+        assert_eq!(SESSION_DURATION_BUCKETS.first(), Some(&1.0));
+        assert_eq!(SESSION_DURATION_BUCKETS.last(), Some(&86_400.0));
+    }
+
+    #[test]
+    fn listener_kind_from_config() {
+        assert_eq!(
+            ListenerKind::from(ListenerTls::Implicit),
+            ListenerKind::Implicit
+        );
+        assert_eq!(ListenerKind::from(ListenerTls::None), ListenerKind::Plain);
+        assert_eq!(
+            ListenerKind::from(ListenerTls::Starttls),
+            ListenerKind::Starttls
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn guard_observes_session_duration() {
+        let metrics = Metrics::new();
+        let guard = metrics.imap.connection_opened(ListenerKind::Starttls);
+        let idx = ListenerKind::Starttls as usize;
+        assert_eq!(metrics.imap.connections_current[idx].get(), 1);
+        tokio::time::advance(Duration::from_secs(90)).await;
+        drop(guard);
+        assert_eq!(metrics.imap.connections_current[idx].get(), 0);
+        let histogram = &metrics.imap.session_duration[idx];
+        assert_eq!(histogram.get_sample_count(), 1);
+        assert!(histogram.get_sample_sum() >= 90.0);
+    }
+}

@@ -1,0 +1,14 @@
+//! IMAP (RFC 3501, RFC 9051) as far as the proxy must understand it.
+//!
+//! - [`fragment`]: lines and literals, under limits (frame first).
+//! - [`command`]: the head of a client command (tag, name) and the arguments of the
+//!   commands the proxy intercepts.
+//! - [`response`]: classification of server responses and their response codes.
+//! - [`capability`]: what the proxy advertises.
+//! - [`encode`]: canonical output the proxy writes itself (quoting, literals).
+
+pub mod fragment;
+pub mod capability;
+pub mod command;
+pub mod encode;
+pub mod response;

@@ -1,0 +1,450 @@
+//! COI on the IMAP side (COI-PROTOCOL.md §2.2–2.5): the configuration METADATA entries
+//! and the side effects of CREATE, DELETE and RENAME of the Chats folder.
+//!
+//! Each handler runs at a barrier (no other client command in flight) and talks to
+//! Dovecot with the proxy's own commands. Values are persisted in Dovecot's METADATA
+//! under [`STORAGE_PREFIX`](crate::coi::config::STORAGE_PREFIX), so any proxy replica,
+//! and the same one after a restart, reads the same configuration.
+
+use crate::coi::config::{self, Change, Entry, MessageFilter, UserConfig};
+use crate::error::SessionError;
+use crate::metrics::{CommandClass, CommandOutcome};
+use crate::proto::imap::command::{self, Intercepted, MetadataDepth};
+use crate::proto::imap::encode::{self, LiteralStyle};
+use crate::proto::imap::response::{self, ResponseHead, Status};
+
+use super::session::{InternalReply, Session};
+
+type Result<T> = std::result::Result<T, SessionError>;
+
+/// Handles an intercepted command. `forward` is the client's command in canonical wire
+/// form (`tag SP name SP args`), used when the command goes to Dovecot unchanged.
+pub(super) async fn run(session: &mut Session, tag: &[u8], forward: &[u8], parsed: Intercepted) -> Result<()> {
+    let unchanged = &forward[tag.len() + 1..];
+    match parsed {
+        Intercepted::GetMetadata { depth, maxsize, mailbox, entries } if mailbox.is_empty() => {
+            get_metadata(session, tag, depth, maxsize, &entries).await
+        }
+        Intercepted::SetMetadata { mailbox, entries } if mailbox.is_empty() => set_metadata(session, tag, &entries).await,
+        Intercepted::GetMetadata { .. } | Intercepted::SetMetadata { .. } => {
+            relay(session, tag, CommandClass::Metadata, unchanged).await
+        }
+        Intercepted::Create { mailbox } => {
+            if mailbox != chats(session).await? {
+                return relay(session, tag, CommandClass::Other, unchanged).await;
+            }
+            // Create first, then enable: the order Dovecot's plugin uses.
+            let reply = session.upstream_command(unchanged).await?;
+            if reply.status == Status::Ok {
+                if let Err(no) = apply(session, &[Change { entry: Entry::Enabled, value: Some("yes") }]).await? {
+                    return finish(session, tag, CommandClass::Other, &no);
+                }
+            }
+            finish(session, tag, CommandClass::Other, &reply)
+        }
+        Intercepted::Delete { mailbox } => {
+            if mailbox != chats(session).await? {
+                return relay(session, tag, CommandClass::Other, unchanged).await;
+            }
+            // Disable first, then delete.
+            if let Err(no) = store(session, &[Change { entry: Entry::Enabled, value: None }]).await? {
+                return finish(session, tag, CommandClass::Other, &no);
+            }
+            relay(session, tag, CommandClass::Other, unchanged).await
+        }
+        Intercepted::Rename { from, to } => {
+            let chats = chats(session).await?;
+            if from == chats {
+                if !under_trash(session, &to).await? {
+                    session.reply_local(tag, CommandClass::Other, "NO", "[CANNOT] COI mailbox can't be renamed");
+                    return Ok(());
+                }
+                if let Err(no) = store(session, &[Change { entry: Entry::Enabled, value: None }]).await? {
+                    return finish(session, tag, CommandClass::Other, &no);
+                }
+                return relay(session, tag, CommandClass::Other, unchanged).await;
+            }
+            let reply = session.upstream_command(unchanged).await?;
+            if reply.status == Status::Ok && to == chats {
+                if let Err(no) = apply(session, &[Change { entry: Entry::Enabled, value: Some("yes") }]).await? {
+                    return finish(session, tag, CommandClass::Other, &no);
+                }
+            }
+            finish(session, tag, CommandClass::Other, &reply)
+        }
+    }
+}
+
+/// Sends the command to Dovecot unchanged and relays its replies under the client's tag.
+async fn relay(session: &mut Session, tag: &[u8], class: CommandClass, command: &[u8]) -> Result<()> {
+    let reply = session.upstream_command(command).await?;
+    for untagged in &reply.untagged {
+        session.send_client_line(untagged);
+    }
+    finish(session, tag, class, &reply)
+}
+
+/// Sends the tagged reply of an internal command to the client under the client's tag.
+fn finish(session: &mut Session, tag: &[u8], class: CommandClass, reply: &InternalReply) -> Result<()> {
+    let mut line = tag.to_vec();
+    line.push(b' ');
+    line.extend_from_slice(&reply.line_after_tag);
+    session.send_client_line(&line);
+    let outcome = match reply.status {
+        Status::Ok => CommandOutcome::Ok,
+        Status::No => CommandOutcome::No,
+        _ => CommandOutcome::Bad,
+    };
+    session.record(class, outcome);
+    Ok(())
+}
+
+/// `GETMETADATA "" entries`: COI entries are answered by the proxy, the rest by Dovecot
+/// with the proxy's own storage filtered out.
+async fn get_metadata(
+    session: &mut Session,
+    tag: &[u8],
+    depth: MetadataDepth,
+    maxsize: Option<u64>,
+    entries: &[Vec<u8>],
+) -> Result<()> {
+    let mut coi_entries: Vec<Entry> = Vec::new();
+    let mut passed: Vec<&[u8]> = Vec::new();
+    for requested in entries {
+        for entry in config::selected_by(requested, depth == MetadataDepth::One, depth == MetadataDepth::Infinity) {
+            if !coi_entries.contains(&entry) {
+                coi_entries.push(entry);
+            }
+        }
+        if !config::is_reserved(requested) {
+            passed.push(requested);
+        }
+    }
+    if !passed.is_empty() {
+        let mut command = b"GETMETADATA (DEPTH ".to_vec();
+        command.extend_from_slice(match depth {
+            MetadataDepth::Zero => b"0",
+            MetadataDepth::One => b"1",
+            MetadataDepth::Infinity => b"infinity",
+        });
+        if let Some(max) = maxsize {
+            command.extend_from_slice(format!(" MAXSIZE {max}").as_bytes());
+        }
+        command.extend_from_slice(b") \"\" (");
+        for (i, entry) in passed.iter().enumerate() {
+            if i > 0 {
+                command.push(b' ');
+            }
+            encode::astring(&mut command, entry, LiteralStyle::NonSync);
+        }
+        command.push(b')');
+        let reply = session.upstream_command(&command).await?;
+        if reply.status != Status::Ok {
+            return finish(session, tag, CommandClass::Metadata, &reply);
+        }
+        for untagged in &reply.untagged {
+            match metadata_entries(untagged) {
+                Some(found) => {
+                    let visible: Vec<_> = found.into_iter().filter(|(e, _)| !config::is_reserved(e)).collect();
+                    if !visible.is_empty() {
+                        session.send_client_line(&metadata_line(&visible));
+                    }
+                }
+                None => session.send_client_line(untagged),
+            }
+        }
+    }
+    if !coi_entries.is_empty() {
+        let stored = read_stored(session).await?;
+        let mut values = Vec::new();
+        for entry in coi_entries {
+            let value = match entry {
+                Entry::Enabled => stored.0.clone(),
+                Entry::MessageFilter => stored.1.clone(),
+                Entry::MailboxRoot => Some(session.shared_mailbox_root().into_bytes()),
+            };
+            // RFC 5464 §4.2.1: entries larger than MAXSIZE are left out.
+            if matches!((&value, maxsize), (Some(v), Some(max)) if v.len() as u64 > max) {
+                continue;
+            }
+            values.push((entry.client_path().into_bytes(), value));
+        }
+        if !values.is_empty() {
+            session.send_client_line(&metadata_line(&values));
+        }
+    }
+    session.reply_local(tag, CommandClass::Metadata, "OK", "Getmetadata completed.");
+    Ok(())
+}
+
+/// `SETMETADATA "" (...)`: COI entries are validated all at once, then the other entries
+/// go to Dovecot, then the COI values are stored and their side effects applied.
+async fn set_metadata(session: &mut Session, tag: &[u8], entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()> {
+    let mut changes = Vec::new();
+    let mut passed = Vec::new();
+    for (path, value) in entries {
+        match Entry::from_client_path(path) {
+            Some(entry) => match config::validate_set(entry, value.as_deref()) {
+                Ok(change) => changes.push(change),
+                Err(e) => {
+                    session.reply_local(tag, CommandClass::Metadata, "NO", &format!("[CANNOT] {e}"));
+                    return Ok(());
+                }
+            },
+            None if config::is_reserved(path) => {
+                session.reply_local(tag, CommandClass::Metadata, "NO", "[CANNOT] Reserved metadata entry");
+                return Ok(());
+            }
+            None => passed.push((path, value)),
+        }
+    }
+    if !passed.is_empty() {
+        let mut command = b"SETMETADATA \"\" (".to_vec();
+        for (i, (path, value)) in passed.iter().enumerate() {
+            if i > 0 {
+                command.push(b' ');
+            }
+            encode::astring(&mut command, path, LiteralStyle::NonSync);
+            command.push(b' ');
+            encode::nstring(&mut command, value.as_deref(), LiteralStyle::NonSync);
+        }
+        command.push(b')');
+        let reply = session.upstream_command(&command).await?;
+        if reply.status != Status::Ok || changes.is_empty() {
+            return finish(session, tag, CommandClass::Metadata, &reply);
+        }
+    }
+    if let Err(no) = apply(session, &changes).await? {
+        return finish(session, tag, CommandClass::Metadata, &no);
+    }
+    session.reply_local(tag, CommandClass::Metadata, "OK", "Setmetadata completed.");
+    Ok(())
+}
+
+/// Stores COI changes and applies their side effects (COI-PROTOCOL §2.4): enabling
+/// creates Contacts and a subscribed Chats; an `active` or `seen` filter needs Chats.
+/// `Ok(Err(reply))` carries Dovecot's refusal for the client.
+async fn apply(session: &mut Session, changes: &[Change]) -> Result<std::result::Result<(), InternalReply>> {
+    if let Err(no) = store(session, changes).await? {
+        return Ok(Err(no));
+    }
+    let enabling = changes.iter().any(|c| c.entry == Entry::Enabled && c.value == Some("yes"));
+    let filtering = changes.iter().any(|c| {
+        c.entry == Entry::MessageFilter && matches!(c.value, Some(v) if MessageFilter::parse(v.as_bytes()) != Some(MessageFilter::None))
+    });
+    if enabling {
+        let contacts = folder(session, "Contacts").await?;
+        if let Err(no) = ensure_mailbox(session, &contacts, false).await? {
+            return Ok(Err(no));
+        }
+    }
+    if enabling || filtering {
+        let chats = chats(session).await?;
+        if let Err(no) = ensure_mailbox(session, &chats, true).await? {
+            return Ok(Err(no));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Writes COI values to the proxy's storage entries in Dovecot.
+async fn store(session: &mut Session, changes: &[Change]) -> Result<std::result::Result<(), InternalReply>> {
+    let mut command = b"SETMETADATA \"\" (".to_vec();
+    for (i, change) in changes.iter().enumerate() {
+        if i > 0 {
+            command.push(b' ');
+        }
+        command.extend_from_slice(change.entry.storage_path().as_bytes());
+        command.push(b' ');
+        encode::nstring(&mut command, change.value.map(str::as_bytes), LiteralStyle::NonSync);
+    }
+    command.push(b')');
+    let reply = session.upstream_command(&command).await?;
+    Ok(if reply.status == Status::Ok { Ok(()) } else { Err(reply) })
+}
+
+/// Reads the stored `enabled` and `message-filter` values.
+async fn read_stored(session: &mut Session) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+    let command = format!(
+        "GETMETADATA \"\" ({} {})",
+        Entry::Enabled.storage_path(),
+        Entry::MessageFilter.storage_path()
+    );
+    let reply = session.upstream_command(command.as_bytes()).await?;
+    let mut enabled = None;
+    let mut filter = None;
+    for untagged in &reply.untagged {
+        for (path, value) in metadata_entries(untagged).unwrap_or_default() {
+            if path.eq_ignore_ascii_case(Entry::Enabled.storage_path().as_bytes()) {
+                enabled = value;
+            } else if path.eq_ignore_ascii_case(Entry::MessageFilter.storage_path().as_bytes()) {
+                filter = value;
+            }
+        }
+    }
+    Ok((enabled, filter))
+}
+
+/// The user's COI configuration as stored in the backend.
+pub(super) async fn user_config(session: &mut Session) -> Result<UserConfig> {
+    let (enabled, filter) = read_stored(session).await?;
+    Ok(UserConfig::from_stored(enabled.as_deref(), filter.as_deref()))
+}
+
+/// Creates a mailbox if it does not exist; optionally subscribes it.
+async fn ensure_mailbox(
+    session: &mut Session,
+    name: &[u8],
+    subscribe: bool,
+) -> Result<std::result::Result<(), InternalReply>> {
+    let mut command = b"CREATE ".to_vec();
+    encode::astring(&mut command, name, LiteralStyle::NonSync);
+    let reply = session.upstream_command(&command).await?;
+    let exists = reply.status == Status::Ok || contains_code(&reply.line_after_tag, b"ALREADYEXISTS");
+    if !exists {
+        return Ok(Err(reply));
+    }
+    if subscribe {
+        let mut command = b"SUBSCRIBE ".to_vec();
+        encode::astring(&mut command, name, LiteralStyle::NonSync);
+        let reply = session.upstream_command(&command).await?;
+        if reply.status != Status::Ok {
+            return Ok(Err(reply));
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn contains_code(line_after_tag: &[u8], code: &[u8]) -> bool {
+    let mut needle = b"[".to_vec();
+    needle.extend_from_slice(code);
+    line_after_tag.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(&needle))
+}
+
+/// `<root><sep>Chats`.
+async fn chats(session: &mut Session) -> Result<Vec<u8>> {
+    folder(session, "Chats").await
+}
+
+async fn folder(session: &mut Session, leaf: &str) -> Result<Vec<u8>> {
+    let separator = separator(session).await?;
+    let mut name = session.shared_mailbox_root().into_bytes();
+    name.push(separator);
+    name.extend_from_slice(leaf.as_bytes());
+    Ok(name)
+}
+
+/// The hierarchy separator, from `LIST "" ""` (RFC 9051 §6.3.9), learned once.
+async fn separator(session: &mut Session) -> Result<u8> {
+    if let Some(separator) = session.separator {
+        return Ok(separator);
+    }
+    let reply = session.upstream_command(b"LIST \"\" \"\"").await?;
+    let separator = reply.untagged.iter().find_map(|line| list_delimiter(line)).unwrap_or(b'/');
+    session.separator = Some(separator);
+    Ok(separator)
+}
+
+/// The delimiter of a `* LIST (flags) "d" name` response.
+fn list_delimiter(line: &[u8]) -> Option<u8> {
+    let ResponseHead::Data { name, rest } = response::response_head(line).ok()? else { return None };
+    if !name.eq_ignore_ascii_case(b"LIST") {
+        return None;
+    }
+    let after_flags = &rest[memchr::memchr(b')', rest)? + 1..];
+    let (_, delimiter) = command::quoted(after_flags.strip_prefix(b" ")?).ok()?;
+    delimiter.first().copied()
+}
+
+/// Whether `name` lies under the trash: below `Trash<sep>` or below a mailbox with the
+/// `\Trash` special use (COI-PROTOCOL §2.5, as Dovecot decides it).
+async fn under_trash(session: &mut Session, name: &[u8]) -> Result<bool> {
+    let separator = separator(session).await?;
+    let mut trash = b"Trash".to_vec();
+    trash.push(separator);
+    if name.len() > trash.len() && name[..trash.len()].eq_ignore_ascii_case(&trash) {
+        return Ok(true);
+    }
+    let reply = session.upstream_command(b"LIST (SPECIAL-USE) \"\" \"*\"").await?;
+    Ok(reply.untagged.iter().filter_map(|line| special_use_trash(line)).any(|trash| {
+        name.len() > trash.len() && name.starts_with(&trash) && name[trash.len()] == separator
+    }))
+}
+
+/// The mailbox name of a `* LIST (... \Trash ...) d name` response.
+fn special_use_trash(line: &[u8]) -> Option<Vec<u8>> {
+    let ResponseHead::Data { name, rest } = response::response_head(line).ok()? else { return None };
+    let close = memchr::memchr(b')', rest)?;
+    let flags = &rest[..close];
+    let is_trash = flags.split(|&b| b == b' ' || b == b'(').any(|f| f.eq_ignore_ascii_case(b"\\Trash"));
+    if !name.eq_ignore_ascii_case(b"LIST") || !is_trash {
+        return None;
+    }
+    let after = rest.get(close + 2..)?;
+    let after_delimiter = match after.first()? {
+        b'"' => &after[command::quoted(after).ok()?.0.as_ptr() as usize - after.as_ptr() as usize..],
+        _ => after.get(3..)?, // NIL
+    };
+    command::mailbox(after_delimiter.strip_prefix(b" ")?).ok().map(|(_, m)| m)
+}
+
+/// Entries of a collected `* METADATA "" (...)` response.
+fn metadata_entries(line: &[u8]) -> Option<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+    let ResponseHead::Data { name, rest } = response::response_head(line).ok()? else { return None };
+    if !name.eq_ignore_ascii_case(b"METADATA") {
+        return None;
+    }
+    let (_, entries) = response::metadata_response(rest)?;
+    Some(entries)
+}
+
+/// `* METADATA "" (entry value ...)`, every string canonically encoded.
+fn metadata_line(entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<u8> {
+    let mut line = b"* METADATA \"\" (".to_vec();
+    for (i, (entry, value)) in entries.iter().enumerate() {
+        if i > 0 {
+            line.push(b' ');
+        }
+        encode::astring(&mut line, entry, LiteralStyle::Response);
+        line.push(b' ');
+        encode::nstring(&mut line, value.as_deref(), LiteralStyle::Response);
+    }
+    line.push(b')');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_delimiter_is_read_from_the_list_response() {
+        assert_eq!(list_delimiter(b"* LIST (\\Noselect) \"/\" \"\""), Some(b'/'));
+        assert_eq!(list_delimiter(b"* LIST (\\Noselect) \".\" \"\""), Some(b'.'));
+        assert_eq!(list_delimiter(b"* LIST (\\Noselect) NIL \"\""), None);
+    }
+
+    #[test]
+    fn trash_mailboxes_are_found_by_special_use() {
+        assert_eq!(special_use_trash(b"* LIST (\\HasNoChildren \\Trash) \"/\" Bin"), Some(b"Bin".to_vec()));
+        assert_eq!(special_use_trash(b"* LIST (\\Trash) \"/\" \"Deleted Items\""), Some(b"Deleted Items".to_vec()));
+        assert_eq!(special_use_trash(b"* LIST (\\HasNoChildren) \"/\" Bin"), None);
+    }
+
+    #[test]
+    fn metadata_lines_encode_hostile_values_as_literals() {
+        let line = metadata_line(&[(b"/private/x".to_vec(), Some(b"a\r\n* OK [ALERT] b".to_vec())), (b"/private/y".to_vec(), None)]);
+        assert_eq!(line, b"* METADATA \"\" (/private/x {16}\r\na\r\n* OK [ALERT] b /private/y NIL)");
+        assert_eq!(
+            metadata_entries(&line),
+            Some(vec![(b"/private/x".to_vec(), Some(b"a\r\n* OK [ALERT] b".to_vec())), (b"/private/y".to_vec(), None)])
+        );
+    }
+
+    #[test]
+    fn response_codes_are_found_case_insensitively() {
+        assert!(contains_code(b"NO [ALREADYEXISTS] Mailbox already exists", b"ALREADYEXISTS"));
+        assert!(contains_code(b"NO [alreadyexists] x", b"ALREADYEXISTS"));
+        assert!(!contains_code(b"NO [CANNOT] x", b"ALREADYEXISTS"));
+    }
+}

@@ -1,0 +1,157 @@
+//! The IMAP front: accepts clients (plaintext with STARTTLS, or implicit TLS), connects
+//! each to Dovecot, and runs a [`session::Session`] between them.
+
+mod coi;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::config::{CoiConfig, ImapConfig, ListenerTls, UpstreamTls};
+use crate::error::{ErrorKind, SessionError, Side};
+use crate::metrics::{ListenerKind, Metrics, TlsOutcome};
+use crate::net::shutdown::{Phase, Shutdown};
+use crate::net::stream::MaybeTls;
+
+/// What every session of the front shares.
+pub struct Shared {
+    pub config: ImapConfig,
+    pub coi: CoiConfig,
+    /// The server side of TLS; `None` when no listener needs it.
+    pub tls: Option<TlsAcceptor>,
+    pub upstream_tls: Option<(TlsConnector, rustls_pki_types::ServerName<'static>)>,
+    pub metrics: Arc<Metrics>,
+}
+
+fn listener_kind(tls: ListenerTls) -> ListenerKind {
+    ListenerKind::from(tls)
+}
+
+/// Accepts clients on one listener until shutdown, at most `max_sessions` at a time.
+pub async fn serve(listener: TcpListener, tls: ListenerTls, shared: Arc<Shared>, mut shutdown: Shutdown) {
+    let sessions = Arc::new(Semaphore::new(shared.config.limits.max_sessions));
+    let mut next_id: u64 = 0;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.reached(Phase::Draining) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        next_id += 1;
+        let Ok(permit) = sessions.clone().try_acquire_owned() else {
+            debug!(%peer, "session limit reached");
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        let span = tracing::info_span!("imap_session", session_id = next_id, %peer, listener = listener_kind(tls).as_label(), user = tracing::field::Empty);
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let _connection = shared.metrics.imap.connection_opened(listener_kind(tls));
+                match run_session(stream, tls, shared, shutdown).await {
+                    Ok(()) => debug!("session ended"),
+                    Err(e) if e.side == Side::Downstream && e.kind == ErrorKind::Closed => debug!("client closed"),
+                    Err(e) => info!(error = %e, "session ended"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = stream.write_all(b"* BYE [UNAVAILABLE] Too many connections\r\n").await;
+}
+
+async fn run_session(stream: TcpStream, tls: ListenerTls, shared: Arc<Shared>, shutdown: Shutdown) -> Result<(), SessionError> {
+    // Small commands and replies must not wait for Nagle (a 40 ms stall per round trip).
+    let _ = stream.set_nodelay(true);
+    let client = match tls {
+        ListenerTls::Implicit => {
+            let acceptor = shared.tls.clone().ok_or_else(|| SessionError::new(Side::Internal, ErrorKind::Tls, "no TLS configuration"))?;
+            let kind = listener_kind(tls);
+            match tokio::time::timeout(shared.config.timeouts.tls_handshake, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    shared.metrics.imap.tls_handshake(kind, TlsOutcome::Ok);
+                    MaybeTls::ServerTls(Box::new(tls))
+                }
+                Ok(Err(e)) => {
+                    shared.metrics.imap.tls_handshake(kind, TlsOutcome::Failed);
+                    return Err(SessionError { side: Side::Downstream, kind: ErrorKind::Tls, detail: "TLS handshake failed", source: Some(e) });
+                }
+                Err(_) => {
+                    shared.metrics.imap.tls_handshake(kind, TlsOutcome::Timeout);
+                    return Err(SessionError::new(Side::Downstream, ErrorKind::Timeout, "TLS handshake timed out"));
+                }
+            }
+        }
+        ListenerTls::None | ListenerTls::Starttls => MaybeTls::Plain(stream),
+    };
+    let upstream = match connect_upstream(&shared).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            shared.metrics.imap.upstream_connect_failed();
+            let mut client = client;
+            use tokio::io::AsyncWriteExt;
+            if let Some(bye) = e.imap_bye() {
+                let _ = client.write_all(format!("{bye}\r\n").as_bytes()).await;
+                let _ = client.flush().await;
+            }
+            return Err(e);
+        }
+    };
+    session::Session::new(shared, tls, client, upstream, shutdown).run().await
+}
+
+async fn connect_upstream(shared: &Shared) -> Result<MaybeTls, SessionError> {
+    let upstream = &shared.config.upstream;
+    let connect = TcpStream::connect((upstream.host.as_str(), upstream.port));
+    let stream = match tokio::time::timeout(upstream.connect_timeout, connect).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(SessionError { side: Side::Upstream, kind: ErrorKind::Connect, detail: "connect failed", source: Some(e) }),
+        Err(_) => return Err(SessionError::new(Side::Upstream, ErrorKind::Connect, "connect timed out")),
+    };
+    let _ = stream.set_nodelay(true);
+    match (&upstream.tls, &shared.upstream_tls) {
+        (UpstreamTls::None, _) => Ok(MaybeTls::Plain(stream)),
+        (UpstreamTls::Implicit { .. }, Some((connector, name))) => {
+            let handshake = connector.connect(name.clone(), stream);
+            match tokio::time::timeout(upstream.connect_timeout, handshake).await {
+                Ok(Ok(tls)) => Ok(MaybeTls::ClientTls(Box::new(tls))),
+                Ok(Err(e)) => Err(SessionError { side: Side::Upstream, kind: ErrorKind::Connect, detail: "upstream TLS handshake failed", source: Some(e) }),
+                Err(_) => Err(SessionError::new(Side::Upstream, ErrorKind::Connect, "upstream TLS handshake timed out")),
+            }
+        }
+        (UpstreamTls::Implicit { .. }, None) => Err(SessionError::new(Side::Internal, ErrorKind::Tls, "no upstream TLS configuration")),
+    }
+}
+
+/// Binds every configured IMAP listener; fails before anything is served if one cannot
+/// be bound.
+pub async fn bind(config: &ImapConfig) -> std::io::Result<Vec<(TcpListener, ListenerTls, SocketAddr)>> {
+    let mut bound = Vec::new();
+    for listener in &config.listeners {
+        let socket = TcpListener::bind(listener.address).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("binding IMAP listener {} on {}: {e}", listener.name, listener.address))
+        })?;
+        let local = socket.local_addr()?;
+        bound.push((socket, listener.tls, local));
+    }
+    Ok(bound)
+}

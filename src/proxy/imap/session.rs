@@ -1,0 +1,1190 @@
+//! One IMAP session: a client connection, its upstream connection to Dovecot, and the
+//! policy between them.
+//!
+//! The session frames both directions itself ([`Framer`]) and forwards only complete,
+//! checked lines and literals upstream. One `select!` loop reads from both sides while it
+//! writes to both (bounded output queues), so neither peer can deadlock the proxy. The
+//! few commands the proxy answers itself (STARTTLS, COMPRESS, the COI METADATA entries,
+//! and the mailbox commands with COI side effects) are run as a barrier: the session waits
+//! until every earlier command has its tagged reply, then talks to the upstream alone with
+//! its own tags ([`Session::upstream_command`]).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::coi;
+use super::Shared;
+use crate::config::{BareLfPolicy, ListenerTls};
+use crate::error::{ErrorKind, SessionError, Side};
+use crate::metrics::{CommandClass, CommandOutcome, Direction, TlsOutcome};
+use crate::net::shutdown::{Phase, Shutdown};
+use crate::net::stream::{MaybeTls, OutQueue};
+use crate::proto::imap::capability::{self, CapabilityView};
+use crate::proto::imap::command::{self, CommandHead, CommandName};
+use crate::proto::imap::fragment::{
+    Fragment, Framer, FramerOptions, LineEnding, LiteralHeader, LiteralMode, LongLines, StreamKind,
+};
+use crate::proto::imap::response::{self, ResponseHead, Status};
+
+/// Above this many queued bytes towards a side, the session stops reading from the other
+/// side until the queue drains: per-session memory stays bounded whatever the peers do.
+const HIGH_WATER: usize = 256 * 1024;
+
+/// Bytes read from a socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Upper bound for a command the proxy assembles whole before acting (LOGIN,
+/// AUTHENTICATE, METADATA, mailbox commands): they are small by nature.
+const ASSEMBLE_LIMIT: usize = 64 * 1024;
+
+/// Upper bound for one untagged response to a command of the proxy's own (METADATA values
+/// of the COI entries are a few bytes; anything near this is a misbehaving upstream).
+const INTERNAL_REPLY_LIMIT: usize = 1024 * 1024;
+
+type SessionResult<T> = Result<T, SessionError>;
+
+fn downstream(kind: ErrorKind, detail: &'static str) -> SessionError {
+    SessionError::new(Side::Downstream, kind, detail)
+}
+
+fn upstream(kind: ErrorKind, detail: &'static str) -> SessionError {
+    SessionError::new(Side::Upstream, kind, detail)
+}
+
+/// One direction of a connection: a framer over the read half, a queue over the write half.
+struct Peer {
+    reader: ReadHalf<MaybeTls>,
+    writer: WriteHalf<MaybeTls>,
+    framer: Framer,
+    out: OutQueue,
+    needs_flush: bool,
+    read_buf: BytesMut,
+    side: Side,
+}
+
+impl Peer {
+    fn new(stream: MaybeTls, framer: Framer, side: Side) -> Self {
+        let (reader, writer) = tokio::io::split(stream);
+        Self {
+            reader,
+            writer,
+            framer,
+            out: OutQueue::default(),
+            needs_flush: false,
+            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            side,
+        }
+    }
+
+    fn send_line(&mut self, line: &[u8]) {
+        let mut buf = Vec::with_capacity(line.len() + 2);
+        buf.extend_from_slice(line);
+        buf.extend_from_slice(b"\r\n");
+        self.out.push(buf);
+    }
+
+    /// Writes everything queued and flushes.
+    async fn drain(&mut self) -> SessionResult<()> {
+        while !self.out.is_empty() {
+            let n = write_some(&mut self.writer, &self.out).await.map_err(|e| SessionError::io(self.side, e))?;
+            self.out.advance(n);
+        }
+        self.writer.flush().await.map_err(|e| SessionError::io(self.side, e))?;
+        self.needs_flush = false;
+        Ok(())
+    }
+
+    /// Reads once into the framer; `Ok(false)` at end of stream.
+    async fn fill(&mut self) -> SessionResult<bool> {
+        let n = read_some(&mut self.reader, &mut self.read_buf).await.map_err(|e| SessionError::io(self.side, e))?;
+        Ok(self.framed(n))
+    }
+
+    /// Hands `n` freshly read bytes to the framer; false at end of stream.
+    fn framed(&mut self, n: usize) -> bool {
+        self.framer.push(&self.read_buf[..n]);
+        n > 0
+    }
+}
+
+async fn read_some(reader: &mut ReadHalf<MaybeTls>, buf: &mut BytesMut) -> std::io::Result<usize> {
+    buf.clear();
+    buf.reserve(READ_CHUNK);
+    reader.read_buf(buf).await
+}
+
+async fn write_some(writer: &mut WriteHalf<MaybeTls>, out: &OutQueue) -> std::io::Result<usize> {
+    let slices = out.slices(64);
+    let n = writer.write_vectored(&slices).await?;
+    if n == 0 {
+        return Err(std::io::ErrorKind::WriteZero.into());
+    }
+    Ok(n)
+}
+
+/// What happens to the client message being received.
+enum Inbound {
+    /// Between commands.
+    Between,
+    /// Streaming the current command to the upstream.
+    Forwarding,
+    /// Collecting a small command whole before acting on it.
+    Assembling(Assembly),
+    /// The command was already answered; its remaining fragments are dropped.
+    Discarding,
+}
+
+struct Assembly {
+    tag: Vec<u8>,
+    name: CommandName,
+    /// The command's wire form after the name, literals inline as `{n}\r\n` + bytes.
+    args: Vec<u8>,
+    /// The wire form as it will be forwarded: synchronising literals become `{n+}`.
+    forward: Vec<u8>,
+}
+
+/// Why client input is not being processed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Wait {
+    /// A forwarded command waits for the upstream's `+` (literal, AUTHENTICATE, IDLE).
+    Continuation { tag: Vec<u8>, purpose: ContinuationPurpose },
+    /// An assembled command waits for every earlier command to finish.
+    Barrier,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ContinuationPurpose {
+    Literal,
+    Sasl,
+    Idle,
+}
+
+/// What the next client line means, apart from a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum LineMode {
+    Command,
+    /// A SASL response for the relayed AUTHENTICATE with this tag.
+    SaslResponse { tag: Vec<u8>, mechanism: SaslMechanism },
+    /// A SASL PLAIN response the proxy itself asked for.
+    LocalPlainResponse { tag: Vec<u8> },
+    /// `DONE`, ending the IDLE with this tag.
+    IdleDone { tag: Vec<u8> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SaslMechanism {
+    Login,
+}
+
+/// A command sent upstream whose tagged reply has not arrived yet.
+struct InFlight {
+    tag: Vec<u8>,
+    class: CommandClass,
+    effect: Effect,
+    started: Instant,
+}
+
+/// What a tagged OK changes in the session.
+#[derive(Clone, Debug)]
+enum Effect {
+    None,
+    Authenticate { user: Option<String> },
+    Select { mailbox: Vec<u8> },
+    Unselect,
+    Logout,
+}
+
+/// How the current multi-part upstream response is handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OutboundMessage {
+    Between,
+    Relaying,
+}
+
+/// Session facts the policy reads.
+#[derive(Debug, Default)]
+pub(super) struct State {
+    pub tls_active: bool,
+    pub user: Option<String>,
+    pub selected: Option<Vec<u8>>,
+    greeted: bool,
+    logout: bool,
+}
+
+pub(super) struct Session {
+    shared: Arc<Shared>,
+    listener: ListenerTls,
+    client: Peer,
+    upstream: Peer,
+    pub(super) state: State,
+    inbound: Inbound,
+    line_mode: LineMode,
+    wait: Option<Wait>,
+    outbound: OutboundMessage,
+    in_flight: VecDeque<InFlight>,
+    next_internal_tag: u64,
+    deadline: Instant,
+    shutdown: Shutdown,
+    /// The COI mailbox hierarchy separator, learned once per session.
+    pub(super) separator: Option<u8>,
+    /// An assembled command waiting for its barrier.
+    pending: Option<Assembly>,
+}
+
+/// Parsed reply to one of the proxy's own upstream commands.
+pub(super) struct InternalReply {
+    pub status: Status,
+    /// The tagged line after the tag, e.g. `NO [CANNOT] text`.
+    pub line_after_tag: Vec<u8>,
+    /// Untagged responses collected for the caller, in wire form with literals inline.
+    pub untagged: Vec<Vec<u8>>,
+}
+
+impl Session {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        listener: ListenerTls,
+        client: MaybeTls,
+        upstream_stream: MaybeTls,
+        shutdown: Shutdown,
+    ) -> Self {
+        let limits = &shared.config.limits;
+        let client_framer = Framer::new(FramerOptions {
+            max_line: limits.max_line_bytes,
+            long_lines: LongLines::Reject,
+            stream: StreamKind::Commands,
+        });
+        let upstream_framer = Framer::new(FramerOptions {
+            max_line: limits.max_line_bytes,
+            long_lines: LongLines::Stream,
+            stream: StreamKind::Responses,
+        });
+        let tls_active = client.is_tls();
+        let deadline = Instant::now() + shared.config.timeouts.pre_auth;
+        Self {
+            shared,
+            listener,
+            client: Peer::new(client, client_framer, Side::Downstream),
+            upstream: Peer::new(upstream_stream, upstream_framer, Side::Upstream),
+            state: State { tls_active, ..State::default() },
+            inbound: Inbound::Between,
+            line_mode: LineMode::Command,
+            wait: None,
+            outbound: OutboundMessage::Between,
+            in_flight: VecDeque::new(),
+            next_internal_tag: 1,
+            deadline,
+            shutdown,
+            separator: None,
+            pending: None,
+        }
+    }
+
+    /// Runs the session to its end. Errors are reported to the client (BYE) where
+    /// possible and returned for logging.
+    pub(super) async fn run(mut self) -> SessionResult<()> {
+        let result = self.run_loop().await;
+        let result = match result {
+            Err(e) => {
+                if let Some(bye) = e.imap_bye() {
+                    self.client.send_line(bye.as_bytes());
+                }
+                Err(e)
+            }
+            ok => ok,
+        };
+        for pending in self.in_flight.drain(..) {
+            self.shared.metrics.imap.command_finished(pending.class, CommandOutcome::Aborted, pending.started.elapsed());
+        }
+        // Best effort: the client may already be gone.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.client.drain()).await;
+        let _ = self.client.writer.shutdown().await;
+        result
+    }
+
+    async fn run_loop(&mut self) -> SessionResult<()> {
+        loop {
+            self.process_upstream()?;
+            self.process_client()?;
+            if self.wait == Some(Wait::Barrier) && self.in_flight.is_empty() {
+                self.wait = None;
+                self.run_assembled().await?;
+                continue;
+            }
+            if self.state.logout && self.in_flight.is_empty() && self.client.out.is_empty() {
+                return Ok(());
+            }
+            let client_read = self.upstream.out.len() < HIGH_WATER && self.client.framer.buffered() < READ_CHUNK;
+            let upstream_read = self.client.out.len() < HIGH_WATER;
+            let client_write = !self.client.out.is_empty() || self.client.needs_flush;
+            let upstream_write = !self.upstream.out.is_empty() || self.upstream.needs_flush;
+            let closing = self.shutdown.phase() >= Phase::Closing;
+            if closing && self.in_flight.is_empty() {
+                return Err(SessionError::new(Side::Internal, ErrorKind::Shutdown, "shutdown"));
+            }
+            let deadline = self.deadline;
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                read = read_some(&mut self.client.reader, &mut self.client.read_buf), if client_read => {
+                    let n = read.map_err(|e| SessionError::io(Side::Downstream, e))?;
+                    if !self.client.framed(n) {
+                        return Err(downstream(ErrorKind::Closed, "client closed the connection"));
+                    }
+                    if self.state.user.is_some() {
+                        self.deadline = Instant::now() + self.shared.config.timeouts.idle;
+                    }
+                }
+                read = read_some(&mut self.upstream.reader, &mut self.upstream.read_buf), if upstream_read => {
+                    let n = read.map_err(|e| SessionError::io(Side::Upstream, e))?;
+                    if !self.upstream.framed(n) {
+                        if self.state.logout {
+                            return Ok(());
+                        }
+                        return Err(upstream(ErrorKind::Closed, "upstream closed the connection"));
+                    }
+                }
+                written = write_or_flush(&mut self.client.writer, &self.client.out), if client_write => {
+                    let n = written.map_err(|e| SessionError::io(Side::Downstream, e))?;
+                    self.account(Direction::ToClient, n);
+                    self.client.out.advance(n);
+                    self.client.needs_flush = n > 0;
+                }
+                written = write_or_flush(&mut self.upstream.writer, &self.upstream.out), if upstream_write => {
+                    let n = written.map_err(|e| SessionError::io(Side::Upstream, e))?;
+                    self.account(Direction::ToUpstream, n);
+                    self.upstream.out.advance(n);
+                    self.upstream.needs_flush = n > 0;
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(downstream(ErrorKind::Timeout, "session deadline passed"));
+                }
+                () = shutdown.reached(Phase::Closing), if !closing => {}
+            }
+        }
+    }
+
+    fn client_framer(&self) -> Framer {
+        Framer::new(FramerOptions {
+            max_line: self.shared.config.limits.max_line_bytes,
+            long_lines: LongLines::Reject,
+            stream: StreamKind::Commands,
+        })
+    }
+
+    fn account(&self, direction: Direction, n: usize) {
+        if n > 0 {
+            self.shared.metrics.imap.bytes(direction, n as u64);
+        }
+    }
+
+    fn view(&self) -> CapabilityView {
+        CapabilityView {
+            tls_active: self.state.tls_active,
+            starttls_offered: self.listener == ListenerTls::Starttls && self.shared.tls.is_some(),
+            authenticated: self.state.user.is_some(),
+            plaintext_auth_allowed: self.shared.config.insecure_allow_plaintext_auth,
+            append_limit: self.shared.config.limits.max_literal_bytes,
+        }
+    }
+
+    // === client → upstream ===
+
+    fn process_client(&mut self) -> SessionResult<()> {
+        while self.wait.is_none() && !self.state.logout {
+            let Some(fragment) = self.client.framer.next_fragment() else { break };
+            self.on_client_fragment(fragment)?;
+        }
+        Ok(())
+    }
+
+    fn on_client_fragment(&mut self, fragment: Fragment) -> SessionResult<()> {
+        let (line, ending, literal) = match fragment {
+            Fragment::LineTooLong => {
+                return Err(downstream(ErrorKind::TooBig, "command line too long"));
+            }
+            Fragment::LinePart { .. } => unreachable!("client framer rejects long lines"),
+            Fragment::LiteralData(data) => {
+                match &mut self.inbound {
+                    Inbound::Forwarding => self.upstream.out.push(data),
+                    Inbound::Assembling(a) => {
+                        a.args.extend_from_slice(&data);
+                        a.forward.extend_from_slice(&data);
+                    }
+                    Inbound::Discarding | Inbound::Between => {}
+                }
+                return Ok(());
+            }
+            Fragment::Line { line, ending, literal, .. } => (line, ending, literal),
+        };
+        if ending == LineEnding::BareLf && self.shared.config.bare_lf == BareLfPolicy::Reject {
+            let tag = match &self.inbound {
+                Inbound::Assembling(a) => Some(a.tag.clone()),
+                _ => command::salvage_tag(&line).map(<[u8]>::to_vec),
+            };
+            if matches!(self.inbound, Inbound::Forwarding) {
+                // Part of the command is upstream already; it cannot be finished safely.
+                return Err(downstream(ErrorKind::Protocol, "bare LF inside a forwarded command"));
+            }
+            self.reply_bad(tag.as_deref(), "Line must end with CRLF");
+            return self.finish_rejected(literal);
+        }
+        match std::mem::replace(&mut self.inbound, Inbound::Between) {
+            Inbound::Between => self.on_client_head(&line, literal),
+            Inbound::Forwarding => {
+                self.upstream.send_line(&line);
+                self.inbound = Inbound::Forwarding;
+                self.after_forwarded_line(literal, false)
+            }
+            Inbound::Assembling(mut a) => {
+                a.args.extend_from_slice(&line);
+                a.forward.extend_from_slice(&forwardable(&line, literal));
+                self.continue_assembly(a, literal)
+            }
+            Inbound::Discarding => self.finish_rejected(literal),
+        }
+    }
+
+    /// A line that starts a new client message.
+    fn on_client_head(&mut self, line: &Bytes, literal: Option<LiteralHeader>) -> SessionResult<()> {
+        match std::mem::replace(&mut self.line_mode, LineMode::Command) {
+            LineMode::Command => {}
+            LineMode::IdleDone { tag } => return self.on_idle_done(line, literal, tag),
+            LineMode::SaslResponse { tag, mechanism } => return self.on_sasl_response(line, literal, tag, mechanism),
+            LineMode::LocalPlainResponse { tag } => return self.on_local_plain_response(line, literal, tag),
+        }
+        let head = match command::command_head(line) {
+            Ok(head) => head,
+            Err(error) => {
+                let tag = command::salvage_tag(line).map(<[u8]>::to_vec);
+                self.reply_bad(tag.as_deref(), &error.to_string());
+                return self.finish_rejected(literal);
+            }
+        };
+        let tag = head.tag.to_vec();
+        let authenticated = self.state.user.is_some();
+        match head.name {
+            CommandName::Starttls => self.on_starttls(&tag, literal),
+            CommandName::Compress => {
+                self.reply_local(&tag, CommandClass::Other, "NO", "[CANNOT] COMPRESS is not available through this proxy");
+                self.finish_rejected(literal)
+            }
+            CommandName::Login | CommandName::Authenticate if authenticated => {
+                self.reply_local(&tag, CommandClass::Login, "BAD", "Already authenticated");
+                self.finish_rejected(literal)
+            }
+            CommandName::Login | CommandName::Authenticate if !self.view().auth_allowed() => {
+                self.reply_local(
+                    &tag,
+                    CommandClass::Login,
+                    "NO",
+                    "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.",
+                );
+                self.finish_rejected(literal)
+            }
+            CommandName::Login => self.start_assembly(&head, literal),
+            CommandName::Authenticate => self.on_authenticate(&head, literal),
+            CommandName::GetMetadata | CommandName::SetMetadata | CommandName::Create | CommandName::Delete
+            | CommandName::Rename
+                if authenticated =>
+            {
+                self.start_assembly(&head, literal)
+            }
+            CommandName::Idle if authenticated => {
+                self.forward_head(line, &head, Effect::None, literal)?;
+                if literal.is_none() {
+                    self.wait = Some(Wait::Continuation { tag, purpose: ContinuationPurpose::Idle });
+                }
+                Ok(())
+            }
+            CommandName::Select | CommandName::Examine if authenticated => {
+                let mailbox = command::mailbox(head.args).map(|(_, m)| m).unwrap_or_default();
+                self.forward_head(line, &head, Effect::Select { mailbox }, literal)
+            }
+            CommandName::Close | CommandName::Unselect => self.forward_head(line, &head, Effect::Unselect, literal),
+            CommandName::Logout => self.forward_head(line, &head, Effect::Logout, literal),
+            _ => self.forward_head(line, &head, Effect::None, literal),
+        }
+    }
+
+    fn forward_head(
+        &mut self,
+        line: &[u8],
+        head: &CommandHead<'_>,
+        effect: Effect,
+        literal: Option<LiteralHeader>,
+    ) -> SessionResult<()> {
+        if let Some(lit) = literal {
+            if lit.len > self.shared.config.limits.max_literal_bytes {
+                return self.refuse_big_literal(head.tag, lit);
+            }
+        }
+        self.upstream.send_line(line);
+        self.in_flight.push_back(InFlight {
+            tag: head.tag.to_vec(),
+            class: class_of(head.name),
+            effect,
+            started: Instant::now(),
+        });
+        self.inbound = Inbound::Forwarding;
+        self.after_forwarded_line(literal, true)
+    }
+
+    /// After a line of a forwarded command went upstream: the command ends, or its literal
+    /// follows (at once, or after the upstream's `+`).
+    fn after_forwarded_line(&mut self, literal: Option<LiteralHeader>, head: bool) -> SessionResult<()> {
+        let Some(lit) = literal else {
+            self.inbound = Inbound::Between;
+            return Ok(());
+        };
+        if !head && lit.len > self.shared.config.limits.max_literal_bytes {
+            // Part of the command is upstream already and cannot be withdrawn.
+            return Err(downstream(ErrorKind::TooBig, "literal exceeds the limit"));
+        }
+        if lit.mode == LiteralMode::Sync {
+            let tag = self.in_flight.back().map(|f| f.tag.clone()).unwrap_or_default();
+            self.wait = Some(Wait::Continuation { tag, purpose: ContinuationPurpose::Literal });
+        }
+        Ok(())
+    }
+
+    fn refuse_big_literal(&mut self, tag: &[u8], lit: LiteralHeader) -> SessionResult<()> {
+        match lit.mode {
+            LiteralMode::Sync => {
+                self.reply_local(tag, CommandClass::Append, "NO", "[TOOBIG] Literal exceeds the size limit");
+                self.client.framer.reject_literal();
+                self.inbound = Inbound::Between;
+                Ok(())
+            }
+            // The bytes are on their way and would be read as commands (RFC 7888 §4).
+            LiteralMode::NonSync => {
+                self.reply_local(tag, CommandClass::Append, "BAD", "[TOOBIG] Literal exceeds the size limit");
+                Err(downstream(ErrorKind::TooBig, "non-synchronising literal exceeds the limit"))
+            }
+        }
+    }
+
+    /// The current command has been answered; drop whatever of it is still to come.
+    fn finish_rejected(&mut self, literal: Option<LiteralHeader>) -> SessionResult<()> {
+        match literal {
+            None => self.inbound = Inbound::Between,
+            Some(lit) if lit.mode == LiteralMode::Sync => {
+                // No `+` was sent: the client will not send the literal.
+                self.client.framer.reject_literal();
+                self.inbound = Inbound::Between;
+            }
+            Some(lit) if lit.len > self.shared.config.limits.max_literal_bytes => {
+                return Err(downstream(ErrorKind::TooBig, "non-synchronising literal exceeds the limit"));
+            }
+            Some(_) => self.inbound = Inbound::Discarding,
+        }
+        Ok(())
+    }
+
+    fn start_assembly(&mut self, head: &CommandHead<'_>, literal: Option<LiteralHeader>) -> SessionResult<()> {
+        // The forwarded form is rebuilt as `tag SP name [SP args]`, with synchronising
+        // literals turned into `{n+}` because the proxy has already sent the `+` itself.
+        let mut forward = head.tag.to_vec();
+        forward.push(b' ');
+        forward.extend_from_slice(command_word(head.name).as_bytes());
+        if !head.args.is_empty() {
+            forward.push(b' ');
+        }
+        forward.extend_from_slice(&forwardable(head.args, literal));
+        let assembly = Assembly { tag: head.tag.to_vec(), name: head.name, args: head.args.to_vec(), forward };
+        self.continue_assembly(assembly, literal)
+    }
+
+    fn continue_assembly(&mut self, mut a: Assembly, literal: Option<LiteralHeader>) -> SessionResult<()> {
+        let Some(lit) = literal else {
+            self.inbound = Inbound::Between;
+            self.wait = Some(Wait::Barrier);
+            self.pending = Some(a);
+            return Ok(());
+        };
+        if a.args.len() as u64 + lit.len > ASSEMBLE_LIMIT as u64 {
+            let tag = a.tag.clone();
+            if lit.mode == LiteralMode::NonSync {
+                self.reply_local(&tag, class_of(a.name), "BAD", "[TOOBIG] Command too large");
+                return Err(downstream(ErrorKind::TooBig, "command too large"));
+            }
+            self.reply_local(&tag, class_of(a.name), "NO", "[TOOBIG] Command too large");
+            self.client.framer.reject_literal();
+            self.inbound = Inbound::Between;
+            return Ok(());
+        }
+        a.args.extend_from_slice(b"\r\n");
+        a.forward.extend_from_slice(b"\r\n");
+        if lit.mode == LiteralMode::Sync {
+            self.client.send_line(b"+ Ready for literal data");
+            self.client.framer.accept_literal();
+        }
+        self.inbound = Inbound::Assembling(a);
+        Ok(())
+    }
+
+    /// Acts on a complete assembled command once every earlier command has finished.
+    async fn run_assembled(&mut self) -> SessionResult<()> {
+        let Some(a) = self.pending.take() else { return Ok(()) };
+        match a.name {
+            CommandName::Starttls => self.starttls(&a.tag).await,
+            CommandName::Login => {
+                let user = match command::login_userid(&a.args) {
+                    Ok(user) => user,
+                    Err(e) => {
+                        self.reply_local(&a.tag, CommandClass::Login, "BAD", &e.to_string());
+                        return Ok(());
+                    }
+                };
+                self.forward_whole(a, Effect::Authenticate { user: Some(String::from_utf8_lossy(&user).into_owned()) });
+                Ok(())
+            }
+            CommandName::GetMetadata
+            | CommandName::SetMetadata
+            | CommandName::Create
+            | CommandName::Delete
+            | CommandName::Rename => match command::intercepted(a.name, &a.args) {
+                Ok(parsed) => coi::run(self, &a.tag, &a.forward, parsed).await,
+                Err(e) => {
+                    self.reply_local(&a.tag, class_of(a.name), "BAD", &e.to_string());
+                    Ok(())
+                }
+            },
+            _ => {
+                self.forward_whole(a, Effect::None);
+                Ok(())
+            }
+        }
+    }
+
+    fn forward_whole(&mut self, a: Assembly, effect: Effect) {
+        let mut wire = a.forward;
+        wire.extend_from_slice(b"\r\n");
+        self.upstream.out.push(wire);
+        self.in_flight.push_back(InFlight { tag: a.tag, class: class_of(a.name), effect, started: Instant::now() });
+    }
+
+    fn on_starttls(&mut self, tag: &[u8], literal: Option<LiteralHeader>) -> SessionResult<()> {
+        let available = self.listener == ListenerTls::Starttls && self.shared.tls.is_some();
+        if !available || self.state.tls_active || self.state.user.is_some() || literal.is_some() {
+            self.reply_local(tag, CommandClass::Starttls, "BAD", "STARTTLS not available now");
+            return self.finish_rejected(literal);
+        }
+        self.pending = Some(Assembly {
+            tag: tag.to_vec(),
+            name: CommandName::Starttls,
+            args: Vec::new(),
+            forward: Vec::new(),
+        });
+        self.wait = Some(Wait::Barrier);
+        Ok(())
+    }
+
+    /// STARTTLS (RFC 9051 §6.2.1): the proxy terminates TLS itself; the upstream session
+    /// is not involved.
+    async fn starttls(&mut self, tag: &[u8]) -> SessionResult<()> {
+        let started = Instant::now();
+        if self.client.framer.buffered() > 0 {
+            // Plaintext pipelined behind STARTTLS would run inside TLS: command injection
+            // (SECURITY-CASES case 10). Close instead of discarding.
+            return Err(downstream(ErrorKind::Protocol, "data pipelined after STARTTLS"));
+        }
+        let mut ok = tag.to_vec();
+        ok.extend_from_slice(b" OK Begin TLS negotiation now");
+        self.client.send_line(&ok);
+        self.client.drain().await?;
+        let Some(acceptor) = self.shared.tls.clone() else {
+            return Err(SessionError::new(Side::Internal, ErrorKind::Tls, "no TLS configuration"));
+        };
+        let detached = Peer::new(MaybeTls::Detached, self.client_framer(), Side::Downstream);
+        let old = std::mem::replace(&mut self.client, detached);
+        let stream = old.reader.unsplit(old.writer);
+        let MaybeTls::Plain(tcp) = stream else {
+            return Err(SessionError::new(Side::Internal, ErrorKind::Tls, "STARTTLS on a TLS stream"));
+        };
+        let listener = super::listener_kind(self.listener);
+        let handshake = tokio::time::timeout(self.shared.config.timeouts.tls_handshake, acceptor.accept(tcp)).await;
+        let tls = match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                self.shared.metrics.imap.tls_handshake(listener, TlsOutcome::Failed);
+                return Err(SessionError { side: Side::Downstream, kind: ErrorKind::Tls, detail: "TLS handshake failed", source: Some(e) });
+            }
+            Err(_) => {
+                self.shared.metrics.imap.tls_handshake(listener, TlsOutcome::Timeout);
+                return Err(downstream(ErrorKind::Timeout, "TLS handshake timed out"));
+            }
+        };
+        self.shared.metrics.imap.tls_handshake(listener, TlsOutcome::Ok);
+        // Everything learned before TLS is forgotten (RFC 3207 §4.2 in spirit): a fresh
+        // framer, and the client must ask for capabilities again.
+        self.client = Peer::new(MaybeTls::ServerTls(Box::new(tls)), self.client_framer(), Side::Downstream);
+        self.state.tls_active = true;
+        self.shared.metrics.imap.command_finished(CommandClass::Starttls, CommandOutcome::Ok, started.elapsed());
+        Ok(())
+    }
+
+    fn on_authenticate(&mut self, head: &CommandHead<'_>, literal: Option<LiteralHeader>) -> SessionResult<()> {
+        let tag = head.tag.to_vec();
+        if literal.is_some() {
+            self.reply_local(&tag, CommandClass::Authenticate, "BAD", "Invalid AUTHENTICATE arguments");
+            return self.finish_rejected(literal);
+        }
+        let (mechanism, initial) = match command::authenticate(head.args) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                self.reply_local(&tag, CommandClass::Authenticate, "BAD", &e.to_string());
+                return Ok(());
+            }
+        };
+        if mechanism.eq_ignore_ascii_case(b"PLAIN") {
+            return match initial {
+                Some(response) => self.forward_plain(&tag, response),
+                None => {
+                    self.client.send_line(b"+ ");
+                    self.line_mode = LineMode::LocalPlainResponse { tag };
+                    Ok(())
+                }
+            };
+        }
+        if mechanism.eq_ignore_ascii_case(b"LOGIN") && initial.is_none() {
+            let mut line = tag.clone();
+            line.extend_from_slice(b" AUTHENTICATE LOGIN");
+            self.upstream.send_line(&line);
+            self.in_flight.push_back(InFlight {
+                tag: tag.clone(),
+                class: CommandClass::Authenticate,
+                effect: Effect::Authenticate { user: None },
+                started: Instant::now(),
+            });
+            self.wait = Some(Wait::Continuation { tag, purpose: ContinuationPurpose::Sasl });
+            return Ok(());
+        }
+        self.reply_local(&tag, CommandClass::Authenticate, "NO", "Unsupported authentication mechanism");
+        Ok(())
+    }
+
+    fn on_local_plain_response(&mut self, line: &[u8], literal: Option<LiteralHeader>, tag: Vec<u8>) -> SessionResult<()> {
+        if literal.is_some() {
+            self.reply_local(&tag, CommandClass::Authenticate, "BAD", "Invalid SASL response");
+            return self.finish_rejected(literal);
+        }
+        if line == b"*" {
+            self.reply_local(&tag, CommandClass::Authenticate, "BAD", "Authentication aborted by client");
+            return Ok(());
+        }
+        self.forward_plain(&tag, line)
+    }
+
+    /// SASL PLAIN (RFC 4616) is checked by the proxy and forwarded with SASL-IR: the
+    /// authorization identity must be empty or equal to the authentication identity,
+    /// because the proxy learns who the user is from it.
+    fn forward_plain(&mut self, tag: &[u8], response: &[u8]) -> SessionResult<()> {
+        let decoded = if response == b"=" { Some(Vec::new()) } else { base64::engine::general_purpose::STANDARD.decode(response).ok() };
+        let Some(decoded) = decoded else {
+            self.reply_local(tag, CommandClass::Authenticate, "BAD", "Invalid base64 data");
+            return Ok(());
+        };
+        let mut parts = decoded.split(|&b| b == 0);
+        let (Some(authzid), Some(authcid), Some(_password), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            self.reply_local(tag, CommandClass::Authenticate, "NO", "[AUTHENTICATIONFAILED] Invalid PLAIN response");
+            return Ok(());
+        };
+        if !authzid.is_empty() && authzid != authcid {
+            self.reply_local(
+                tag,
+                CommandClass::Authenticate,
+                "NO",
+                "[AUTHORIZATIONFAILED] Authorization identity must equal the authentication identity",
+            );
+            return Ok(());
+        }
+        let user = String::from_utf8_lossy(authcid).into_owned();
+        let mut line = tag.to_vec();
+        line.extend_from_slice(b" AUTHENTICATE PLAIN ");
+        line.extend_from_slice(response);
+        self.upstream.send_line(&line);
+        self.in_flight.push_back(InFlight {
+            tag: tag.to_vec(),
+            class: CommandClass::Authenticate,
+            effect: Effect::Authenticate { user: Some(user) },
+            started: Instant::now(),
+        });
+        Ok(())
+    }
+
+    fn on_sasl_response(
+        &mut self,
+        line: &[u8],
+        literal: Option<LiteralHeader>,
+        tag: Vec<u8>,
+        mechanism: SaslMechanism,
+    ) -> SessionResult<()> {
+        let valid = literal.is_none()
+            && (line == b"*" || line.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='));
+        if !valid {
+            return Err(downstream(ErrorKind::Protocol, "invalid SASL response line"));
+        }
+        // AUTH=LOGIN: the first response is the user name.
+        let SaslMechanism::Login = mechanism;
+        if let Some(InFlight { effect: Effect::Authenticate { user: user @ None }, .. }) =
+            self.in_flight.iter_mut().find(|f| f.tag == tag)
+        {
+            let name = base64::engine::general_purpose::STANDARD.decode(line).unwrap_or_default();
+            *user = Some(String::from_utf8_lossy(&name).into_owned());
+        }
+        self.upstream.send_line(line);
+        self.wait = Some(Wait::Continuation { tag, purpose: ContinuationPurpose::Sasl });
+        Ok(())
+    }
+
+    fn on_idle_done(&mut self, line: &[u8], literal: Option<LiteralHeader>, tag: Vec<u8>) -> SessionResult<()> {
+        if literal.is_some() || !line.eq_ignore_ascii_case(b"DONE") {
+            // RFC 2177: anything but DONE is a protocol error; Dovecot answers BAD too.
+            self.upstream.send_line(b"DONE");
+            return Err(downstream(ErrorKind::Protocol, "expected DONE during IDLE"));
+        }
+        let _ = tag;
+        self.upstream.send_line(b"DONE");
+        Ok(())
+    }
+
+    // === upstream → client ===
+
+    fn process_upstream(&mut self) -> SessionResult<()> {
+        while let Some(fragment) = self.upstream.framer.next_fragment() {
+            self.on_upstream_fragment(fragment)?;
+        }
+        Ok(())
+    }
+
+    fn on_upstream_fragment(&mut self, fragment: Fragment) -> SessionResult<()> {
+        match fragment {
+            Fragment::LineTooLong => unreachable!("upstream framer streams long lines"),
+            Fragment::LiteralData(data) => self.client.out.push(data),
+            Fragment::LinePart { bytes, .. } => {
+                self.client.out.push(bytes);
+                self.outbound = OutboundMessage::Relaying;
+            }
+            Fragment::Line { line, literal, .. } if self.outbound == OutboundMessage::Relaying => {
+                self.client.out.push(line);
+                self.client.out.push(Bytes::from_static(b"\r\n"));
+                if literal.is_none() {
+                    self.outbound = OutboundMessage::Between;
+                }
+            }
+            Fragment::Line { line, literal, .. } => {
+                if literal.is_some() {
+                    self.outbound = OutboundMessage::Relaying;
+                }
+                self.on_upstream_head(line)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_upstream_head(&mut self, line: Bytes) -> SessionResult<()> {
+        let head = response::response_head(&line).map_err(|_| upstream(ErrorKind::Protocol, "malformed response"))?;
+        if !self.state.greeted {
+            self.state.greeted = true;
+            return match head {
+                ResponseHead::UntaggedStatus { status: Status::Ok, .. } => {
+                    let rewritten = self.rewrite_capability_code(&line, &head);
+                    self.client.send_line(&rewritten);
+                    Ok(())
+                }
+                ResponseHead::UntaggedStatus { status: Status::Bye, .. } => {
+                    self.client.send_line(&line);
+                    self.state.logout = true;
+                    Ok(())
+                }
+                _ => Err(upstream(ErrorKind::Protocol, "unexpected greeting")),
+            };
+        }
+        match head {
+            ResponseHead::Continuation => self.on_upstream_continuation(&line),
+            ResponseHead::Capability { caps } => {
+                let mut out = b"* CAPABILITY ".to_vec();
+                out.extend_from_slice(capability::filter(response::capability_atoms(caps), &self.view()).join(" ").as_bytes());
+                self.client.send_line(&out);
+                Ok(())
+            }
+            ResponseHead::Tagged { tag, status, .. } => {
+                let tag = tag.to_vec();
+                self.on_tagged(&tag, status);
+                let rewritten = self.rewrite_capability_code(&line, &head);
+                self.client.send_line(&rewritten);
+                Ok(())
+            }
+            ResponseHead::UntaggedStatus { status, .. } => {
+                if status == Status::Bye {
+                    self.state.logout = true;
+                }
+                let rewritten = self.rewrite_capability_code(&line, &head);
+                self.client.send_line(&rewritten);
+                Ok(())
+            }
+            _ => {
+                self.client.out.push(line);
+                self.client.out.push(Bytes::from_static(b"\r\n"));
+                Ok(())
+            }
+        }
+    }
+
+    fn on_upstream_continuation(&mut self, line: &[u8]) -> SessionResult<()> {
+        let Some(Wait::Continuation { tag, purpose }) = self.wait.take() else {
+            return Err(upstream(ErrorKind::Protocol, "unexpected continuation request"));
+        };
+        self.client.send_line(line);
+        match purpose {
+            ContinuationPurpose::Literal => self.client.framer.accept_literal(),
+            ContinuationPurpose::Sasl => self.line_mode = LineMode::SaslResponse { tag, mechanism: SaslMechanism::Login },
+            ContinuationPurpose::Idle => self.line_mode = LineMode::IdleDone { tag },
+        }
+        Ok(())
+    }
+
+    /// A tagged reply ends a command: apply its effect and, if the client was waiting
+    /// for a continuation of that command, the command is over.
+    fn on_tagged(&mut self, tag: &[u8], status: Status) {
+        if let Some(Wait::Continuation { tag: waiting, purpose }) = &self.wait {
+            if waiting == tag {
+                if *purpose == ContinuationPurpose::Literal {
+                    self.client.framer.reject_literal();
+                    self.inbound = Inbound::Between;
+                }
+                self.wait = None;
+            }
+        }
+        if matches!(&self.line_mode, LineMode::SaslResponse { tag: t, .. } | LineMode::IdleDone { tag: t } if t == tag) {
+            self.line_mode = LineMode::Command;
+        }
+        let Some(index) = self.in_flight.iter().position(|f| f.tag == tag) else {
+            debug!(tag = %String::from_utf8_lossy(tag), "tagged reply for no known command");
+            return;
+        };
+        let Some(done) = self.in_flight.remove(index) else { return };
+        let outcome = match status {
+            Status::Ok => CommandOutcome::Ok,
+            Status::No => CommandOutcome::No,
+            _ => CommandOutcome::Bad,
+        };
+        self.shared.metrics.imap.command_finished(done.class, outcome, done.started.elapsed());
+        match (done.effect, status) {
+            (Effect::Authenticate { user: Some(user) }, Status::Ok) => {
+                info!(user = %user, "authenticated");
+                tracing::Span::current().record("user", user.as_str());
+                self.state.user = Some(user);
+                self.deadline = Instant::now() + self.shared.config.timeouts.idle;
+            }
+            (Effect::Authenticate { user: None }, Status::Ok) => {
+                // The proxy could not read the identity: refuse to go on rather than
+                // guess who the user is.
+                self.state.logout = true;
+                self.client.send_line(b"* BYE [UNAVAILABLE] Could not determine the authenticated user");
+            }
+            (Effect::Select { mailbox }, Status::Ok) => self.state.selected = Some(mailbox),
+            // A failed SELECT leaves no mailbox selected (RFC 9051 §6.3.2).
+            (Effect::Select { .. }, _) | (Effect::Unselect, Status::Ok) => self.state.selected = None,
+            (Effect::Logout, _) => self.state.logout = true,
+            _ => {}
+        }
+    }
+
+    fn rewrite_capability_code(&self, line: &[u8], head: &ResponseHead<'_>) -> Vec<u8> {
+        let code = match head {
+            ResponseHead::Tagged { code: Some(code), .. } | ResponseHead::UntaggedStatus { code: Some(code), .. }
+                if code.is("CAPABILITY") =>
+            {
+                code
+            }
+            _ => return line.to_vec(),
+        };
+        let mut out = line[..code.span.0].to_vec();
+        out.extend_from_slice(b"[CAPABILITY ");
+        out.extend_from_slice(capability::filter(response::capability_atoms(code.args), &self.view_after(head)).join(" ").as_bytes());
+        out.push(b']');
+        out.extend_from_slice(&line[code.span.1..]);
+        out
+    }
+
+    /// The view that applies to a response: a tagged OK to LOGIN/AUTHENTICATE already
+    /// speaks for the authenticated state.
+    fn view_after(&self, head: &ResponseHead<'_>) -> CapabilityView {
+        let mut view = self.view();
+        if let ResponseHead::Tagged { status: Status::Ok, .. } = head {
+            view.authenticated = self.state.user.is_some();
+        }
+        view
+    }
+
+    // === replies the proxy writes itself ===
+
+    pub(super) fn reply_local(&mut self, tag: &[u8], class: CommandClass, status: &str, text: &str) {
+        let mut line = tag.to_vec();
+        line.push(b' ');
+        line.extend_from_slice(status.as_bytes());
+        line.push(b' ');
+        crate::proto::imap::encode::text(&mut line, text);
+        self.client.send_line(&line);
+        let outcome = if status == "OK" { CommandOutcome::Ok } else { CommandOutcome::Rejected };
+        self.shared.metrics.imap.command_finished(class, outcome, std::time::Duration::ZERO);
+    }
+
+    fn reply_bad(&mut self, tag: Option<&[u8]>, text: &str) {
+        self.reply_local(tag.unwrap_or(b"*"), CommandClass::Other, "BAD", text);
+    }
+
+    pub(super) fn send_client_line(&mut self, line: &[u8]) {
+        self.client.send_line(line);
+    }
+
+    pub(super) fn record(&self, class: CommandClass, outcome: CommandOutcome) {
+        self.shared.metrics.imap.command_finished(class, outcome, std::time::Duration::ZERO);
+    }
+
+    pub(super) fn shared_mailbox_root(&self) -> String {
+        self.shared.coi.mailbox_root.clone()
+    }
+
+    /// Sends one of the proxy's own commands upstream and waits for its tagged reply,
+    /// relaying unsolicited mailbox updates to the client and collecting the rest.
+    /// Only called at a barrier: no client command is in flight.
+    pub(super) async fn upstream_command(&mut self, command: &[u8]) -> SessionResult<InternalReply> {
+        let tag = format!("coiproxy{}", self.next_internal_tag);
+        self.next_internal_tag += 1;
+        let mut wire = tag.clone().into_bytes();
+        wire.push(b' ');
+        wire.extend_from_slice(command);
+        self.upstream.send_line(&wire);
+        self.upstream.drain().await?;
+        let deadline = Instant::now() + self.shared.config.timeouts.upstream_reply;
+        let mut untagged = Vec::new();
+        let mut current: Option<(Vec<u8>, bool)> = None; // (wire form, relay to client)
+        loop {
+            while let Some(fragment) = self.upstream.framer.next_fragment() {
+                let (bytes, head, ends_line, ends_message) = match fragment {
+                    Fragment::Line { line, literal, head, .. } => (line, head, true, literal.is_none()),
+                    Fragment::LinePart { bytes, head } => (bytes, head, false, false),
+                    Fragment::LiteralData(data) => (data, false, false, false),
+                    Fragment::LineTooLong => unreachable!("upstream framer streams long lines"),
+                };
+                if head {
+                    let parsed = response::response_head(&bytes)
+                        .map_err(|_| upstream(ErrorKind::Protocol, "malformed response"))?;
+                    let relay = match parsed {
+                        ResponseHead::Tagged { tag: t, status, .. } if t == tag.as_bytes() => {
+                            let after = bytes[t.len() + 1..].to_vec();
+                            return Ok(InternalReply { status, line_after_tag: after, untagged });
+                        }
+                        ResponseHead::Tagged { .. } | ResponseHead::Continuation => {
+                            return Err(upstream(ErrorKind::Protocol, "unexpected reply to an internal command"));
+                        }
+                        ResponseHead::UntaggedStatus { status: Status::Bye, .. } => {
+                            self.client.send_line(&bytes);
+                            return Err(upstream(ErrorKind::Closed, "upstream said BYE"));
+                        }
+                        // Mailbox updates concern the client as well; the command the
+                        // client is waiting for is still in progress, so they may be sent.
+                        ResponseHead::Numbered { .. } => true,
+                        ResponseHead::Data { name, .. } => {
+                            name.eq_ignore_ascii_case(b"FLAGS") || name.eq_ignore_ascii_case(b"VANISHED")
+                        }
+                        _ => false,
+                    };
+                    current = Some((Vec::new(), relay));
+                }
+                let Some((wire, _)) = current.as_mut() else {
+                    return Err(upstream(ErrorKind::Protocol, "response fragment outside a response"));
+                };
+                wire.extend_from_slice(&bytes);
+                if wire.len() > INTERNAL_REPLY_LIMIT {
+                    return Err(upstream(ErrorKind::TooBig, "reply to an internal command too large"));
+                }
+                if ends_message {
+                    if let Some((wire, relay)) = current.take() {
+                        if relay {
+                            self.client.send_line(&wire);
+                        } else {
+                            untagged.push(wire);
+                        }
+                    }
+                } else if ends_line {
+                    // The line announced a literal: keep the wire form `{n}\r\n<bytes>`.
+                    wire.extend_from_slice(b"\r\n");
+                }
+            }
+            tokio::select! {
+                read = self.upstream.fill() => {
+                    if !read? {
+                        return Err(upstream(ErrorKind::Closed, "upstream closed the connection"));
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(upstream(ErrorKind::Timeout, "upstream did not answer in time"));
+                }
+            }
+        }
+    }
+}
+
+async fn write_or_flush(writer: &mut WriteHalf<MaybeTls>, out: &OutQueue) -> std::io::Result<usize> {
+    if out.is_empty() {
+        writer.flush().await?;
+        return Ok(0);
+    }
+    write_some(writer, out).await
+}
+
+/// A line as forwarded upstream after the proxy accepted its literal itself: a trailing
+/// synchronising `{n}` becomes `{n+}`.
+fn forwardable(line: &[u8], literal: Option<LiteralHeader>) -> Vec<u8> {
+    match literal {
+        Some(lit) if lit.mode == LiteralMode::Sync => {
+            let mut out = line[..line.len() - 1].to_vec();
+            out.extend_from_slice(b"+}");
+            out
+        }
+        _ => line.to_vec(),
+    }
+}
+
+fn command_word(name: CommandName) -> &'static str {
+    match name {
+        CommandName::Create => "CREATE",
+        CommandName::Delete => "DELETE",
+        CommandName::GetMetadata => "GETMETADATA",
+        CommandName::Login => "LOGIN",
+        CommandName::Rename => "RENAME",
+        CommandName::SetMetadata => "SETMETADATA",
+        _ => "NOOP",
+    }
+}
+
+fn class_of(name: CommandName) -> CommandClass {
+    match name {
+        CommandName::Append => CommandClass::Append,
+        CommandName::Authenticate => CommandClass::Authenticate,
+        CommandName::Capability => CommandClass::Capability,
+        CommandName::Fetch => CommandClass::Fetch,
+        CommandName::GetMetadata | CommandName::SetMetadata => CommandClass::Metadata,
+        CommandName::Idle => CommandClass::Idle,
+        CommandName::List => CommandClass::List,
+        CommandName::Login => CommandClass::Login,
+        CommandName::Logout => CommandClass::Logout,
+        CommandName::Noop => CommandClass::Noop,
+        CommandName::Search => CommandClass::Search,
+        CommandName::Select | CommandName::Examine => CommandClass::Select,
+        CommandName::Starttls => CommandClass::Starttls,
+        CommandName::Store => CommandClass::Store,
+        _ => CommandClass::Other,
+    }
+}
+

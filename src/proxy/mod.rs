@@ -1,0 +1,3 @@
+//! Policy: the fronts that face clients and the backend.
+
+pub mod imap;

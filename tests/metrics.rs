@@ -1,0 +1,450 @@
+//! Pins the metrics exposition: names, help texts, types and label sets are a contract
+//! with dashboards and alerts, so changing one must change this file too.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use coi_proxy::metrics::{
+    CommandClass, CommandOutcome, Direction, ListenerKind, Metrics, TlsOutcome,
+};
+
+/// One metric family as the exposition must show it.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    /// Label names of the family's own samples (histograms add `le` to `_bucket`).
+    labels: &'static [&'static str],
+    /// How many label combinations are exported before any event.
+    series: usize,
+}
+
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "coi_proxy_build_info",
+        kind: "gauge",
+        help: "Always 1; the version label says which coi-proxy build is running.",
+        labels: &["version"],
+        series: 1,
+    },
+    Family {
+        name: "coi_proxy_imap_bytes_total",
+        kind: "counter",
+        help: "IMAP bytes relayed, by direction (before TLS encryption).",
+        labels: &["direction"],
+        series: 2,
+    },
+    Family {
+        name: "coi_proxy_imap_command_duration_seconds",
+        kind: "histogram",
+        help: "Time from a client's complete IMAP command to its tagged reply, by command.",
+        labels: &["command"],
+        series: 16,
+    },
+    Family {
+        name: "coi_proxy_imap_commands_total",
+        kind: "counter",
+        help: "IMAP commands completed, by command and outcome (ok/no/bad from the server's \
+               tagged reply; rejected when the proxy answered itself; aborted when the \
+               connection ended first).",
+        labels: &["command", "outcome"],
+        series: 16 * 5,
+    },
+    Family {
+        name: "coi_proxy_imap_connections_current",
+        kind: "gauge",
+        help: "IMAP client connections open now, by listener.",
+        labels: &["listener"],
+        series: 3,
+    },
+    Family {
+        name: "coi_proxy_imap_connections_total",
+        kind: "counter",
+        help: "IMAP client connections accepted, by listener.",
+        labels: &["listener"],
+        series: 3,
+    },
+    Family {
+        name: "coi_proxy_imap_session_duration_seconds",
+        kind: "histogram",
+        help: "Time from accepting an IMAP client connection until it closed, by listener.",
+        labels: &["listener"],
+        series: 3,
+    },
+    Family {
+        name: "coi_proxy_imap_tls_handshakes_total",
+        kind: "counter",
+        help: "TLS handshakes with IMAP clients (implicit TLS or STARTTLS), by listener and \
+               outcome.",
+        labels: &["listener", "outcome"],
+        series: 3 * 3,
+    },
+    Family {
+        name: "coi_proxy_imap_upstream_connect_failures_total",
+        kind: "counter",
+        help: "Connections to the upstream IMAP server that could not be established \
+               (refused, timed out or TLS failed).",
+        labels: &[],
+        series: 1,
+    },
+];
+
+/// One sample line: metric name, labels, value.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Parses the sample lines of the text format. Enough for what `Metrics` emits: label
+/// values here never contain `"`, `,` or `}`.
+fn samples(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                value => value.parse().expect("numeric value"),
+            };
+            let (name, labels) = match series.split_once('{') {
+                None => (series, BTreeMap::new()),
+                Some((name, rest)) => {
+                    let inner = rest.strip_suffix('}').expect("closing brace");
+                    let labels = inner
+                        .split(',')
+                        .map(|pair| {
+                            let (key, value) = pair.split_once('=').expect("label pair");
+                            let value = value.trim_matches('"');
+                            (key.to_owned(), value.to_owned())
+                        })
+                        .collect();
+                    (name, labels)
+                }
+            };
+            Sample {
+                name: name.to_owned(),
+                labels,
+                value,
+            }
+        })
+        .collect()
+}
+
+/// The value of the sample named `name` with exactly `labels`.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let wanted: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let found: Vec<Sample> = samples(text)
+        .into_iter()
+        .filter(|s| s.name == name && s.labels == wanted)
+        .collect();
+    assert_eq!(found.len(), 1, "{name}{labels:?} in\n{text}");
+    found[0].value
+}
+
+/// Name of the family a sample belongs to.
+fn family_of(sample: &str) -> &str {
+    for suffix in ["_bucket", "_sum", "_count"] {
+        if let Some(base) = sample.strip_suffix(suffix) {
+            if FAMILIES
+                .iter()
+                .any(|f| f.name == base && f.kind == "histogram")
+            {
+                return base;
+            }
+        }
+    }
+    sample
+}
+
+#[test]
+fn every_family_has_help_type_and_label_set() {
+    let text = Metrics::new().encode();
+    for family in FAMILIES {
+        let help = format!("# HELP {} {}\n", family.name, family.help);
+        assert!(text.contains(&help), "missing {help:?} in\n{text}");
+        let kind = format!("# TYPE {} {}\n", family.name, family.kind);
+        assert!(text.contains(&kind), "missing {kind:?}");
+
+        let expected: BTreeSet<&str> = family.labels.iter().copied().collect();
+        let own: Vec<Sample> = samples(&text)
+            .into_iter()
+            .filter(|s| family_of(&s.name) == family.name)
+            .collect();
+        assert!(!own.is_empty(), "{} has no samples", family.name);
+        for sample in &own {
+            let mut names: BTreeSet<&str> = sample.labels.keys().map(String::as_str).collect();
+            if sample.name.ends_with("_bucket") {
+                assert!(names.remove("le"), "{sample:?} lacks le");
+            }
+            assert_eq!(names, expected, "{sample:?}");
+        }
+
+        let series: BTreeSet<Vec<(String, String)>> = own
+            .iter()
+            .map(|s| {
+                s.labels
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "le")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(series.len(), family.series, "series of {}", family.name);
+    }
+}
+
+#[test]
+fn no_other_families_are_exported() {
+    let text = Metrics::new().encode();
+    let exported: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split(' ').next())
+        .collect();
+    let pinned: BTreeSet<&str> = FAMILIES.iter().map(|f| f.name).collect();
+    assert_eq!(exported, pinned);
+}
+
+#[test]
+fn every_series_starts_at_zero_except_build_info() {
+    let text = Metrics::new().encode();
+    for sample in samples(&text) {
+        let expected = if sample.name == "coi_proxy_build_info" {
+            1.0
+        } else {
+            0.0
+        };
+        assert_eq!(sample.value, expected, "{sample:?}");
+    }
+    assert_eq!(
+        value(
+            &text,
+            "coi_proxy_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn label_values_are_the_enum_labels() {
+    let text = Metrics::new().encode();
+    for class in CommandClass::ALL {
+        for outcome in CommandOutcome::ALL {
+            let labels = [
+                ("command", class.as_label()),
+                ("outcome", outcome.as_label()),
+            ];
+            assert_eq!(value(&text, "coi_proxy_imap_commands_total", &labels), 0.0);
+        }
+    }
+    for listener in ListenerKind::ALL {
+        for outcome in TlsOutcome::ALL {
+            let labels = [
+                ("listener", listener.as_label()),
+                ("outcome", outcome.as_label()),
+            ];
+            assert_eq!(
+                value(&text, "coi_proxy_imap_tls_handshakes_total", &labels),
+                0.0
+            );
+        }
+    }
+    let directions: Vec<&str> = Direction::ALL.iter().map(|d| d.as_label()).collect();
+    assert_eq!(directions, ["to_client", "to_upstream"]);
+    let listeners: Vec<&str> = ListenerKind::ALL.iter().map(|l| l.as_label()).collect();
+    assert_eq!(listeners, ["implicit", "plain", "starttls"]);
+    let outcomes: Vec<&str> = CommandOutcome::ALL.iter().map(|o| o.as_label()).collect();
+    assert_eq!(outcomes, ["aborted", "bad", "no", "ok", "rejected"]);
+}
+
+#[test]
+fn connection_guard_moves_gauge_counter_and_session_histogram() {
+    let metrics = Metrics::new();
+    let implicit = [("listener", "implicit")];
+    let plain = [("listener", "plain")];
+
+    let first = metrics.imap.connection_opened(ListenerKind::Implicit);
+    let second = metrics.imap.connection_opened(ListenerKind::Implicit);
+    let text = metrics.encode();
+    assert_eq!(
+        value(&text, "coi_proxy_imap_connections_current", &implicit),
+        2.0
+    );
+    assert_eq!(
+        value(&text, "coi_proxy_imap_connections_total", &implicit),
+        2.0
+    );
+    assert_eq!(
+        value(&text, "coi_proxy_imap_connections_current", &plain),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "coi_proxy_imap_session_duration_seconds_count",
+            &implicit
+        ),
+        0.0
+    );
+
+    drop(first);
+    let text = metrics.encode();
+    assert_eq!(
+        value(&text, "coi_proxy_imap_connections_current", &implicit),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "coi_proxy_imap_connections_total", &implicit),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "coi_proxy_imap_session_duration_seconds_count",
+            &implicit
+        ),
+        1.0
+    );
+    // A session shorter than the first bucket lands in every bucket.
+    assert_eq!(
+        value(
+            &text,
+            "coi_proxy_imap_session_duration_seconds_bucket",
+            &[("listener", "implicit"), ("le", "1")]
+        ),
+        1.0
+    );
+
+    drop(second);
+    let text = metrics.encode();
+    assert_eq!(
+        value(&text, "coi_proxy_imap_connections_current", &implicit),
+        0.0
+    );
+}
+
+#[test]
+fn command_finished_counts_and_observes_latency() {
+    let metrics = Metrics::new();
+    metrics.imap.command_finished(
+        CommandClass::Fetch,
+        CommandOutcome::Ok,
+        Duration::from_millis(7),
+    );
+    metrics.imap.command_finished(
+        CommandClass::Fetch,
+        CommandOutcome::Rejected,
+        Duration::from_micros(40),
+    );
+    let text = metrics.encode();
+    let fetch_ok = [("command", "fetch"), ("outcome", "ok")];
+    let fetch_rejected = [("command", "fetch"), ("outcome", "rejected")];
+    let fetch_no = [("command", "fetch"), ("outcome", "no")];
+    assert_eq!(
+        value(&text, "coi_proxy_imap_commands_total", &fetch_ok),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "coi_proxy_imap_commands_total", &fetch_rejected),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "coi_proxy_imap_commands_total", &fetch_no),
+        0.0
+    );
+
+    let fetch = [("command", "fetch")];
+    let bucket = |le: &str| {
+        value(
+            &text,
+            "coi_proxy_imap_command_duration_seconds_bucket",
+            &[("command", "fetch"), ("le", le)],
+        )
+    };
+    assert_eq!(
+        value(
+            &text,
+            "coi_proxy_imap_command_duration_seconds_count",
+            &fetch
+        ),
+        2.0
+    );
+    let sum = value(&text, "coi_proxy_imap_command_duration_seconds_sum", &fetch);
+    assert!((sum - 0.007_04).abs() < 1e-9, "{sum}");
+    assert_eq!(bucket("0.00005"), 1.0);
+    assert_eq!(bucket("0.005"), 1.0);
+    assert_eq!(bucket("0.01"), 2.0);
+    assert_eq!(bucket("30"), 2.0);
+    assert_eq!(bucket("+Inf"), 2.0);
+    assert_eq!(
+        value(
+            &text,
+            "coi_proxy_imap_command_duration_seconds_count",
+            &[("command", "store")]
+        ),
+        0.0
+    );
+}
+
+#[test]
+fn bytes_are_counted_per_direction() {
+    let metrics = Metrics::new();
+    metrics.imap.bytes(Direction::ToUpstream, 100);
+    metrics.imap.bytes(Direction::ToUpstream, 23);
+    metrics.imap.bytes(Direction::ToClient, 4096);
+    let text = metrics.encode();
+    let name = "coi_proxy_imap_bytes_total";
+    assert_eq!(value(&text, name, &[("direction", "to_upstream")]), 123.0);
+    assert_eq!(value(&text, name, &[("direction", "to_client")]), 4096.0);
+}
+
+#[test]
+fn tls_handshakes_are_counted_per_listener_and_outcome() {
+    let metrics = Metrics::new();
+    metrics
+        .imap
+        .tls_handshake(ListenerKind::Starttls, TlsOutcome::Timeout);
+    metrics
+        .imap
+        .tls_handshake(ListenerKind::Implicit, TlsOutcome::Ok);
+    metrics
+        .imap
+        .tls_handshake(ListenerKind::Implicit, TlsOutcome::Ok);
+    let text = metrics.encode();
+    let name = "coi_proxy_imap_tls_handshakes_total";
+    let at =
+        |listener, outcome| value(&text, name, &[("listener", listener), ("outcome", outcome)]);
+    assert_eq!(at("starttls", "timeout"), 1.0);
+    assert_eq!(at("implicit", "ok"), 2.0);
+    assert_eq!(at("implicit", "failed"), 0.0);
+    assert_eq!(at("starttls", "ok"), 0.0);
+}
+
+#[test]
+fn upstream_connect_failures_are_counted() {
+    let metrics = Metrics::new();
+    metrics.imap.upstream_connect_failed();
+    let text = metrics.encode();
+    assert_eq!(
+        value(&text, "coi_proxy_imap_upstream_connect_failures_total", &[]),
+        1.0
+    );
+}
+
+#[test]
+fn registries_are_independent() {
+    // An explicit registry per `Metrics`: nothing leaks through a global default.
+    let a = Metrics::new();
+    let b = Metrics::new();
+    a.imap.upstream_connect_failed();
+    let name = "coi_proxy_imap_upstream_connect_failures_total";
+    assert_eq!(value(&a.encode(), name, &[]), 1.0);
+    assert_eq!(value(&b.encode(), name, &[]), 0.0);
+    assert!(prometheus::gather().is_empty());
+}

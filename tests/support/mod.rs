@@ -1,0 +1,7 @@
+//! Shared support for the integration tests. Each test binary says `mod support;`.
+
+pub mod dovecot;
+pub mod io;
+pub mod mbsync;
+pub mod pki;
+pub mod proxy;
