@@ -1,1 +1,1056 @@
-fn main() {}
+//! B2 (added latency per command) and B4 (bulk FETCH/APPEND bandwidth) of
+//! `BENCHMARKS.md` §2, in one run: `cargo bench --bench imap_relay`.
+//!
+//! Setup: a private Dovecot from the integration-test support (`tests/support`), the proxy
+//! started in this process on a tokio multi-thread runtime (`plaintext_auth`, plain
+//! listener), and, as a reference line, `splice`: a trivial tokio byte-copy relay
+//! (`copy_bidirectional`, 64 KiB buffers) on the same runtime. Three variants, each with
+//! one logged-in connection (`alice`, INBOX selected):
+//!
+//! - `direct`: client → Dovecot
+//! - `proxy`:  client → coi-proxy → Dovecot
+//! - `splice`: client → byte copy → Dovecot (the cost of the extra loopback hop alone)
+//!
+//! The load generator is a small blocking IMAP client on the main thread (std
+//! `TcpStream`, `TCP_NODELAY`, one command at a time, literals read by their length).
+//! Every round runs N operations per variant back to back; the order of the variants
+//! changes from round to round (direct and proxy alternate which goes first; splice takes
+//! each position in turn). Per round the bench keeps the median and p99 of each variant;
+//! it reports the median of the per-round values and their spread (min..max), and ratios
+//! as the ratio of those medians with the spread of the per-round ratios.
+//!
+//! CPU: user+sys ticks of this whole process (`/proc/self/stat` fields 14 and 15) around
+//! each variant's loop. That is the client alone for `direct`, client + relay for `proxy`
+//! and `splice`, so `proxy − direct` approximates the proxy's own CPU per operation.
+//! Dovecot's CPU (all processes of the private instance) is read the same way.
+//!
+//! Knobs (environment): `BENCH_ROUNDS`, `BENCH_NOOPS` (per variant per round),
+//! `BENCH_FETCHES`, `BENCH_APPENDS` (0 skips APPEND), `BENCH_WARMUP_NOOPS`,
+//! `BENCH_MSG_BYTES` (default 1 MiB), `BENCH_MAX_SECS` (no new round after this),
+//! `BENCH_QUICK=1` or the argument `--quick` for a smoke run of a few seconds. Without
+//! cargo's `--bench` argument (e.g. `cargo test --benches`) the quick run is used too.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use support::dovecot::Dovecot;
+use support::proxy::{Options, Proxy};
+
+const USER: &str = "alice";
+const PASSWORD: &str = "secret-alice";
+/// Bound for one socket read or write: a stuck relay fails the bench instead of hanging it.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// APPENDs go here (emptied after every round), so INBOX keeps exactly one message.
+const APPEND_MAILBOX: &str = "Bench";
+/// Buffer sizes of the `splice` reference relay (the proxy reads 64 KiB at a time too).
+const SPLICE_BUF: usize = 64 * 1024;
+
+type BenchResult<T> = Result<T, Box<dyn Error>>;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imap_relay bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Settings
+
+struct Settings {
+    quick: bool,
+    rounds: usize,
+    noops: usize,
+    fetches: usize,
+    appends: usize,
+    warmup_noops: usize,
+    warmup_fetches: usize,
+    message_bytes: usize,
+    /// Bound for one variant's loop in one round; the loop stops early when exceeded.
+    loop_cap: Duration,
+    /// No new round starts after this much time since the first one.
+    total_cap: Duration,
+}
+
+impl Settings {
+    fn from_env() -> BenchResult<Settings> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let quick_env = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        // cargo passes `--bench` to harness-less benches under `cargo bench`; without it
+        // (`cargo test --benches`, running the binary by hand) only the smoke run makes sense.
+        let under_cargo_bench = args.iter().any(|a| a == "--bench");
+        let quick = quick_env || args.iter().any(|a| a == "--quick") || !under_cargo_bench;
+        let defaults = if quick {
+            Settings {
+                quick,
+                rounds: 2,
+                noops: 300,
+                fetches: 4,
+                appends: 2,
+                warmup_noops: 50,
+                warmup_fetches: 1,
+                message_bytes: 1024 * 1024,
+                loop_cap: Duration::from_secs(3),
+                total_cap: Duration::from_secs(10),
+            }
+        } else {
+            Settings {
+                quick,
+                rounds: 6,
+                noops: 15_000,
+                fetches: 60,
+                appends: 20,
+                warmup_noops: 500,
+                warmup_fetches: 5,
+                message_bytes: 1024 * 1024,
+                loop_cap: Duration::from_secs(20),
+                total_cap: Duration::from_secs(90),
+            }
+        };
+        let s = Settings {
+            rounds: env_usize("BENCH_ROUNDS", defaults.rounds)?.max(1),
+            noops: env_usize("BENCH_NOOPS", defaults.noops)?.max(1),
+            fetches: env_usize("BENCH_FETCHES", defaults.fetches)?.max(1),
+            appends: env_usize("BENCH_APPENDS", defaults.appends)?,
+            warmup_noops: env_usize("BENCH_WARMUP_NOOPS", defaults.warmup_noops)?,
+            message_bytes: env_usize("BENCH_MSG_BYTES", defaults.message_bytes)?
+                .clamp(1024, 50 << 20),
+            total_cap: Duration::from_secs(env_usize(
+                "BENCH_MAX_SECS",
+                defaults.total_cap.as_secs() as usize,
+            )? as u64),
+            ..defaults
+        };
+        Ok(s)
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> BenchResult<usize> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .replace('_', "")
+            .parse()
+            .map_err(|_| format!("{name}={v:?} is not a non-negative integer").into()),
+        _ => Ok(default),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Variants
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    Direct,
+    Proxy,
+    Splice,
+}
+
+const VARIANTS: [Variant; 3] = [Variant::Direct, Variant::Proxy, Variant::Splice];
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Direct => "direct",
+            Variant::Proxy => "proxy",
+            Variant::Splice => "splice",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The order of the variants in round `r`: direct and proxy alternate which goes first,
+/// splice moves through the three positions, so six rounds cover all six orders.
+fn round_order(r: usize) -> [Variant; 3] {
+    let (a, b) = if r % 2 == 0 {
+        (Variant::Direct, Variant::Proxy)
+    } else {
+        (Variant::Proxy, Variant::Direct)
+    };
+    match (r / 2) % 3 {
+        0 => [a, b, Variant::Splice],
+        1 => [Variant::Splice, a, b],
+        _ => [a, Variant::Splice, b],
+    }
+}
+
+/// The `splice` reference: accept, connect upstream, copy bytes both ways. No framing.
+async fn start_splice(upstream: SocketAddr) -> io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        // Ends with the runtime; an accept error ends it early (the bench then fails on
+        // connect instead of spinning here).
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = client.set_nodelay(true);
+                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = server.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut server,
+                    SPLICE_BUF,
+                    SPLICE_BUF,
+                )
+                .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+// ---------------------------------------------------------------------------------------
+// A minimal blocking IMAP client
+
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    /// The current response line, CRLF included.
+    line: Vec<u8>,
+    /// The command being sent.
+    out: Vec<u8>,
+    /// The tag of the command in flight.
+    tag: Vec<u8>,
+    next_tag: u64,
+    /// The last literal of the last response (its bytes are kept for verification).
+    literal: Vec<u8>,
+    /// Total literal bytes in the last response.
+    literal_total: usize,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> io::Result<Client> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        let writer = stream.try_clone()?;
+        let mut client = Client {
+            reader: BufReader::with_capacity(256 * 1024, stream),
+            writer,
+            line: Vec::with_capacity(1024),
+            out: Vec::with_capacity(1024),
+            tag: Vec::with_capacity(16),
+            next_tag: 1,
+            literal: Vec::new(),
+            literal_total: 0,
+        };
+        read_line(&mut client.reader, &mut client.line)?;
+        if !client.line.starts_with(b"* OK") {
+            return Err(io::Error::other(format!(
+                "unexpected greeting from {addr}: {}",
+                String::from_utf8_lossy(&client.line).trim_end()
+            )));
+        }
+        Ok(client)
+    }
+
+    /// Connects, logs in and selects INBOX.
+    fn session(addr: SocketAddr) -> io::Result<Client> {
+        let mut client = Client::connect(addr)?;
+        client.command(format_args!("LOGIN {USER} {PASSWORD}"))?;
+        client.command(format_args!("SELECT INBOX"))?;
+        Ok(client)
+    }
+
+    /// Sends `<tag> <command>\r\n` and reads the response up to an `OK` tagged line.
+    fn command(&mut self, command: std::fmt::Arguments<'_>) -> io::Result<()> {
+        self.send_line(command)?;
+        self.read_response()
+    }
+
+    /// `APPEND` with a LITERAL+ literal: line and message go out without waiting for `+`.
+    fn append(&mut self, mailbox: &str, message: &[u8]) -> io::Result<()> {
+        self.send_line(format_args!("APPEND {mailbox} {{{}+}}", message.len()))?;
+        self.writer.write_all(message)?;
+        self.writer.write_all(b"\r\n")?;
+        self.read_response()
+    }
+
+    fn send_line(&mut self, command: std::fmt::Arguments<'_>) -> io::Result<()> {
+        self.tag.clear();
+        write!(self.tag, "b{}", self.next_tag)?;
+        self.next_tag += 1;
+        self.out.clear();
+        self.out.extend_from_slice(&self.tag);
+        write!(self.out, " {command}\r\n")?;
+        self.writer.write_all(&self.out)
+    }
+
+    /// Reads untagged lines (with their literals) until the tagged completion.
+    fn read_response(&mut self) -> io::Result<()> {
+        self.literal_total = 0;
+        loop {
+            read_line(&mut self.reader, &mut self.line)?;
+            if self.line.starts_with(&self.tag) && self.line.get(self.tag.len()) == Some(&b' ') {
+                let status = &self.line[self.tag.len() + 1..];
+                if status.starts_with(b"OK") {
+                    return Ok(());
+                }
+                return Err(io::Error::other(format!(
+                    "command failed: {} -> {}",
+                    String::from_utf8_lossy(&self.out).trim_end(),
+                    String::from_utf8_lossy(&self.line).trim_end()
+                )));
+            }
+            // A line ending in `{n}` announces n literal bytes, then the line goes on.
+            while let Some(n) = literal_length(&self.line) {
+                self.literal.resize(n, 0);
+                self.reader.read_exact(&mut self.literal)?;
+                self.literal_total += n;
+                read_line(&mut self.reader, &mut self.line)?;
+            }
+        }
+    }
+}
+
+fn read_line(reader: &mut BufReader<TcpStream>, line: &mut Vec<u8>) -> io::Result<()> {
+    line.clear();
+    if reader.read_until(b'\n', line)? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "server closed the connection",
+        ));
+    }
+    Ok(())
+}
+
+/// `n` when `line` ends with `{n}\r\n` (or `{n+}`).
+fn literal_length(line: &[u8]) -> Option<usize> {
+    let body = line.strip_suffix(b"\r\n")?.strip_suffix(b"}")?;
+    let open = body.iter().rposition(|b| *b == b'{')?;
+    let digits = &body[open + 1..];
+    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// A deterministic message of exactly `size` bytes: headers, then base64-looking lines
+/// of 76 characters (CRLF only, so Dovecot returns it byte for byte).
+fn make_message(size: usize) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut message = Vec::with_capacity(size);
+    message.extend_from_slice(
+        b"From: alice@localhost\r\n\
+          To: bob@localhost\r\n\
+          Subject: imap_relay benchmark message\r\n\
+          Date: Thu, 01 Jan 2026 00:00:00 +0000\r\n\
+          Message-ID: <imap-relay-bench@localhost>\r\n\
+          MIME-Version: 1.0\r\n\
+          Content-Type: application/octet-stream\r\n\
+          Content-Transfer-Encoding: base64\r\n\
+          \r\n",
+    );
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15; // fixed seed (xorshift64)
+    while message.len() < size {
+        let remaining = size - message.len();
+        // Full lines while at least 3 bytes would be left for a last short line.
+        let chars = if remaining >= 81 { 76 } else { remaining - 2 };
+        for _ in 0..chars {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            message.push(ALPHABET[(state >> 58) as usize]);
+        }
+        message.extend_from_slice(b"\r\n");
+    }
+    message
+}
+
+// ---------------------------------------------------------------------------------------
+// CPU accounting
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Ticks {
+    user: u64,
+    sys: u64,
+}
+
+impl Ticks {
+    fn since(self, earlier: Ticks) -> Ticks {
+        Ticks {
+            user: self.user.saturating_sub(earlier.user),
+            sys: self.sys.saturating_sub(earlier.sys),
+        }
+    }
+
+    fn add(&mut self, other: Ticks) {
+        self.user += other.user;
+        self.sys += other.sys;
+    }
+
+    fn total(self) -> u64 {
+        self.user + self.sys
+    }
+}
+
+/// utime and stime (fields 14 and 15) of a `/proc/<pid>/stat`, all threads included.
+fn stat_ticks(path: &str) -> Option<Ticks> {
+    let text = fs::read_to_string(path).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3, so field 14 is index 11.
+    Some(Ticks {
+        user: fields.get(11)?.parse().ok()?,
+        sys: fields.get(12)?.parse().ok()?,
+    })
+}
+
+fn self_ticks() -> Ticks {
+    stat_ticks("/proc/self/stat").unwrap_or_default()
+}
+
+/// The processes of the private Dovecot instance: their titles are
+/// `dovecot-coi-test-<imap port>/<service>` (see tests/support/dovecot.rs).
+fn dovecot_pids(imap_port: u16) -> Vec<u32> {
+    let prefix = format!("dovecot-coi-test-{imap_port}/");
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.starts_with(prefix.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn dovecot_ticks(pids: &[u32]) -> Ticks {
+    let mut sum = Ticks::default();
+    for pid in pids {
+        if let Some(t) = stat_ticks(&format!("/proc/{pid}/stat")) {
+            sum.add(t);
+        }
+    }
+    sum
+}
+
+fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(100)
+}
+
+// ---------------------------------------------------------------------------------------
+// Measuring
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Noop,
+    Fetch,
+    Append,
+}
+
+/// One variant, one operation kind, one round.
+struct Sample {
+    /// Per-operation wall time, sorted.
+    nanos: Vec<u64>,
+    cpu: Ticks,
+    dovecot_cpu: Ticks,
+    /// The loop hit its time cap before its count.
+    truncated: bool,
+}
+
+impl Sample {
+    fn percentile_us(&self, p: f64) -> f64 {
+        percentile(&self.nanos, p) / 1000.0
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64
+}
+
+struct Bench<'a> {
+    settings: &'a Settings,
+    clients: [Client; 3],
+    /// Direct connection for housekeeping (emptying the APPEND mailbox).
+    admin: Client,
+    message: Vec<u8>,
+    dovecot_pids: Vec<u32>,
+}
+
+impl Bench<'_> {
+    fn op(&mut self, variant: Variant, op: Op) -> io::Result<()> {
+        let client = &mut self.clients[variant.index()];
+        match op {
+            Op::Noop => client.command(format_args!("NOOP")),
+            Op::Fetch => {
+                client.command(format_args!("FETCH 1 BODY.PEEK[]"))?;
+                if client.literal_total != self.message.len() {
+                    return Err(io::Error::other(format!(
+                        "FETCH via {} returned {} literal bytes, expected {}",
+                        variant.name(),
+                        client.literal_total,
+                        self.message.len()
+                    )));
+                }
+                Ok(())
+            }
+            Op::Append => client.append(APPEND_MAILBOX, &self.message),
+        }
+    }
+
+    fn measure(&mut self, variant: Variant, op: Op, count: usize) -> io::Result<Sample> {
+        let mut nanos = Vec::with_capacity(count);
+        let mut truncated = false;
+        let dovecot_before = dovecot_ticks(&self.dovecot_pids);
+        let cpu_before = self_ticks();
+        let start = Instant::now();
+        for _ in 0..count {
+            let t0 = Instant::now();
+            if t0.duration_since(start) > self.settings.loop_cap {
+                truncated = true;
+                break;
+            }
+            self.op(variant, op)?;
+            nanos.push(t0.elapsed().as_nanos() as u64);
+        }
+        let cpu = self_ticks().since(cpu_before);
+        let dovecot_cpu = dovecot_ticks(&self.dovecot_pids).since(dovecot_before);
+        nanos.sort_unstable();
+        Ok(Sample {
+            nanos,
+            cpu,
+            dovecot_cpu,
+            truncated,
+        })
+    }
+
+    /// Deletes and recreates the APPEND mailbox (not timed).
+    fn reset_append_mailbox(&mut self) -> io::Result<()> {
+        self.admin
+            .command(format_args!("DELETE {APPEND_MAILBOX}"))?;
+        self.admin.command(format_args!("CREATE {APPEND_MAILBOX}"))
+    }
+
+    /// Warm-up, and a byte-for-byte check of one FETCH per variant.
+    fn warm_up(&mut self) -> BenchResult<()> {
+        for variant in VARIANTS {
+            for _ in 0..self.settings.warmup_noops {
+                self.op(variant, Op::Noop)?;
+            }
+            self.op(variant, Op::Fetch)?;
+            if self.clients[variant.index()].literal != self.message {
+                return Err(
+                    format!("FETCH via {} returned different bytes", variant.name()).into(),
+                );
+            }
+            for _ in 1..self.settings.warmup_fetches {
+                self.op(variant, Op::Fetch)?;
+            }
+            if self.settings.appends > 0 {
+                for _ in 0..2 {
+                    self.op(variant, Op::Append)?;
+                }
+            }
+        }
+        if self.settings.appends > 0 {
+            self.reset_append_mailbox()?;
+        }
+        Ok(())
+    }
+}
+
+/// Samples indexed `[op][variant][round]`.
+struct Results {
+    samples: [[Vec<Sample>; 3]; 3],
+}
+
+impl Results {
+    fn of(&self, op: Op, variant: Variant) -> &[Sample] {
+        &self.samples[op as usize][variant.index()]
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Statistics and report
+
+/// Median, min and max of per-round values.
+#[derive(Clone, Copy)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(values: impl IntoIterator<Item = f64>) -> Spread {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return Spread {
+                median: f64::NAN,
+                min: f64::NAN,
+                max: f64::NAN,
+            };
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Spread {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        }
+    }
+
+    fn show(self, decimals: usize) -> String {
+        format!(
+            "{:.d$} [{:.d$}..{:.d$}]",
+            self.median,
+            self.min,
+            self.max,
+            d = decimals
+        )
+    }
+}
+
+/// CPU µs per operation over all rounds: (this process, Dovecot).
+fn cpu_per_op(samples: &[Sample], ticks_per_s: u64) -> (f64, f64) {
+    let mut cpu = Ticks::default();
+    let mut dovecot = Ticks::default();
+    let mut ops = 0usize;
+    for s in samples {
+        cpu.add(s.cpu);
+        dovecot.add(s.dovecot_cpu);
+        ops += s.nanos.len();
+    }
+    let us = |t: Ticks| t.total() as f64 * 1e6 / ticks_per_s as f64 / ops.max(1) as f64;
+    (us(cpu), us(dovecot))
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "MET"
+    } else {
+        "MISSED"
+    }
+}
+
+struct Report {
+    text: String,
+    summary: Vec<String>,
+}
+
+impl Report {
+    fn line(&mut self, s: impl AsRef<str>) {
+        self.text.push_str(s.as_ref());
+        self.text.push('\n');
+    }
+}
+
+fn report_noop(r: &mut Report, results: &Results, settings: &Settings, ticks_per_s: u64) {
+    let rounds = results.of(Op::Noop, Variant::Direct).len();
+    r.line(format!(
+        "\n== B2: NOOP round trip, one client, no pipelining ({} per variant per round, {} rounds) ==",
+        settings.noops, rounds
+    ));
+    r.line(format!(
+        "{:<8} {:>24} {:>24} {:>14} {:>14}",
+        "variant", "p50 µs [min..max]", "p99 µs [min..max]", "bench CPU µs/op", "dovecot µs/op"
+    ));
+    for v in VARIANTS {
+        let s = results.of(Op::Noop, v);
+        let p50 = Spread::of(s.iter().map(|x| x.percentile_us(50.0)));
+        let p99 = Spread::of(s.iter().map(|x| x.percentile_us(99.0)));
+        let (cpu, dovecot) = cpu_per_op(s, ticks_per_s);
+        r.line(format!(
+            "{:<8} {:>24} {:>24} {:>14.1} {:>14.1}",
+            v.name(),
+            p50.show(1),
+            p99.show(1),
+            cpu,
+            dovecot
+        ));
+    }
+    let per_round = |v: Variant, p: f64| -> Vec<f64> {
+        results
+            .of(Op::Noop, v)
+            .iter()
+            .map(|x| x.percentile_us(p))
+            .collect()
+    };
+    let ratio = |a: Variant, b: Variant, p: f64| -> (f64, Spread) {
+        let (pa, pb) = (per_round(a, p), per_round(b, p));
+        let of_medians =
+            Spread::of(pa.iter().copied()).median / Spread::of(pb.iter().copied()).median;
+        (
+            of_medians,
+            Spread::of(pa.iter().zip(&pb).map(|(x, y)| x / y)),
+        )
+    };
+    let added = |a: Variant, b: Variant, p: f64| -> Spread {
+        let (pa, pb) = (per_round(a, p), per_round(b, p));
+        Spread::of(pa.iter().zip(&pb).map(|(x, y)| x - y))
+    };
+    let (p50_ratio, p50_rounds) = ratio(Variant::Proxy, Variant::Direct, 50.0);
+    let (p99_ratio, p99_rounds) = ratio(Variant::Proxy, Variant::Direct, 99.0);
+    let added_p50 = added(Variant::Proxy, Variant::Direct, 50.0);
+    let added_p99 = added(Variant::Proxy, Variant::Direct, 99.0);
+    r.line(format!(
+        "proxy/direct   p50 {p50_ratio:.2}x (per round {:.2}..{:.2})  target <= 1.30: {}",
+        p50_rounds.min,
+        p50_rounds.max,
+        verdict(p50_ratio <= 1.3)
+    ));
+    r.line(format!(
+        "proxy/direct   p99 {p99_ratio:.2}x (per round {:.2}..{:.2})",
+        p99_rounds.min, p99_rounds.max
+    ));
+    r.line(format!(
+        "proxy added    p50 +{} µs, p99 +{} µs  target p99 <= +50 µs: {}",
+        added_p50.show(1),
+        added_p99.show(1),
+        verdict(added_p99.median <= 50.0)
+    ));
+    let (s50, s50_rounds) = ratio(Variant::Splice, Variant::Direct, 50.0);
+    let (s99, _) = ratio(Variant::Splice, Variant::Direct, 99.0);
+    r.line(format!(
+        "splice/direct  p50 {s50:.2}x (per round {:.2}..{:.2}), p99 {s99:.2}x; splice added p50 +{} µs",
+        s50_rounds.min,
+        s50_rounds.max,
+        added(Variant::Splice, Variant::Direct, 50.0).show(1)
+    ));
+    let (ps50, ps_rounds) = ratio(Variant::Proxy, Variant::Splice, 50.0);
+    r.line(format!(
+        "proxy/splice   p50 {ps50:.2}x (per round {:.2}..{:.2}); proxy beyond a byte copy: p50 +{} µs",
+        ps_rounds.min,
+        ps_rounds.max,
+        added(Variant::Proxy, Variant::Splice, 50.0).show(1)
+    ));
+    let (direct_cpu, _) = cpu_per_op(results.of(Op::Noop, Variant::Direct), ticks_per_s);
+    let (proxy_cpu, _) = cpu_per_op(results.of(Op::Noop, Variant::Proxy), ticks_per_s);
+    let (splice_cpu, _) = cpu_per_op(results.of(Op::Noop, Variant::Splice), ticks_per_s);
+    r.line(format!(
+        "relay CPU per NOOP (bench CPU minus direct's client-only CPU): proxy {:.1} µs, splice {:.1} µs",
+        proxy_cpu - direct_cpu,
+        splice_cpu - direct_cpu
+    ));
+    r.summary.push(format!(
+        "B2 NOOP p50 proxy/direct {p50_ratio:.2}x (target <= 1.30: {}); p99 added +{:.1} µs (target <= 50: {})",
+        verdict(p50_ratio <= 1.3),
+        added_p99.median,
+        verdict(added_p99.median <= 50.0)
+    ));
+}
+
+fn report_bulk(r: &mut Report, results: &Results, settings: &Settings, op: Op, ticks_per_s: u64) {
+    let (title, count) = match op {
+        Op::Fetch => ("FETCH 1 BODY.PEEK[]", settings.fetches),
+        _ => ("APPEND (LITERAL+)", settings.appends),
+    };
+    let bytes = settings.message_bytes as f64;
+    let rounds = results.of(op, Variant::Direct).len();
+    r.line(format!(
+        "\n== B4: {title} of a {} B message ({count} per variant per round, {rounds} rounds) ==",
+        settings.message_bytes
+    ));
+    r.line(format!(
+        "{:<8} {:>26} {:>22} {:>14} {:>14}",
+        "variant",
+        "MB/s at median [min..max]",
+        "median ms [min..max]",
+        "bench CPU µs/op",
+        "dovecot µs/op"
+    ));
+    // MB/s = 10^6 bytes per second, from each round's median operation time.
+    let mbps = |v: Variant| -> Vec<f64> {
+        results
+            .of(op, v)
+            .iter()
+            .map(|s| bytes / (percentile(&s.nanos, 50.0) / 1e9) / 1e6)
+            .collect()
+    };
+    for v in VARIANTS {
+        let s = results.of(op, v);
+        let ms = Spread::of(s.iter().map(|x| percentile(&x.nanos, 50.0) / 1e6));
+        let (cpu, dovecot) = cpu_per_op(s, ticks_per_s);
+        r.line(format!(
+            "{:<8} {:>26} {:>22} {:>14.0} {:>14.0}",
+            v.name(),
+            Spread::of(mbps(v)).show(0),
+            ms.show(2),
+            cpu,
+            dovecot
+        ));
+    }
+    let ratio = |a: Variant, b: Variant| -> (f64, Spread) {
+        let (ma, mb) = (mbps(a), mbps(b));
+        (
+            Spread::of(ma.iter().copied()).median / Spread::of(mb.iter().copied()).median,
+            Spread::of(ma.iter().zip(&mb).map(|(x, y)| x / y)),
+        )
+    };
+    let (pd, pd_rounds) = ratio(Variant::Proxy, Variant::Direct);
+    let (sd, sd_rounds) = ratio(Variant::Splice, Variant::Direct);
+    let (ps, ps_rounds) = ratio(Variant::Proxy, Variant::Splice);
+    r.line(format!(
+        "proxy/direct   {pd:.2}x (per round {:.2}..{:.2})  target >= 0.95: {}",
+        pd_rounds.min,
+        pd_rounds.max,
+        verdict(pd >= 0.95)
+    ));
+    r.line(format!(
+        "splice/direct  {sd:.2}x (per round {:.2}..{:.2});  proxy/splice {ps:.2}x (per round {:.2}..{:.2})",
+        sd_rounds.min, sd_rounds.max, ps_rounds.min, ps_rounds.max
+    ));
+    r.summary.push(format!(
+        "B4 {title} MB/s proxy/direct {pd:.2}x (target >= 0.95: {})",
+        verdict(pd >= 0.95)
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// Header
+
+fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+fn header(settings: &Settings, ticks_per_s: u64) -> String {
+    let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"])
+        .unwrap_or_else(|| "unknown date".into());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let os = fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|s| s.trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| "unknown OS".into());
+    let dovecot = command_output("/usr/sbin/dovecot", &["--version"])
+        .or_else(|| command_output("dovecot", &["--version"]))
+        .unwrap_or_else(|| "unknown".into());
+    let rustc = command_output("rustc", &["--version"]).unwrap_or_else(|| "rustc unknown".into());
+    let profile = if cfg!(debug_assertions) {
+        "debug build: figures NOT meaningful"
+    } else {
+        "optimized (bench profile)"
+    };
+    let mut h = String::new();
+    let _ = writeln!(
+        h,
+        "coi-proxy imap_relay bench: BENCHMARKS.md §2 B2 (NOOP latency) and B4 (bulk FETCH/APPEND){}",
+        if settings.quick {
+            " -- QUICK smoke run, figures not meaningful"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(h, "date     {date}");
+    let _ = writeln!(h, "machine  {os}, kernel {kernel}, nproc {nproc}, {cpu}");
+    let _ = writeln!(h, "versions Dovecot {dovecot}; {rustc}; {profile}");
+    let _ = writeln!(
+        h,
+        "settings rounds {} (BENCH_ROUNDS), NOOPs {} (BENCH_NOOPS), FETCHes {} (BENCH_FETCHES), APPENDs {} (BENCH_APPENDS) per variant per round; message {} B (BENCH_MSG_BYTES)",
+        settings.rounds, settings.noops, settings.fetches, settings.appends, settings.message_bytes
+    );
+    let _ = writeln!(
+        h,
+        "warm-up  {} NOOPs + {} FETCHes + {} APPENDs per variant (short on purpose: the 10 s warm-up of BENCHMARKS.md is too long for this machine)",
+        settings.warmup_noops,
+        settings.warmup_fetches.max(1),
+        if settings.appends > 0 { 2 } else { 0 }
+    );
+    let _ = writeln!(
+        h,
+        "notes    direct = client->Dovecot; proxy = client->coi-proxy->Dovecot; splice = client->tokio copy_bidirectional (64 KiB)->Dovecot (reference: the bare extra hop)."
+    );
+    let _ = writeln!(
+        h,
+        "         The proxy and splice run in this process on a tokio multi-thread runtime ({nproc} workers); the blocking client runs on the main thread; all share the {nproc} cores with Dovecot."
+    );
+    let _ = writeln!(
+        h,
+        "         Each round runs every variant back to back, order rotating (direct/proxy alternate first). Figures: median of per-round values [min..max of rounds]."
+    );
+    let _ = writeln!(
+        h,
+        "         CPU/op: user+sys of this whole process from /proc/self/stat (ticks of 1/{ticks_per_s} s, summed over rounds) = client (+ relay for proxy/splice); dovecot = all its processes. Approximate, good enough for comparison."
+    );
+    h
+}
+
+// ---------------------------------------------------------------------------------------
+// Run
+
+fn run() -> BenchResult<()> {
+    let settings = Settings::from_env()?;
+    let ticks_per_s = clock_ticks_per_second();
+    print!("{}", header(&settings, ticks_per_s));
+    let wall = Instant::now();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let dovecot = Dovecot::start()?;
+    let upstream = dovecot.imap_addr();
+    let proxy = runtime.block_on(Proxy::start(
+        upstream,
+        Options {
+            plaintext_auth: true,
+            ..Default::default()
+        },
+    ));
+    let splice = runtime.block_on(start_splice(upstream))?;
+
+    let message = make_message(settings.message_bytes);
+    let mut admin = Client::connect(upstream)?;
+    admin.command(format_args!("LOGIN {USER} {PASSWORD}"))?;
+    admin.append("INBOX", &message)?;
+    admin.command(format_args!("CREATE {APPEND_MAILBOX}"))?;
+
+    let clients = [
+        Client::session(upstream)?,
+        Client::session(proxy.plain)?,
+        Client::session(splice)?,
+    ];
+    let mut bench = Bench {
+        settings: &settings,
+        clients,
+        admin,
+        message,
+        dovecot_pids: dovecot_pids(upstream.port()),
+    };
+    bench.warm_up()?;
+
+    let mut ops = vec![Op::Noop, Op::Fetch];
+    if settings.appends > 0 {
+        ops.push(Op::Append);
+    }
+    let mut results = Results {
+        samples: Default::default(),
+    };
+    let mut truncated = Vec::new();
+    let measuring = Instant::now();
+    let mut rounds_done = 0;
+    for round in 0..settings.rounds {
+        if round > 0 && measuring.elapsed() > settings.total_cap {
+            break;
+        }
+        let order = round_order(round);
+        for &op in &ops {
+            let count = match op {
+                Op::Noop => settings.noops,
+                Op::Fetch => settings.fetches,
+                Op::Append => settings.appends,
+            };
+            for variant in order {
+                let sample = bench.measure(variant, op, count)?;
+                if sample.truncated {
+                    truncated.push(format!(
+                        "round {round} {op:?} {}: {} of {count}",
+                        variant.name(),
+                        sample.nanos.len()
+                    ));
+                }
+                results.samples[op as usize][variant.index()].push(sample);
+            }
+            if op == Op::Append {
+                bench.reset_append_mailbox()?;
+            }
+        }
+        rounds_done += 1;
+    }
+
+    let mut report = Report {
+        text: String::new(),
+        summary: Vec::new(),
+    };
+    let orders: Vec<String> = (0..rounds_done)
+        .map(|r| {
+            round_order(r)
+                .iter()
+                .map(|v| v.name())
+                .collect::<Vec<_>>()
+                .join(">")
+        })
+        .collect();
+    report.line(format!("round orders: {}", orders.join(", ")));
+    if rounds_done < settings.rounds {
+        report.line(format!(
+            "WARNING: stopped after {rounds_done} of {} rounds (BENCH_MAX_SECS = {} s)",
+            settings.rounds,
+            settings.total_cap.as_secs()
+        ));
+    }
+    for t in &truncated {
+        report.line(format!("WARNING: loop hit its time cap: {t}"));
+    }
+    report_noop(&mut report, &results, &settings, ticks_per_s);
+    report_bulk(&mut report, &results, &settings, Op::Fetch, ticks_per_s);
+    if settings.appends > 0 {
+        report_bulk(&mut report, &results, &settings, Op::Append, ticks_per_s);
+    }
+    report.line("\n== summary ==");
+    let summary = std::mem::take(&mut report.summary);
+    for s in summary {
+        report.line(s);
+    }
+    report.line(format!(
+        "measured {rounds_done} rounds in {:.1} s (whole run {:.1} s)",
+        measuring.elapsed().as_secs_f64(),
+        wall.elapsed().as_secs_f64()
+    ));
+    print!("{}", report.text);
+
+    // Orderly teardown: clients, proxy, then Dovecot (its Drop stops the instance).
+    drop(bench);
+    runtime.block_on(proxy.stop(Duration::from_millis(200)));
+    drop(dovecot);
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}

@@ -49,7 +49,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     };
     let upstream_tls = match &config.imap.upstream.tls {
         UpstreamTls::None => None,
-        UpstreamTls::Implicit { server_name, ca_file } => {
+        UpstreamTls::Implicit {
+            server_name,
+            ca_file,
+        } => {
             let client = tls::client_config(ca_file).map_err(StartError::UpstreamTls)?;
             let name = tls::server_name(server_name).map_err(StartError::UpstreamTls)?;
             Some((TlsConnector::from(client), name))
@@ -65,7 +68,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let listeners = imap::bind(&config.imap).await?;
     let admin_listener = match config.admin.address {
         Some(address) => Some(tokio::net::TcpListener::bind(address).await.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("binding admin listener on {address}: {e}"))
+            std::io::Error::new(
+                e.kind(),
+                format!("binding admin listener on {address}: {e}"),
+            )
         })?),
         None => None,
     };
@@ -75,10 +81,16 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     // The admin endpoint outlives the sessions: /metrics stays up while they drain.
     let (admin_stop, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut imap_addrs = Vec::new();
-    for ((listener, kind, address), configured) in listeners.into_iter().zip(&config.imap.listeners) {
+    for ((listener, kind, address), configured) in listeners.into_iter().zip(&config.imap.listeners)
+    {
         info!(listener = %configured.name, %address, "IMAP listener ready");
         imap_addrs.push((configured.name.clone(), address));
-        tasks.spawn(imap::serve(listener, kind, shared.clone(), shutdown.clone()));
+        tasks.spawn(imap::serve(
+            listener,
+            kind,
+            shared.clone(),
+            shutdown.clone(),
+        ));
     }
     let admin = match admin_listener {
         Some(listener) => {
@@ -97,17 +109,33 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     };
     drop(shutdown);
     readiness.set_ready(true);
-    Ok(Running { imap: imap_addrs, admin, metrics, readiness, trigger, admin_stop, tasks })
+    Ok(Running {
+        imap: imap_addrs,
+        admin,
+        metrics,
+        readiness,
+        trigger,
+        admin_stop,
+        tasks,
+    })
 }
 
 impl Running {
     /// Stops accepting, lets sessions finish for up to `grace`, then tells the rest
     /// `* BYE` and waits for them (bounded).
     pub async fn shutdown(self, grace: Duration) {
-        let Running { readiness, trigger, admin_stop, mut tasks, .. } = self;
+        let Running {
+            readiness,
+            trigger,
+            admin_stop,
+            mut tasks,
+            ..
+        } = self;
         readiness.set_ready(false);
         trigger.set(Phase::Draining);
-        let drained = tokio::time::timeout(grace, trigger.finished()).await.is_ok();
+        let drained = tokio::time::timeout(grace, trigger.finished())
+            .await
+            .is_ok();
         if !drained {
             info!("grace period over, closing remaining sessions");
         }

@@ -63,18 +63,28 @@ pub struct SessionError {
 
 impl SessionError {
     pub fn new(side: Side, kind: ErrorKind, detail: &'static str) -> Self {
-        Self { side, kind, detail, source: None }
+        Self {
+            side,
+            kind,
+            detail,
+            source: None,
+        }
     }
 
     pub fn io(side: Side, source: io::Error) -> Self {
         let kind = match source.kind() {
-            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
-                ErrorKind::Closed
-            }
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe => ErrorKind::Closed,
             io::ErrorKind::TimedOut => ErrorKind::Timeout,
             _ => ErrorKind::Io,
         };
-        Self { side, kind, detail: "i/o error", source: Some(source) }
+        Self {
+            side,
+            kind,
+            detail: "i/o error",
+            source: Some(source),
+        }
     }
 
     /// The untagged `BYE` the client gets before the proxy closes, if it can still be
@@ -85,9 +95,13 @@ impl SessionError {
             (Side::Downstream, ErrorKind::Timeout) => Some("* BYE Autologout; idle for too long"),
             (Side::Downstream, ErrorKind::TooBig) => Some("* BYE [TOOBIG] Input exceeds a limit"),
             (Side::Downstream, _) => Some("* BYE Too many protocol errors"),
-            (Side::Upstream, ErrorKind::Connect) => Some("* BYE [UNAVAILABLE] Backend server unavailable"),
+            (Side::Upstream, ErrorKind::Connect) => {
+                Some("* BYE [UNAVAILABLE] Backend server unavailable")
+            }
             (Side::Upstream, _) => Some("* BYE [UNAVAILABLE] Backend server connection lost"),
-            (Side::Internal, ErrorKind::Shutdown) => Some("* BYE [UNAVAILABLE] Server shutting down"),
+            (Side::Internal, ErrorKind::Shutdown) => {
+                Some("* BYE [UNAVAILABLE] Server shutting down")
+            }
             (Side::Internal, _) => Some("* BYE [SERVERBUG] Internal error"),
         }
     }

@@ -12,7 +12,10 @@ use coi_proxy::config::{self, Config};
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(version, about = "Chat Over IMAP sidecar proxy for Dovecot and Postfix")]
+#[command(
+    version,
+    about = "Chat Over IMAP sidecar proxy for Dovecot and Postfix"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +54,10 @@ fn main() -> ExitCode {
                 eprintln!("log: {e}");
                 return ExitCode::from(EXIT_CONFIG);
             }
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");
@@ -126,7 +132,10 @@ async fn run(config: Config) -> ExitCode {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the process can only be killed; serve forever.
         std::future::pending::<()>().await;
         return;

@@ -41,7 +41,9 @@ impl Entry {
 
     /// The entry a client path names (entry names are case-insensitive, RFC 5464 §3.2).
     pub fn from_client_path(path: &[u8]) -> Option<Entry> {
-        Entry::ALL.into_iter().find(|e| path.eq_ignore_ascii_case(e.client_path().as_bytes()))
+        Entry::ALL
+            .into_iter()
+            .find(|e| path.eq_ignore_ascii_case(e.client_path().as_bytes()))
     }
 }
 
@@ -101,9 +103,11 @@ pub fn validate_set(entry: Entry, value: Option<&[u8]>) -> Result<Change, SetErr
         (Entry::Enabled, Some(_)) => return Err(SetError::InvalidEnabled),
         // NIL resets the filter to its default (Dovecot would dereference NULL here).
         (Entry::MessageFilter, None) => None,
-        (Entry::MessageFilter, Some(v)) => {
-            Some(MessageFilter::parse(v).ok_or(SetError::InvalidMessageFilter)?.as_str())
-        }
+        (Entry::MessageFilter, Some(v)) => Some(
+            MessageFilter::parse(v)
+                .ok_or(SetError::InvalidMessageFilter)?
+                .as_str(),
+        ),
     };
     Ok(Change { entry, value })
 }
@@ -121,7 +125,9 @@ impl UserConfig {
     pub fn from_stored(enabled: Option<&[u8]>, message_filter: Option<&[u8]>) -> Self {
         Self {
             enabled: enabled == Some(b"yes"),
-            message_filter: message_filter.and_then(MessageFilter::parse).unwrap_or_default(),
+            message_filter: message_filter
+                .and_then(MessageFilter::parse)
+                .unwrap_or_default(),
         }
     }
 
@@ -147,8 +153,11 @@ pub fn selected_by(requested: &[u8], depth_one: bool, depth_infinity: bool) -> V
             if path.eq_ignore_ascii_case(requested) {
                 return true;
             }
-            let Some(rest) = path.get(requested.len()..) else { return false };
-            let is_prefix = path[..requested.len()].eq_ignore_ascii_case(requested) && rest.first() == Some(&b'/');
+            let Some(rest) = path.get(requested.len()..) else {
+                return false;
+            };
+            let is_prefix = path[..requested.len()].eq_ignore_ascii_case(requested)
+                && rest.first() == Some(&b'/');
             let extra_levels = rest.iter().filter(|&&b| b == b'/').count();
             is_prefix && (depth_infinity || (depth_one && extra_levels == 1))
         })
@@ -159,8 +168,15 @@ pub fn selected_by(requested: &[u8], depth_one: bool, depth_infinity: bool) -> V
 /// storage), so the upstream must not see it.
 pub fn is_reserved(path: &[u8]) -> bool {
     let lower = path.to_ascii_lowercase();
-    [CLIENT_PREFIX, STORAGE_PREFIX, "/private/vendor/vendor.dovecot/coi"].iter().any(|p| {
-        lower == p.as_bytes() || (lower.starts_with(p.as_bytes()) && lower.get(p.len()) == Some(&b'/'))
+    [
+        CLIENT_PREFIX,
+        STORAGE_PREFIX,
+        "/private/vendor/vendor.dovecot/coi",
+    ]
+    .iter()
+    .any(|p| {
+        lower == p.as_bytes()
+            || (lower.starts_with(p.as_bytes()) && lower.get(p.len()) == Some(&b'/'))
     })
 }
 
@@ -170,27 +186,53 @@ mod tests {
 
     #[test]
     fn enabled_accepts_only_lowercase_yes_or_nil() {
-        assert_eq!(validate_set(Entry::Enabled, Some(b"yes")).unwrap().value, Some("yes"));
+        assert_eq!(
+            validate_set(Entry::Enabled, Some(b"yes")).unwrap().value,
+            Some("yes")
+        );
         assert_eq!(validate_set(Entry::Enabled, None).unwrap().value, None);
         for bad in [&b"YES"[..], b"true", b"no", b""] {
-            assert_eq!(validate_set(Entry::Enabled, Some(bad)), Err(SetError::InvalidEnabled));
+            assert_eq!(
+                validate_set(Entry::Enabled, Some(bad)),
+                Err(SetError::InvalidEnabled)
+            );
         }
     }
 
     #[test]
     fn message_filter_values_and_nil_reset() {
         for v in ["none", "active", "seen"] {
-            assert_eq!(validate_set(Entry::MessageFilter, Some(v.as_bytes())).unwrap().value, Some(v));
+            assert_eq!(
+                validate_set(Entry::MessageFilter, Some(v.as_bytes()))
+                    .unwrap()
+                    .value,
+                Some(v)
+            );
         }
-        assert_eq!(validate_set(Entry::MessageFilter, None).unwrap().value, None);
-        assert_eq!(validate_set(Entry::MessageFilter, Some(b"inactive")), Err(SetError::InvalidMessageFilter));
-        assert_eq!(validate_set(Entry::MessageFilter, Some(b"Active")), Err(SetError::InvalidMessageFilter));
+        assert_eq!(
+            validate_set(Entry::MessageFilter, None).unwrap().value,
+            None
+        );
+        assert_eq!(
+            validate_set(Entry::MessageFilter, Some(b"inactive")),
+            Err(SetError::InvalidMessageFilter)
+        );
+        assert_eq!(
+            validate_set(Entry::MessageFilter, Some(b"Active")),
+            Err(SetError::InvalidMessageFilter)
+        );
     }
 
     #[test]
     fn mailbox_root_is_read_only() {
-        assert_eq!(validate_set(Entry::MailboxRoot, Some(b"X")), Err(SetError::ReadOnly));
-        assert_eq!(validate_set(Entry::MailboxRoot, None), Err(SetError::ReadOnly));
+        assert_eq!(
+            validate_set(Entry::MailboxRoot, Some(b"X")),
+            Err(SetError::ReadOnly)
+        );
+        assert_eq!(
+            validate_set(Entry::MailboxRoot, None),
+            Err(SetError::ReadOnly)
+        );
     }
 
     #[test]
@@ -198,8 +240,14 @@ mod tests {
         let c = UserConfig::from_stored(Some(b"yes"), Some(b"seen"));
         assert_eq!(c.effective_filter(), MessageFilter::Seen);
         assert!(!UserConfig::from_stored(Some(b"Yes"), None).enabled);
-        assert_eq!(UserConfig::from_stored(Some(b"yes"), Some(b"junk")).message_filter, MessageFilter::None);
-        assert_eq!(UserConfig::from_stored(None, Some(b"active")).effective_filter(), MessageFilter::None);
+        assert_eq!(
+            UserConfig::from_stored(Some(b"yes"), Some(b"junk")).message_filter,
+            MessageFilter::None
+        );
+        assert_eq!(
+            UserConfig::from_stored(None, Some(b"active")).effective_filter(),
+            MessageFilter::None
+        );
     }
 
     #[test]
@@ -207,16 +255,37 @@ mod tests {
         let cfg = CLIENT_PREFIX.as_bytes();
         assert_eq!(selected_by(cfg, false, false), vec![]);
         assert_eq!(selected_by(cfg, true, false), Entry::ALL.to_vec());
-        assert_eq!(selected_by(b"/private/vendor/vendor.dovecot/coi", true, false), vec![]);
-        assert_eq!(selected_by(b"/private/vendor/vendor.dovecot/coi", false, true), Entry::ALL.to_vec());
-        assert_eq!(selected_by(Entry::Enabled.client_path().as_bytes(), false, false), vec![Entry::Enabled]);
-        assert_eq!(selected_by(b"/PRIVATE/vendor/vendor.dovecot/coi/config/ENABLED", false, false), vec![Entry::Enabled]);
-        assert_eq!(selected_by(b"/private/vendor/vendor.dovecot/coi/configx", true, true), vec![]);
+        assert_eq!(
+            selected_by(b"/private/vendor/vendor.dovecot/coi", true, false),
+            vec![]
+        );
+        assert_eq!(
+            selected_by(b"/private/vendor/vendor.dovecot/coi", false, true),
+            Entry::ALL.to_vec()
+        );
+        assert_eq!(
+            selected_by(Entry::Enabled.client_path().as_bytes(), false, false),
+            vec![Entry::Enabled]
+        );
+        assert_eq!(
+            selected_by(
+                b"/PRIVATE/vendor/vendor.dovecot/coi/config/ENABLED",
+                false,
+                false
+            ),
+            vec![Entry::Enabled]
+        );
+        assert_eq!(
+            selected_by(b"/private/vendor/vendor.dovecot/coi/configx", true, true),
+            vec![]
+        );
     }
 
     #[test]
     fn reserved_paths() {
-        assert!(is_reserved(b"/private/vendor/vendor.dovecot/coi/config/enabled"));
+        assert!(is_reserved(
+            b"/private/vendor/vendor.dovecot/coi/config/enabled"
+        ));
         assert!(is_reserved(b"/private/vendor/coi-proxy/config/enabled"));
         assert!(is_reserved(b"/Private/Vendor/vendor.dovecot/coi"));
         assert!(!is_reserved(b"/private/vendor/vendor.dovecot/coix"));

@@ -1,8 +1,8 @@
-//! Configuration: YAML text → [`raw`] shapes → [`validate`] → typed [`Config`].
+//! Configuration: YAML text → `raw` shapes → `validate` → typed [`Config`].
 //!
 //! Loading fails loudly and completely: unknown keys are rejected, and every error in the
 //! file is reported at once, each with its key path (`imap.listeners[1].address: ...`), so
-//! one run of `--check-config` shows everything to fix. Validation is pure (no file
+//! one run of `coi-proxy check` shows everything to fix. Validation is pure (no file
 //! system, no network): whether certificate files exist is checked at startup.
 //!
 //! Every default below is a named constant with the reason for its value.

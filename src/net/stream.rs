@@ -34,24 +34,45 @@ macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {
             MaybeTls::Detached => Poll::Ready(Err(detached())),
-            MaybeTls::Plain($s) => { let $s = Pin::new($s); $e }
-            MaybeTls::ServerTls($s) => { let $s = Pin::new($s.as_mut()); $e }
-            MaybeTls::ClientTls($s) => { let $s = Pin::new($s.as_mut()); $e }
+            MaybeTls::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            MaybeTls::ServerTls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
+            MaybeTls::ClientTls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
         }
     };
 }
 
 impl AsyncRead for MaybeTls {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         delegate!(self, s => s.poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for MaybeTls {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         delegate!(self, s => s.poll_write(cx, buf))
     }
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         delegate!(self, s => s.poll_write_vectored(cx, bufs))
     }
     fn is_write_vectored(&self) -> bool {
@@ -97,13 +118,19 @@ impl OutQueue {
 
     /// Up to `max` chunks for one vectored write.
     pub fn slices(&self, max: usize) -> Vec<io::IoSlice<'_>> {
-        self.chunks.iter().take(max).map(|c| io::IoSlice::new(c)).collect()
+        self.chunks
+            .iter()
+            .take(max)
+            .map(|c| io::IoSlice::new(c))
+            .collect()
     }
 
     pub fn advance(&mut self, mut n: usize) {
         self.len -= n;
         while n > 0 {
-            let Some(front) = self.chunks.front_mut() else { return };
+            let Some(front) = self.chunks.front_mut() else {
+                return;
+            };
             if front.len() <= n {
                 n -= front.len();
                 self.chunks.pop_front();

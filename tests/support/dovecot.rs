@@ -26,15 +26,16 @@
 //!   # ... the normal user passdb, unchanged ...
 //! }
 //!
-//! # The proxy's address is trusted: Dovecot then skips its per-IP auth penalty
-//! # (otherwise one user's failed logins through the proxy, which all come from the
-//! # proxy's IP, slow everyone down by up to 15 s) and accepts the client's real IP
-//! # from the proxy (IMAP ID x-originating-ip).
+//! # Trust the proxy's address, so Dovecot accepts the client's real IP from it
+//! # (IMAP ID x-originating-ip). Otherwise every login comes from the proxy's IP and
+//! # Dovecot's per-IP auth penalty (2, 4, 8, 15 s after failed logins) slows down all
+//! # users as soon as one of them mistypes a password.
 //! login_trusted_networks = 127.0.0.1/32
 //!
 //! # IMAP (and LMTP for the delivery hook) reachable by the proxy, e.g. on loopback.
-//! # Connections from 127.0.0.1 count as secured, so plaintext auth works there
-//! # even with disable_plaintext_auth = yes.
+//! # Connections from login_trusted_networks (or from the listener's own address)
+//! # count as secured, so plaintext auth works there even with
+//! # disable_plaintext_auth = yes.
 //! service imap-login {
 //!   inet_listener imap {
 //!     address = 127.0.0.1
@@ -54,7 +55,13 @@
 //! Everything lives under a fresh directory `/tmp/coi-dovecot-XXXX` (configuration,
 //! `base_dir`, `state_dir`, log, passwd files, mail), and `dovecot -F -c <conf>` runs as
 //! a child of the test process. IMAP (no TLS) and LMTP listen on free loopback ports.
-//! Mail is maildir with `LAYOUT=fs`, so the hierarchy separator is `/`.
+//! Mail is maildir with `LAYOUT=fs`, so the hierarchy separator is `/`. The greeting
+//! carries a per-instance token, which the readiness probe checks.
+//!
+//! Unlike production, failed logins cost nothing (`auth_failure_delay = 0`, and the
+//! per-IP auth penalty is off: anvil's `anvil-auth-penalty` socket has mode 0), because
+//! every test client comes from 127.0.0.1. A failure is still answered after up to
+//! 0.5 s (Dovecot's failure queue timer).
 //!
 //! Running as root (containers, CI): Dovecot refuses to run mail processes as uid 0
 //! (and below `first_valid_uid`), so mail is owned by the system user `mail` (uid 8 on
@@ -67,6 +74,13 @@
 //!
 //! Running as an ordinary user: Dovecot's rootless mode. All internal, login and mail
 //! users are the current user and the login/anvil chroots are off.
+//!
+//! Stopping: SIGTERM to the master and all its processes (a few milliseconds), SIGKILL
+//! after [`STOP_GRACE`]. Processes that outlive the master are reparented to init,
+//! which reaps them; until it does, `ps` may briefly list them as `<defunct>`.
+//!
+//! Debugging: with `COI_TEST_KEEP_DOVECOT=1` (and `--nocapture`) the directories are
+//! kept and their paths printed.
 //!
 //! Limits: if the test process is killed outright (SIGKILL, abort), `Drop` does not run
 //! and the instance keeps running; `ps` shows it as `dovecot-coi-test-<imap port>/...`.
@@ -117,15 +131,19 @@ pub const MASTER_SEPARATOR: char = '*';
 
 /// How long [`Dovecot::start`] waits for the IMAP and LMTP greetings.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a graceful stop (SIGTERM) may take before SIGKILL. Dovecot usually needs
-/// about one second (its master waits for the log process).
+/// How long a graceful stop (SIGTERM) may take before SIGKILL; it usually takes a few
+/// milliseconds.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Poll interval while waiting for the process or a port.
 const POLL: Duration = Duration::from_millis(10);
+/// Set this environment variable to keep the instance directories (configuration, log,
+/// mail) after the tests for debugging; their paths are printed to stderr.
+pub const KEEP_ENV: &str = "COI_TEST_KEEP_DOVECOT";
 /// Start attempts with fresh ports when a port was taken between choosing and binding.
 const PORT_ATTEMPTS: usize = 4;
 
-/// A running private Dovecot. Dropping it stops the process and removes the directory.
+/// A running private Dovecot. Dropping it stops the processes (SIGTERM, then SIGKILL
+/// after a bounded wait) and removes the directory (unless [`KEEP_ENV`] is set).
 #[derive(Debug)]
 pub struct Dovecot {
     child: Option<Child>,
@@ -385,9 +403,10 @@ impl Dovecot {
 
     /// Stops the master process we started and the processes it forked.
     ///
-    /// Graceful: SIGTERM to the master and to the mail sessions (`imap`, `lmtp`), which
-    /// answer `* BYE` and exit; Dovecot alone would leave sessions running for about
-    /// ten seconds after its master is gone. Then a bounded wait, then SIGKILL.
+    /// Graceful: SIGTERM to the master and to every process it forked; IMAP sessions
+    /// answer `* BYE` and exit. (SIGTERM to the master alone takes Dovecot about one
+    /// second and leaves IMAP sessions running for about ten more; this takes a few
+    /// milliseconds.) Then a bounded wait, then SIGKILL.
     /// Abrupt: SIGKILL to the master first (so it cannot respawn anything), then to
     /// every process of the instance.
     fn terminate(&mut self, graceful: bool) -> io::Result<()> {
@@ -398,13 +417,10 @@ impl Dovecot {
         let mut forked = self.instance_processes(master);
         if child.try_wait()?.is_none() {
             if graceful {
-                let sessions: Vec<u32> = forked
-                    .iter()
-                    .filter(|(_, title)| title.ends_with("/imap") || title.ends_with("/lmtp"))
-                    .map(|(pid, _)| *pid)
+                let everyone: Vec<u32> = std::iter::once(master)
+                    .chain(forked.iter().map(|(pid, _)| *pid))
                     .collect();
-                send_signal("TERM", &[master]);
-                send_signal("TERM", &sessions);
+                send_signal("TERM", &everyone);
                 let deadline = Instant::now() + STOP_GRACE;
                 while child.try_wait()?.is_none() && Instant::now() < deadline {
                     merge(&mut forked, self.instance_processes(master));
@@ -471,6 +487,10 @@ fn process_title(pid: u32) -> Option<String> {
 impl Drop for Dovecot {
     fn drop(&mut self) {
         let _ = self.terminate(true);
+        if std::env::var_os(KEEP_ENV).is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("{KEEP_ENV}: kept {}", self.dir().display());
+        }
     }
 }
 
@@ -531,16 +551,16 @@ fn render_config(
         String::new()
     } else {
         format!(
-            "\n# Rootless: every process runs as the current user, no chroots.\n\
+            "\n# Rootless: every process runs as the current user, no login chroot.\n\
              default_internal_user = {user}\n\
              default_internal_group = {group}\n\
-             default_login_user = {user}\n\
-             service anvil {{\n  chroot =\n}}\n\
-             service imap-login {{\n  chroot =\n}}\n",
+             default_login_user = {user}\n",
             user = owner.user_name,
             group = owner.group_name,
         )
     };
+    // Rootless: anvil and imap-login cannot chroot.
+    let no_chroot = if owner.root { "" } else { "\n  chroot =" };
     format!(
         r#"# Generated by tests/support/dovecot.rs for one test. Do not edit.
 base_dir = {root}/run
@@ -556,9 +576,17 @@ ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_verbose = yes
-# No artificial delay after a failed login, and (trusted network) no per-IP penalty
-# that doubles the delay after each failure: tests check failures often.
+# Tests check failed logins often, all from 127.0.0.1: no delay after a failure
+# (Dovecot still answers a failure after up to 0.5 s) ...
 auth_failure_delay = 0 secs
+# ... and no per-IP penalty (2, 4, 8, 15 s): the auth process cannot reach anvil's
+# penalty socket and so disables it (the documented switch).
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}{no_chroot}
+}}
+# Like a production proxy host: the proxy may pass the client's IP (ID x-originating-ip).
 login_trusted_networks = 127.0.0.0/8
 
 # Master user: SASL PLAIN authzid or LOGIN "alice*{MASTER_USER}".
@@ -612,7 +640,7 @@ service imap-login {{
   }}
   inet_listener imaps {{
     port = 0
-  }}
+  }}{no_chroot}
 }}
 service lmtp {{
   inet_listener lmtp {{

@@ -5,3 +5,4 @@ pub mod io;
 pub mod mbsync;
 pub mod pki;
 pub mod proxy;
+pub mod raw;

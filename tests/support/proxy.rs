@@ -62,9 +62,17 @@ impl Proxy {
     }
 
     async fn start_yaml(yaml: String, pki: TestPki, dir: tempfile::TempDir) -> Proxy {
-        let config = coi_proxy::config::load_str(&yaml).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
+        let config = coi_proxy::config::load_str(&yaml)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
         let running = app::start(&config).await.expect("proxy starts");
-        let addr = |name: &str| running.imap.iter().find(|(n, _)| n == name).map(|(_, a)| *a).expect("listener");
+        let addr = |name: &str| {
+            running
+                .imap
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, a)| *a)
+                .expect("listener")
+        };
         Proxy {
             plain: addr("plain"),
             starttls: addr("starttls"),
@@ -78,13 +86,22 @@ impl Proxy {
     }
 
     pub fn metrics_text(&self) -> String {
-        self.running.as_ref().map(|r| r.metrics.encode()).unwrap_or_default()
+        self.running
+            .as_ref()
+            .map(|r| r.metrics.encode())
+            .unwrap_or_default()
     }
 
     /// Stops the proxy (sessions get BYE after the grace period) and starts a new one
     /// with the same configuration and certificate; the ports change.
     pub async fn restart(self) -> Proxy {
-        let Proxy { running, yaml, pki, _dir, .. } = self;
+        let Proxy {
+            running,
+            yaml,
+            pki,
+            _dir,
+            ..
+        } = self;
         if let Some(running) = running {
             running.shutdown(Duration::from_millis(200)).await;
         }

@@ -38,19 +38,62 @@ const SASL_ALLOWED: &[&str] = &["PLAIN", "LOGIN"];
 /// framing and need no proxy state. Matching is case-insensitive; entries ending in `=`
 /// match any value.
 const ALLOWED: &[&str] = &[
-    "IMAP4rev1", "IMAP4rev2", "ACL", "BINARY", "CATENATE", "CHILDREN", "CONDSTORE",
-    "CONTEXT=", "CREATE-SPECIAL-USE", "ENABLE", "ESEARCH", "ESORT", "I18NLEVEL=", "ID", "IDLE",
-    "LIST-EXTENDED", "LIST-STATUS", "LITERAL+", "LITERAL-", "LOGIN-REFERRALS", "METADATA",
-    "METADATA-SERVER", "MOVE", "MULTIAPPEND", "NAMESPACE", "NOTIFY", "OBJECTID", "PREVIEW",
-    "PREVIEW=", "QRESYNC", "QUOTA", "QUOTA=", "RIGHTS=", "SASL-IR", "SAVEDATE", "SEARCHRES",
-    "SNIPPET=", "SORT", "SORT=", "SPECIAL-USE", "STATUS=", "THREAD=", "UIDPLUS", "UNSELECT",
-    "URL-PARTIAL", "URLAUTH", "UTF8=ACCEPT", "WITHIN",
+    "IMAP4rev1",
+    "IMAP4rev2",
+    "ACL",
+    "BINARY",
+    "CATENATE",
+    "CHILDREN",
+    "CONDSTORE",
+    "CONTEXT=",
+    "CREATE-SPECIAL-USE",
+    "ENABLE",
+    "ESEARCH",
+    "ESORT",
+    "I18NLEVEL=",
+    "ID",
+    "IDLE",
+    "LIST-EXTENDED",
+    "LIST-STATUS",
+    "LITERAL+",
+    "LITERAL-",
+    "LOGIN-REFERRALS",
+    "METADATA",
+    "METADATA-SERVER",
+    "MOVE",
+    "MULTIAPPEND",
+    "NAMESPACE",
+    "NOTIFY",
+    "OBJECTID",
+    "PREVIEW",
+    "PREVIEW=",
+    "QRESYNC",
+    "QUOTA",
+    "QUOTA=",
+    "RIGHTS=",
+    "SASL-IR",
+    "SAVEDATE",
+    "SEARCHRES",
+    "SNIPPET=",
+    "SORT",
+    "SORT=",
+    "SPECIAL-USE",
+    "STATUS=",
+    "THREAD=",
+    "UIDPLUS",
+    "UNSELECT",
+    "URL-PARTIAL",
+    "URLAUTH",
+    "UTF8=ACCEPT",
+    "WITHIN",
 ];
 
 fn allowed(cap: &[u8]) -> bool {
     ALLOWED.iter().any(|a| match a.strip_suffix('=') {
         Some(prefix) => {
-            cap.len() > a.len() && cap[..a.len()].eq_ignore_ascii_case(a.as_bytes()) && cap[prefix.len()] == b'='
+            cap.len() > a.len()
+                && cap[..a.len()].eq_ignore_ascii_case(a.as_bytes())
+                && cap[prefix.len()] == b'='
         }
         None => cap.eq_ignore_ascii_case(a.as_bytes()),
     })
@@ -58,11 +101,16 @@ fn allowed(cap: &[u8]) -> bool {
 
 /// Filters an upstream capability list for the client. The result keeps the upstream
 /// order, then appends what the proxy adds.
-pub fn filter<'a>(upstream: impl IntoIterator<Item = &'a [u8]>, view: &CapabilityView) -> Vec<String> {
+pub fn filter<'a>(
+    upstream: impl IntoIterator<Item = &'a [u8]>,
+    view: &CapabilityView,
+) -> Vec<String> {
     let mut out = Vec::new();
     let mut append_limit = view.append_limit;
     for cap in upstream {
-        let Ok(text) = std::str::from_utf8(cap) else { continue };
+        let Ok(text) = std::str::from_utf8(cap) else {
+            continue;
+        };
         let upper = text.to_ascii_uppercase();
         if let Some(mechanism) = upper.strip_prefix("AUTH=") {
             if view.auth_allowed() && !view.authenticated && SASL_ALLOWED.contains(&mechanism) {
@@ -124,7 +172,10 @@ mod tests {
 
     #[test]
     fn after_tls_plain_mechanisms_appear_and_plus_never() {
-        let v = CapabilityView { tls_active: true, ..view() };
+        let v = CapabilityView {
+            tls_active: true,
+            ..view()
+        };
         assert_eq!(
             run(DOVECOT_PRE_LOGIN, &v),
             "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN AUTH=LOGIN APPENDLIMIT=1000"
@@ -133,11 +184,18 @@ mod tests {
 
     #[test]
     fn after_login_coi_is_added_and_compress_removed() {
-        let v = CapabilityView { tls_active: true, authenticated: true, ..view() };
+        let v = CapabilityView {
+            tls_active: true,
+            authenticated: true,
+            ..view()
+        };
         let out = run(DOVECOT_POST_LOGIN, &v);
         assert!(out.ends_with(" METADATA APPENDLIMIT=1000 COI"), "{out}");
         assert!(!out.contains("COMPRESS"));
-        assert!(!out.contains("XAPPLEPUSHSERVICE"), "unknown capabilities are dropped");
+        assert!(
+            !out.contains("XAPPLEPUSHSERVICE"),
+            "unknown capabilities are dropped"
+        );
         assert!(out.contains("SNIPPET=FUZZY") && out.contains("I18NLEVEL=1"));
     }
 

@@ -117,11 +117,15 @@ pub struct CommandHead<'a> {
 /// CTLs except TAB are never valid outside a literal), so an unknown command can be
 /// relayed without being understood.
 pub fn command_head(line: &[u8]) -> Result<CommandHead<'_>, CommandError> {
-    let (rest, tag) = take_while1::<_, _, ()>(is_tag_char).parse(line).map_err(|_| CommandError::BadTag)?;
+    let (rest, tag) = take_while1::<_, _, ()>(is_tag_char)
+        .parse(line)
+        .map_err(|_| CommandError::BadTag)?;
     let rest = rest.strip_prefix(b" ").ok_or(CommandError::BadTag)?;
     let (after, name) = atom(rest).map_err(|_| CommandError::BadCommandName)?;
     let (uid, name, after) = if name.eq_ignore_ascii_case(b"UID") {
-        let after = after.strip_prefix(b" ").ok_or(CommandError::BadCommandName)?;
+        let after = after
+            .strip_prefix(b" ")
+            .ok_or(CommandError::BadCommandName)?;
         let (after, sub) = atom(after).map_err(|_| CommandError::BadCommandName)?;
         (true, sub, after)
     } else {
@@ -135,7 +139,12 @@ pub fn command_head(line: &[u8]) -> Result<CommandHead<'_>, CommandError> {
     if args.iter().any(|&b| is_forbidden_control(b)) {
         return Err(CommandError::ControlCharacter);
     }
-    Ok(CommandHead { tag, name: CommandName::from_atom(name), uid, args })
+    Ok(CommandHead {
+        tag,
+        name: CommandName::from_atom(name),
+        uid,
+        args,
+    })
 }
 
 /// Extracts whatever looks like a tag from a line that failed to parse, so that a `BAD`
@@ -174,7 +183,9 @@ pub fn atom(i: &[u8]) -> IResult<&[u8], &[u8]> {
 /// `number = 1*DIGIT` (unsigned 32-bit) — here up to 64 bits for sizes.
 fn number64(i: &[u8]) -> IResult<&[u8], u64> {
     map_res(digit1, |d: &[u8]| {
-        std::str::from_utf8(d).map_err(|_| ()).and_then(|s| s.parse::<u64>().map_err(|_| ()))
+        std::str::from_utf8(d)
+            .map_err(|_| ())
+            .and_then(|s| s.parse::<u64>().map_err(|_| ()))
     })
     .parse(i)
 }
@@ -198,7 +209,12 @@ pub fn quoted(i: &[u8]) -> IResult<&[u8], Vec<u8>> {
                 out.push(*b);
                 i = rest;
             }
-            _ => return Err(nom::Err::Error(nom::error::Error::new(i, nom::error::ErrorKind::Char))),
+            _ => {
+                return Err(nom::Err::Error(nom::error::Error::new(
+                    i,
+                    nom::error::ErrorKind::Char,
+                )))
+            }
         }
     }
 }
@@ -209,7 +225,12 @@ pub fn quoted(i: &[u8]) -> IResult<&[u8], Vec<u8>> {
 /// ```
 pub fn literal(i: &[u8]) -> IResult<&[u8], Vec<u8>> {
     let (i, _) = opt(char('~')).parse(i)?;
-    let (i, len) = delimited(char('{'), number64, (opt(char('+')), char('}'), tag("\r\n"))).parse(i)?;
+    let (i, len) = delimited(
+        char('{'),
+        number64,
+        (opt(char('+')), char('}'), tag("\r\n")),
+    )
+    .parse(i)?;
     let len = usize::try_from(len)
         .map_err(|_| nom::Err::Error(nom::error::Error::new(i, nom::error::ErrorKind::TooLarge)))?;
     let (i, data) = take(len).parse(i)?;
@@ -233,19 +254,41 @@ pub fn nstring(i: &[u8]) -> IResult<&[u8], Option<Vec<u8>>> {
 
 /// `mailbox = "INBOX" / astring` — INBOX is case-insensitive and returned upper-case.
 pub fn mailbox(i: &[u8]) -> IResult<&[u8], Vec<u8>> {
-    map(astring, |m| if m.eq_ignore_ascii_case(b"INBOX") { b"INBOX".to_vec() } else { m }).parse(i)
+    map(astring, |m| {
+        if m.eq_ignore_ascii_case(b"INBOX") {
+            b"INBOX".to_vec()
+        } else {
+            m
+        }
+    })
+    .parse(i)
 }
 
 /// A complete intercepted command, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Intercepted {
     /// `GETMETADATA [options] mailbox entries` (RFC 5464 §4.2).
-    GetMetadata { depth: MetadataDepth, maxsize: Option<u64>, mailbox: Vec<u8>, entries: Vec<Vec<u8>> },
+    GetMetadata {
+        depth: MetadataDepth,
+        maxsize: Option<u64>,
+        mailbox: Vec<u8>,
+        entries: Vec<Vec<u8>>,
+    },
     /// `SETMETADATA mailbox (entry value ...)` (RFC 5464 §4.3); `None` is NIL.
-    SetMetadata { mailbox: Vec<u8>, entries: Vec<(Vec<u8>, Option<Vec<u8>>)> },
-    Create { mailbox: Vec<u8> },
-    Delete { mailbox: Vec<u8> },
-    Rename { from: Vec<u8>, to: Vec<u8> },
+    SetMetadata {
+        mailbox: Vec<u8>,
+        entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    },
+    Create {
+        mailbox: Vec<u8>,
+    },
+    Delete {
+        mailbox: Vec<u8>,
+    },
+    Rename {
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,9 +309,10 @@ pub fn intercepted(name: CommandName, args: &[u8]) -> Result<Intercepted, Comman
         })
         .parse(args),
         CommandName::Delete => map(mailbox, |mailbox| Intercepted::Delete { mailbox }).parse(args),
-        CommandName::Rename => map((mailbox, char(' '), mailbox, take_while(|_| true)), |(from, _, to, _)| {
-            Intercepted::Rename { from, to }
-        })
+        CommandName::Rename => map(
+            (mailbox, char(' '), mailbox, take_while(|_| true)),
+            |(from, _, to, _)| Intercepted::Rename { from, to },
+        )
         .parse(args),
         _ => return Err(CommandError::BadArguments),
     };
@@ -301,13 +345,18 @@ fn getmetadata(i: &[u8]) -> IResult<&[u8], Intercepted> {
         map(preceded(tag_no_case("DEPTH "), depth), Opt::Depth),
         map(preceded(tag_no_case("MAXSIZE "), number64), Opt::MaxSize),
     ));
-    let (i, options) = opt((delimited(char('('), separated_list1(char(' '), option), char(')')), char(' ')))
-        .parse(i)?;
+    let (i, options) = opt((
+        delimited(char('('), separated_list1(char(' '), option), char(')')),
+        char(' '),
+    ))
+    .parse(i)?;
     let (i, mailbox) = mailbox(i)?;
     let (i, _) = char(' ').parse(i)?;
-    let (i, entries) =
-        alt((delimited(char('('), separated_list1(char(' '), astring), char(')')), map(astring, |e| vec![e])))
-            .parse(i)?;
+    let (i, entries) = alt((
+        delimited(char('('), separated_list1(char(' '), astring), char(')')),
+        map(astring, |e| vec![e]),
+    ))
+    .parse(i)?;
     let mut depth = MetadataDepth::Zero;
     let mut maxsize = None;
     for option in options.map(|(o, _)| o).unwrap_or_default() {
@@ -316,7 +365,15 @@ fn getmetadata(i: &[u8]) -> IResult<&[u8], Intercepted> {
             Opt::MaxSize(m) => maxsize = Some(m),
         }
     }
-    Ok((i, Intercepted::GetMetadata { depth, maxsize, mailbox, entries }))
+    Ok((
+        i,
+        Intercepted::GetMetadata {
+            depth,
+            maxsize,
+            mailbox,
+            entries,
+        },
+    ))
 }
 
 /// ```abnf
@@ -327,9 +384,16 @@ fn getmetadata(i: &[u8]) -> IResult<&[u8], Intercepted> {
 /// ```
 fn setmetadata(i: &[u8]) -> IResult<&[u8], Intercepted> {
     let entry_value = map((astring, char(' '), nstring), |(e, _, v)| (e, v));
-    let (i, (mailbox, _, entries)) =
-        (mailbox, char(' '), delimited(char('('), separated_list1(char(' '), entry_value), char(')')))
-            .parse(i)?;
+    let (i, (mailbox, _, entries)) = (
+        mailbox,
+        char(' '),
+        delimited(
+            char('('),
+            separated_list1(char(' '), entry_value),
+            char(')'),
+        ),
+    )
+        .parse(i)?;
     Ok((i, Intercepted::SetMetadata { mailbox, entries }))
 }
 
@@ -343,12 +407,78 @@ pub fn login_userid(args: &[u8]) -> Result<Vec<u8>, CommandError> {
 
 /// `authenticate = "AUTHENTICATE" SP auth-type [SP (base64 / "=")]`
 pub fn authenticate(args: &[u8]) -> Result<(&[u8], Option<&[u8]>), CommandError> {
-    let parsed: IResult<&[u8], _> = (atom, opt(preceded(char(' '), take_while1(|b: u8| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='))))
+    let parsed: IResult<&[u8], _> = (
+        atom,
+        opt(preceded(
+            char(' '),
+            take_while1(|b: u8| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='),
+        )),
+    )
         .parse(args);
     match parsed {
         Ok(([], (mechanism, initial))) => Ok((mechanism, initial)),
         _ => Err(CommandError::BadArguments),
     }
+}
+
+/// The sequence set a STORE or FETCH applies to (its first argument).
+pub fn sequence_set(args: &[u8]) -> Option<&[u8]> {
+    let set = args.split(|&b| b == b' ').next()?;
+    let valid = !set.is_empty()
+        && set
+            .iter()
+            .all(|&b| b.is_ascii_digit() || b":,*$".contains(&b));
+    valid.then_some(set)
+}
+
+/// Whether `STORE args` adds `\Seen`:
+///
+/// ```abnf
+/// store          = "STORE" SP sequence-set [SP store-modifiers] SP store-att-flags
+/// store-att-flags = (["+" / "-"] "FLAGS" [".SILENT"]) SP (flag-list / (flag *(SP flag)))
+/// ```
+pub fn store_adds_seen(args: &[u8]) -> bool {
+    let Some(set) = sequence_set(args) else {
+        return false;
+    };
+    let mut rest = &args[set.len()..];
+    rest = rest.strip_prefix(b" ").unwrap_or(rest);
+    if rest.first() == Some(&b'(') {
+        // store-modifiers, e.g. (UNCHANGEDSINCE 12)
+        let Some(close) = memchr::memchr(b')', rest) else {
+            return false;
+        };
+        rest = rest[close + 1..]
+            .strip_prefix(b" ")
+            .unwrap_or(&rest[close + 1..]);
+    }
+    let Some(space) = memchr::memchr(b' ', rest) else {
+        return false;
+    };
+    let (item, flags) = (&rest[..space], &rest[space + 1..]);
+    let item = item.to_ascii_uppercase();
+    let adds = matches!(
+        item.as_slice(),
+        b"+FLAGS" | b"+FLAGS.SILENT" | b"FLAGS" | b"FLAGS.SILENT"
+    );
+    adds && flags
+        .split(|&b| b == b' ' || b == b'(' || b == b')')
+        .any(|flag| flag.eq_ignore_ascii_case(b"\\Seen"))
+}
+
+/// Whether `FETCH args` sets `\Seen` implicitly: a non-PEEK `BODY[...]`, `BINARY[...]`,
+/// `RFC822` or `RFC822.TEXT` (RFC 9051 §6.4.5).
+pub fn fetch_sets_seen(args: &[u8]) -> bool {
+    let Some(set) = sequence_set(args) else {
+        return false;
+    };
+    let items = args[set.len()..].to_ascii_uppercase();
+    let contains = |needle: &[u8]| items.windows(needle.len()).any(|w| w == needle);
+    contains(b"BODY[")
+        || contains(b"BINARY[")
+        || items
+            .split(|&b| b == b' ' || b == b'(' || b == b')')
+            .any(|word| word == b"RFC822" || word == b"RFC822.TEXT")
 }
 
 #[cfg(test)]

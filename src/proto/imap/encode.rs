@@ -27,7 +27,11 @@ pub fn string(out: &mut Vec<u8>, value: &[u8], style: LiteralStyle) {
         }
         out.push(b'"');
     } else {
-        let plus = if style == LiteralStyle::NonSync { "+" } else { "" };
+        let plus = if style == LiteralStyle::NonSync {
+            "+"
+        } else {
+            ""
+        };
         out.extend_from_slice(format!("{{{}{plus}}}\r\n", value.len()).as_bytes());
         out.extend_from_slice(value);
     }
@@ -53,7 +57,10 @@ pub fn nstring(out: &mut Vec<u8>, value: Option<&[u8]>, style: LiteralStyle) {
 /// Text for a status response (`resp-text`): CR, LF and other controls are replaced so a
 /// message can never end the line early.
 pub fn text(out: &mut Vec<u8>, text: &str) {
-    out.extend(text.bytes().map(|b| if b < 0x20 || b == 0x7f { b' ' } else { b }));
+    out.extend(
+        text.bytes()
+            .map(|b| if b < 0x20 || b == 0x7f { b' ' } else { b }),
+    );
 }
 
 #[cfg(test)]
@@ -71,9 +78,18 @@ mod tests {
     fn chooses_atom_quoted_or_literal() {
         assert_eq!(encoded(b"INBOX", LiteralStyle::Response), b"INBOX");
         assert_eq!(encoded(b"", LiteralStyle::Response), b"\"\"");
-        assert_eq!(encoded(b"a b\"c\\", LiteralStyle::Response), b"\"a b\\\"c\\\\\"");
-        assert_eq!(encoded(b"x\r\n* OK [ALERT] y", LiteralStyle::Response), b"{16}\r\nx\r\n* OK [ALERT] y");
-        assert_eq!(encoded(b"\r\na1 OK", LiteralStyle::NonSync), b"{7+}\r\n\r\na1 OK");
+        assert_eq!(
+            encoded(b"a b\"c\\", LiteralStyle::Response),
+            b"\"a b\\\"c\\\\\""
+        );
+        assert_eq!(
+            encoded(b"x\r\n* OK [ALERT] y", LiteralStyle::Response),
+            b"{16}\r\nx\r\n* OK [ALERT] y"
+        );
+        assert_eq!(
+            encoded(b"\r\na1 OK", LiteralStyle::NonSync),
+            b"{7+}\r\n\r\na1 OK"
+        );
     }
 
     #[test]

@@ -107,11 +107,19 @@ const LITERAL_TAIL: usize = 24;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Looking for the end of a line; bytes before `scanned` hold no LF.
-    Line { scanned: usize, head: bool, streamed: bool },
+    Line {
+        scanned: usize,
+        head: bool,
+        streamed: bool,
+    },
     /// A synchronising literal was announced; waiting for the caller's decision.
-    AwaitLiteralDecision { len: u64 },
+    AwaitLiteralDecision {
+        len: u64,
+    },
     /// Inside a literal with this many bytes still to come.
-    Literal { remaining: u64 },
+    Literal {
+        remaining: u64,
+    },
     Poisoned,
 }
 
@@ -130,7 +138,11 @@ impl Framer {
         Self {
             options,
             buf: BytesMut::with_capacity(4096),
-            state: State::Line { scanned: 0, head: true, streamed: false },
+            state: State::Line {
+                scanned: 0,
+                head: true,
+                streamed: false,
+            },
             streamed_is_status: false,
         }
     }
@@ -156,14 +168,25 @@ impl Framer {
     /// True while the framer is inside a literal or the tail of a message after one:
     /// the next fragment does not start a new command or response.
     pub fn in_message(&self) -> bool {
-        !matches!(self.state, State::Line { head: true, streamed: false, .. })
+        !matches!(
+            self.state,
+            State::Line {
+                head: true,
+                streamed: false,
+                ..
+            }
+        )
     }
 
     /// The server sent `+`: the announced literal's bytes come next.
     pub fn accept_literal(&mut self) {
         if let State::AwaitLiteralDecision { len } = self.state {
             self.state = if len == 0 {
-                State::Line { scanned: 0, head: false, streamed: false }
+                State::Line {
+                    scanned: 0,
+                    head: false,
+                    streamed: false,
+                }
             } else {
                 State::Literal { remaining: len }
             };
@@ -174,7 +197,11 @@ impl Framer {
     /// so the next line starts a new command.
     pub fn reject_literal(&mut self) {
         if let State::AwaitLiteralDecision { .. } = self.state {
-            self.state = State::Line { scanned: 0, head: true, streamed: false };
+            self.state = State::Line {
+                scanned: 0,
+                head: true,
+                streamed: false,
+            };
         }
     }
 
@@ -188,17 +215,26 @@ impl Framer {
                     return None;
                 }
                 // Invariant: the chunk is at most `buf.len()`, which fits in usize.
-                let take = usize::try_from(remaining).map_or(self.buf.len(), |r| r.min(self.buf.len()));
+                let take =
+                    usize::try_from(remaining).map_or(self.buf.len(), |r| r.min(self.buf.len()));
                 let data = self.buf.split_to(take).freeze();
                 let left = remaining - take as u64;
                 self.state = if left == 0 {
-                    State::Line { scanned: 0, head: false, streamed: false }
+                    State::Line {
+                        scanned: 0,
+                        head: false,
+                        streamed: false,
+                    }
                 } else {
                     State::Literal { remaining: left }
                 };
                 Some(Fragment::LiteralData(data))
             }
-            State::Line { scanned, head, streamed } => self.next_line(scanned, head, streamed),
+            State::Line {
+                scanned,
+                head,
+                streamed,
+            } => self.next_line(scanned, head, streamed),
         }
     }
 
@@ -222,18 +258,35 @@ impl Framer {
         } else {
             head && self.options.stream == StreamKind::Responses && is_status_response(&line)
         };
-        let literal = if is_status { None } else { literal_header(&line) };
+        let literal = if is_status {
+            None
+        } else {
+            literal_header(&line)
+        };
         self.state = match literal {
-            None => State::Line { scanned: 0, head: true, streamed: false },
+            None => State::Line {
+                scanned: 0,
+                head: true,
+                streamed: false,
+            },
             Some(lit) => match (self.options.stream, lit.mode) {
                 (StreamKind::Commands, LiteralMode::Sync) => {
                     State::AwaitLiteralDecision { len: lit.len }
                 }
-                _ if lit.len == 0 => State::Line { scanned: 0, head: false, streamed: false },
+                _ if lit.len == 0 => State::Line {
+                    scanned: 0,
+                    head: false,
+                    streamed: false,
+                },
                 _ => State::Literal { remaining: lit.len },
             },
         };
-        Some(Fragment::Line { line, ending, head: head && !streamed, literal })
+        Some(Fragment::Line {
+            line,
+            ending,
+            head: head && !streamed,
+            literal,
+        })
     }
 
     /// No LF yet: either wait, refuse the line, or stream its beginning.
@@ -241,7 +294,11 @@ impl Framer {
         let len = self.buf.len();
         // A CR at the very end may belong to the CRLF; it is not part of the content yet.
         if len <= self.options.max_line + 1 {
-            self.state = State::Line { scanned: len, head, streamed };
+            self.state = State::Line {
+                scanned: len,
+                head,
+                streamed,
+            };
             return None;
         }
         if self.options.long_lines == LongLines::Reject {
@@ -254,8 +311,15 @@ impl Framer {
         }
         // Keep a tail back so that a literal announcement is seen whole in the final Line.
         let part = self.buf.split_to(len - LITERAL_TAIL).freeze();
-        self.state = State::Line { scanned: self.buf.len(), head: false, streamed: true };
-        Some(Fragment::LinePart { bytes: part, head: head && !streamed })
+        self.state = State::Line {
+            scanned: self.buf.len(),
+            head: false,
+            streamed: true,
+        };
+        Some(Fragment::LinePart {
+            bytes: part,
+            head: head && !streamed,
+        })
     }
 
     fn poison(&mut self) -> Fragment {
@@ -284,7 +348,9 @@ pub fn literal_header(line: &[u8]) -> Option<LiteralHeader> {
     }
     let len = digits
         .iter()
-        .try_fold(0u64, |acc, d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+        .try_fold(0u64, |acc, d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
         .unwrap_or(u64::MAX);
     let binary = open > 0 && body[open - 1] == b'~';
     Some(LiteralHeader { len, mode, binary })
@@ -301,10 +367,14 @@ fn is_status_response(line: &[u8]) -> bool {
         return false;
     };
     let status = |w: &[u8]| {
-        [&b"OK"[..], b"NO", b"BAD"].iter().any(|s| w.eq_ignore_ascii_case(s))
+        [&b"OK"[..], b"NO", b"BAD"]
+            .iter()
+            .any(|s| w.eq_ignore_ascii_case(s))
     };
     if first == b"*" {
-        status(second) || second.eq_ignore_ascii_case(b"BYE") || second.eq_ignore_ascii_case(b"PREAUTH")
+        status(second)
+            || second.eq_ignore_ascii_case(b"BYE")
+            || second.eq_ignore_ascii_case(b"PREAUTH")
     } else {
         status(second)
     }

@@ -30,31 +30,45 @@ fn run(mut framer: Framer, chunks: &[&[u8]]) -> Vec<Seen> {
     let mut seen = Vec::new();
     let mut part = Vec::new();
     let mut part_head = false;
-    let mut drain = |framer: &mut Framer, seen: &mut Vec<Seen>| {
-        loop {
-            if framer.awaiting_literal_decision() {
-                framer.accept_literal();
+    let mut drain = |framer: &mut Framer, seen: &mut Vec<Seen>| loop {
+        if framer.awaiting_literal_decision() {
+            framer.accept_literal();
+        }
+        let Some(fragment) = framer.next_fragment() else {
+            break;
+        };
+        match fragment {
+            Fragment::Line {
+                line,
+                ending,
+                head,
+                literal,
+            } => {
+                let mut text = std::mem::take(&mut part);
+                text.extend_from_slice(&line);
+                let head = if text.len() > line.len() {
+                    part_head
+                } else {
+                    head
+                };
+                seen.push(Seen::Line(
+                    String::from_utf8_lossy(&text).into(),
+                    ending,
+                    head,
+                    literal,
+                ));
             }
-            let Some(fragment) = framer.next_fragment() else { break };
-            match fragment {
-                Fragment::Line { line, ending, head, literal } => {
-                    let mut text = std::mem::take(&mut part);
-                    text.extend_from_slice(&line);
-                    let head = if text.len() > line.len() { part_head } else { head };
-                    seen.push(Seen::Line(String::from_utf8_lossy(&text).into(), ending, head, literal));
+            Fragment::LinePart { bytes, head } => {
+                if part.is_empty() {
+                    part_head = head;
                 }
-                Fragment::LinePart { bytes, head } => {
-                    if part.is_empty() {
-                        part_head = head;
-                    }
-                    part.extend_from_slice(&bytes);
-                }
-                Fragment::LiteralData(data) => match seen.last_mut() {
-                    Some(Seen::Literal(acc)) => acc.extend_from_slice(&data),
-                    _ => seen.push(Seen::Literal(data.to_vec())),
-                },
-                Fragment::LineTooLong => seen.push(Seen::TooLong),
+                part.extend_from_slice(&bytes);
             }
+            Fragment::LiteralData(data) => match seen.last_mut() {
+                Some(Seen::Literal(acc)) => acc.extend_from_slice(&data),
+                _ => seen.push(Seen::Literal(data.to_vec())),
+            },
+            Fragment::LineTooLong => seen.push(Seen::TooLong),
         }
     };
     for chunk in chunks {
@@ -82,7 +96,16 @@ fn line(text: &str, head: bool) -> Seen {
 }
 
 fn line_lit(text: &str, head: bool, len: u64, mode: LiteralMode) -> Seen {
-    Seen::Line(text.into(), LineEnding::Crlf, head, Some(LiteralHeader { len, mode, binary: false }))
+    Seen::Line(
+        text.into(),
+        LineEnding::Crlf,
+        head,
+        Some(LiteralHeader {
+            len,
+            mode,
+            binary: false,
+        }),
+    )
 }
 
 #[test]
@@ -115,14 +138,38 @@ fn non_sync_literal_does_not_wait() {
             line: Bytes::from_static(b"a LOGIN {3+}"),
             ending: LineEnding::Crlf,
             head: true,
-            literal: Some(LiteralHeader { len: 3, mode: LiteralMode::NonSync, binary: false }),
+            literal: Some(LiteralHeader {
+                len: 3,
+                mode: LiteralMode::NonSync,
+                binary: false
+            }),
         })
     );
     assert!(!framer.awaiting_literal_decision());
-    assert_eq!(framer.next_fragment(), Some(Fragment::LiteralData(Bytes::from_static(b"bob"))));
-    assert!(matches!(framer.next_fragment(), Some(Fragment::Line { head: false, literal: Some(_), .. })));
-    assert_eq!(framer.next_fragment(), Some(Fragment::LiteralData(Bytes::from_static(b"secret"))));
-    assert!(matches!(framer.next_fragment(), Some(Fragment::Line { head: false, literal: None, .. })));
+    assert_eq!(
+        framer.next_fragment(),
+        Some(Fragment::LiteralData(Bytes::from_static(b"bob")))
+    );
+    assert!(matches!(
+        framer.next_fragment(),
+        Some(Fragment::Line {
+            head: false,
+            literal: Some(_),
+            ..
+        })
+    ));
+    assert_eq!(
+        framer.next_fragment(),
+        Some(Fragment::LiteralData(Bytes::from_static(b"secret")))
+    );
+    assert!(matches!(
+        framer.next_fragment(),
+        Some(Fragment::Line {
+            head: false,
+            literal: None,
+            ..
+        })
+    ));
     assert_eq!(framer.next_fragment(), None);
 }
 
@@ -132,7 +179,16 @@ fn rejected_sync_literal_is_never_read_as_literal_or_command_tail() {
     let mut framer = commands();
     framer.push(b"a APPEND INBOX {4294967295}\r\nb NOOP\r\n");
     let first = framer.next_fragment();
-    assert!(matches!(first, Some(Fragment::Line { literal: Some(LiteralHeader { len: 4294967295, .. }), .. })));
+    assert!(matches!(
+        first,
+        Some(Fragment::Line {
+            literal: Some(LiteralHeader {
+                len: 4294967295,
+                ..
+            }),
+            ..
+        })
+    ));
     assert_eq!(framer.next_fragment(), None, "waits for the decision");
     framer.reject_literal();
     assert!(matches!(
@@ -143,7 +199,10 @@ fn rejected_sync_literal_is_never_read_as_literal_or_command_tail() {
 
 #[test]
 fn literal_bytes_that_look_like_commands_stay_literal() {
-    let seen = every_split(commands, b"a APPEND INBOX {18+}\r\nb LOGOUT\r\nc NOOP\r\n\r\n");
+    let seen = every_split(
+        commands,
+        b"a APPEND INBOX {18+}\r\nb LOGOUT\r\nc NOOP\r\n\r\n",
+    );
     assert_eq!(
         seen,
         vec![
@@ -159,7 +218,10 @@ fn bare_lf_ends_a_line_and_is_reported() {
     let seen = every_split(commands, b"a NOOP\nb LOGOUT\r\n");
     assert_eq!(
         seen,
-        vec![Seen::Line("a NOOP".into(), LineEnding::BareLf, true, None), line("b LOGOUT", true)]
+        vec![
+            Seen::Line("a NOOP".into(), LineEnding::BareLf, true, None),
+            line("b LOGOUT", true)
+        ]
     );
 }
 
@@ -172,7 +234,10 @@ fn bare_cr_stays_inside_the_line() {
 #[test]
 fn line_at_the_limit_passes_and_one_more_byte_poisons() {
     let at_limit = format!("{}\r\n", "x".repeat(64));
-    assert_eq!(every_split(commands, at_limit.as_bytes()), vec![line(&"x".repeat(64), true)]);
+    assert_eq!(
+        every_split(commands, at_limit.as_bytes()),
+        vec![line(&"x".repeat(64), true)]
+    );
     let over = format!("{}\r\nb NOOP\r\n", "x".repeat(65));
     assert_eq!(every_split(commands, over.as_bytes()), vec![Seen::TooLong]);
 }
@@ -189,7 +254,11 @@ fn endless_line_is_refused_with_bounded_buffer() {
     }
     assert_eq!(framer.buffered(), 0);
     framer.push(b"b NOOP\r\n");
-    assert_eq!(framer.next_fragment(), None, "poisoned framer yields nothing more");
+    assert_eq!(
+        framer.next_fragment(),
+        None,
+        "poisoned framer yields nothing more"
+    );
 }
 
 #[test]
@@ -245,7 +314,13 @@ fn text_after_a_literal_is_not_mistaken_for_a_status_response() {
 
 #[test]
 fn long_response_lines_are_streamed_whole() {
-    let search = format!("* SEARCH {}", (1..200).map(|n| n.to_string()).collect::<Vec<_>>().join(" "));
+    let search = format!(
+        "* SEARCH {}",
+        (1..200)
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let input = format!("{search}\r\na OK\r\n");
     let seen = every_split(responses, input.as_bytes());
     assert_eq!(seen, vec![line(&search, true), line("a OK", true)]);
@@ -270,15 +345,27 @@ fn long_response_line_ending_in_a_literal_keeps_the_literal() {
 fn long_status_response_text_is_never_a_literal() {
     let text = format!("* OK {} {{3}}", "z".repeat(150));
     let input = format!("{text}\r\na OK\r\n");
-    assert_eq!(every_split(responses, input.as_bytes()), vec![line(&text, true), line("a OK", true)]);
+    assert_eq!(
+        every_split(responses, input.as_bytes()),
+        vec![line(&text, true), line("a OK", true)]
+    );
 }
 
 #[test]
 fn literal_header_grammar() {
     let lit = |len, mode, binary| Some(LiteralHeader { len, mode, binary });
-    assert_eq!(literal_header(b"a APPEND x {5}"), lit(5, LiteralMode::Sync, false));
-    assert_eq!(literal_header(b"a APPEND x {0+}"), lit(0, LiteralMode::NonSync, false));
-    assert_eq!(literal_header(b"a APPEND x ~{7}"), lit(7, LiteralMode::Sync, true));
+    assert_eq!(
+        literal_header(b"a APPEND x {5}"),
+        lit(5, LiteralMode::Sync, false)
+    );
+    assert_eq!(
+        literal_header(b"a APPEND x {0+}"),
+        lit(0, LiteralMode::NonSync, false)
+    );
+    assert_eq!(
+        literal_header(b"a APPEND x ~{7}"),
+        lit(7, LiteralMode::Sync, true)
+    );
     assert_eq!(
         literal_header(b"{99999999999999999999}"),
         lit(u64::MAX, LiteralMode::Sync, false),
@@ -289,11 +376,21 @@ fn literal_header_grammar() {
     assert_eq!(literal_header(b"a x {-5}"), None);
     assert_eq!(literal_header(b"a x {5++}"), None);
     assert_eq!(literal_header(b"a x 5}"), None);
-    assert_eq!(literal_header(b"a x {123456789012345678901}"), None, "more than 20 digits");
+    assert_eq!(
+        literal_header(b"a x {123456789012345678901}"),
+        None,
+        "more than 20 digits"
+    );
 }
 
 #[test]
 fn zero_length_literal_continues_the_message() {
     let seen = every_split(commands, b"a LOGIN {0}\r\n x\r\n");
-    assert_eq!(seen, vec![line_lit("a LOGIN {0}", true, 0, LiteralMode::Sync), line(" x", false)]);
+    assert_eq!(
+        seen,
+        vec![
+            line_lit("a LOGIN {0}", true, 0, LiteralMode::Sync),
+            line(" x", false)
+        ]
+    );
 }

@@ -7,8 +7,8 @@
 //! - [`capability`]: what the proxy advertises.
 //! - [`encode`]: canonical output the proxy writes itself (quoting, literals).
 
-pub mod fragment;
 pub mod capability;
 pub mod command;
 pub mod encode;
+pub mod fragment;
 pub mod response;

@@ -26,10 +26,16 @@ pub enum Status {
 
 impl Status {
     fn from_atom(atom: &[u8]) -> Option<Status> {
-        [("OK", Status::Ok), ("NO", Status::No), ("BAD", Status::Bad), ("BYE", Status::Bye), ("PREAUTH", Status::Preauth)]
-            .into_iter()
-            .find(|(s, _)| atom.eq_ignore_ascii_case(s.as_bytes()))
-            .map(|(_, s)| s)
+        [
+            ("OK", Status::Ok),
+            ("NO", Status::No),
+            ("BAD", Status::Bad),
+            ("BYE", Status::Bye),
+            ("PREAUTH", Status::Preauth),
+        ]
+        .into_iter()
+        .find(|(s, _)| atom.eq_ignore_ascii_case(s.as_bytes()))
+        .map(|(_, s)| s)
     }
 }
 
@@ -39,7 +45,10 @@ pub enum ResponseHead<'a> {
     /// `+ ...`
     Continuation,
     /// `* OK|NO|BAD|BYE|PREAUTH [code] text`
-    UntaggedStatus { status: Status, code: Option<Code<'a>> },
+    UntaggedStatus {
+        status: Status,
+        code: Option<Code<'a>>,
+    },
     /// `* CAPABILITY ...`: the capability atoms follow.
     Capability { caps: &'a [u8] },
     /// `* <number> <name> ...` (EXISTS, EXPUNGE, FETCH, RECENT).
@@ -47,7 +56,11 @@ pub enum ResponseHead<'a> {
     /// `* <name> ...` for any other untagged data (LIST, SEARCH, METADATA, ...).
     Data { name: &'a [u8], rest: &'a [u8] },
     /// `tag OK|NO|BAD [code] text`
-    Tagged { tag: &'a [u8], status: Status, code: Option<Code<'a>> },
+    Tagged {
+        tag: &'a [u8],
+        status: Status,
+        code: Option<Code<'a>>,
+    },
 }
 
 /// A response code: `"[" atom [SP 1*<any TEXT-CHAR except "]">] "]"`.
@@ -79,25 +92,38 @@ pub fn response_head(line: &[u8]) -> Result<ResponseHead<'_>, MalformedResponse>
     let (second, after) = split_word(rest).unwrap_or((rest, &[]));
     if first == b"*" {
         if let Some(status) = Status::from_atom(second) {
-            return Ok(ResponseHead::UntaggedStatus { status, code: code_at(line, line.len() - after.len()) });
+            return Ok(ResponseHead::UntaggedStatus {
+                status,
+                code: code_at(line, line.len() - after.len()),
+            });
         }
         if second.eq_ignore_ascii_case(b"CAPABILITY") {
             return Ok(ResponseHead::Capability { caps: after });
         }
-        if let Some(number) = std::str::from_utf8(second).ok().and_then(|s| s.parse::<u32>().ok()) {
+        if let Some(number) = std::str::from_utf8(second)
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+        {
             let (name, _) = split_word(after).unwrap_or((after, &[]));
             return Ok(ResponseHead::Numbered { number, name });
         }
         if second.is_empty() || !second.iter().all(|&b| is_atom_char(b)) {
             return Err(MalformedResponse);
         }
-        return Ok(ResponseHead::Data { name: second, rest: after });
+        return Ok(ResponseHead::Data {
+            name: second,
+            rest: after,
+        });
     }
     let status = Status::from_atom(second).ok_or(MalformedResponse)?;
     if matches!(status, Status::Bye | Status::Preauth) {
         return Err(MalformedResponse);
     }
-    Ok(ResponseHead::Tagged { tag: first, status, code: code_at(line, line.len() - after.len()) })
+    Ok(ResponseHead::Tagged {
+        tag: first,
+        status,
+        code: code_at(line, line.len() - after.len()),
+    })
 }
 
 fn split_word(i: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -118,7 +144,11 @@ fn code_at(line: &[u8], at: usize) -> Option<Code<'_>> {
     let close = memchr::memchr(b']', rest)?;
     let inner = &rest[1..close];
     let (name, args) = split_word(inner).unwrap_or((inner, &[]));
-    Some(Code { name, args, span: (at, at + close + 1) })
+    Some(Code {
+        name,
+        args,
+        span: (at, at + close + 1),
+    })
 }
 
 /// Splits a capability list into its atoms.
@@ -139,8 +169,14 @@ pub fn metadata_response(rest: &[u8]) -> Option<(Vec<u8>, Vec<(Vec<u8>, Option<V
         super::command::mailbox,
         char(' '),
         alt((
-            delimited(char('('), separated_list1(char(' '), entry_value), char(')')),
-            map(separated_list1(char(' '), astring), |es| es.into_iter().map(|e| (e, None)).collect()),
+            delimited(
+                char('('),
+                separated_list1(char(' '), entry_value),
+                char(')'),
+            ),
+            map(separated_list1(char(' '), astring), |es| {
+                es.into_iter().map(|e| (e, None)).collect()
+            }),
         )),
     )
         .parse(rest);
@@ -170,36 +206,60 @@ mod tests {
         assert_eq!(response_head(b"+"), Ok(ResponseHead::Continuation));
         assert_eq!(
             response_head(b"* CAPABILITY IMAP4rev1 IDLE"),
-            Ok(ResponseHead::Capability { caps: b"IMAP4rev1 IDLE" })
+            Ok(ResponseHead::Capability {
+                caps: b"IMAP4rev1 IDLE"
+            })
         );
         assert_eq!(
             response_head(b"* 23 EXISTS"),
-            Ok(ResponseHead::Numbered { number: 23, name: b"EXISTS" })
+            Ok(ResponseHead::Numbered {
+                number: 23,
+                name: b"EXISTS"
+            })
         );
         assert_eq!(
             response_head(b"* LIST (\\HasNoChildren) \"/\" INBOX"),
-            Ok(ResponseHead::Data { name: b"LIST", rest: b"(\\HasNoChildren) \"/\" INBOX" })
+            Ok(ResponseHead::Data {
+                name: b"LIST",
+                rest: b"(\\HasNoChildren) \"/\" INBOX"
+            })
         );
         let ok = response_head(b"a1 OK [CAPABILITY IMAP4rev1 X] Logged in").unwrap();
-        let ResponseHead::Tagged { tag, status, code: Some(code) } = ok else { panic!("{ok:?}") };
+        let ResponseHead::Tagged {
+            tag,
+            status,
+            code: Some(code),
+        } = ok
+        else {
+            panic!("{ok:?}")
+        };
         assert_eq!((tag, status), (&b"a1"[..], Status::Ok));
         assert!(code.is("capability"));
         assert_eq!(code.args, b"IMAP4rev1 X");
         assert_eq!(code.span, (6, 30));
         let bye = response_head(b"* BYE [UNAVAILABLE] shutting down").unwrap();
-        assert!(matches!(bye, ResponseHead::UntaggedStatus { status: Status::Bye, code: Some(c) } if c.is("UNAVAILABLE")));
+        assert!(
+            matches!(bye, ResponseHead::UntaggedStatus { status: Status::Bye, code: Some(c) } if c.is("UNAVAILABLE"))
+        );
     }
 
     #[test]
     fn garbage_is_malformed() {
         for line in [&b""[..], b"* ", b"a PREAUTH x", b"a HELLO", b"* (x)"] {
-            assert_eq!(response_head(line), Err(MalformedResponse), "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(
+                response_head(line),
+                Err(MalformedResponse),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 
     #[test]
     fn metadata_response_with_literals_and_nil() {
-        let (mailbox, entries) = metadata_response(b"\"\" (/private/a {3}\r\nyes /private/b NIL /shared/c \"v\")").unwrap();
+        let (mailbox, entries) =
+            metadata_response(b"\"\" (/private/a {3}\r\nyes /private/b NIL /shared/c \"v\")")
+                .unwrap();
         assert_eq!(mailbox, b"");
         assert_eq!(
             entries,

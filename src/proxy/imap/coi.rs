@@ -7,6 +7,7 @@
 //! and the same one after a restart, reads the same configuration.
 
 use crate::coi::config::{self, Change, Entry, MessageFilter, UserConfig};
+
 use crate::error::SessionError;
 use crate::metrics::{CommandClass, CommandOutcome};
 use crate::proto::imap::command::{self, Intercepted, MetadataDepth};
@@ -19,13 +20,23 @@ type Result<T> = std::result::Result<T, SessionError>;
 
 /// Handles an intercepted command. `forward` is the client's command in canonical wire
 /// form (`tag SP name SP args`), used when the command goes to Dovecot unchanged.
-pub(super) async fn run(session: &mut Session, tag: &[u8], forward: &[u8], parsed: Intercepted) -> Result<()> {
+pub(super) async fn run(
+    session: &mut Session,
+    tag: &[u8],
+    forward: &[u8],
+    parsed: Intercepted,
+) -> Result<()> {
     let unchanged = &forward[tag.len() + 1..];
     match parsed {
-        Intercepted::GetMetadata { depth, maxsize, mailbox, entries } if mailbox.is_empty() => {
-            get_metadata(session, tag, depth, maxsize, &entries).await
+        Intercepted::GetMetadata {
+            depth,
+            maxsize,
+            mailbox,
+            entries,
+        } if mailbox.is_empty() => get_metadata(session, tag, depth, maxsize, &entries).await,
+        Intercepted::SetMetadata { mailbox, entries } if mailbox.is_empty() => {
+            set_metadata(session, tag, &entries).await
         }
-        Intercepted::SetMetadata { mailbox, entries } if mailbox.is_empty() => set_metadata(session, tag, &entries).await,
         Intercepted::GetMetadata { .. } | Intercepted::SetMetadata { .. } => {
             relay(session, tag, CommandClass::Metadata, unchanged).await
         }
@@ -36,7 +47,15 @@ pub(super) async fn run(session: &mut Session, tag: &[u8], forward: &[u8], parse
             // Create first, then enable: the order Dovecot's plugin uses.
             let reply = session.upstream_command(unchanged).await?;
             if reply.status == Status::Ok {
-                if let Err(no) = apply(session, &[Change { entry: Entry::Enabled, value: Some("yes") }]).await? {
+                if let Err(no) = apply(
+                    session,
+                    &[Change {
+                        entry: Entry::Enabled,
+                        value: Some("yes"),
+                    }],
+                )
+                .await?
+                {
                     return finish(session, tag, CommandClass::Other, &no);
                 }
             }
@@ -47,7 +66,15 @@ pub(super) async fn run(session: &mut Session, tag: &[u8], forward: &[u8], parse
                 return relay(session, tag, CommandClass::Other, unchanged).await;
             }
             // Disable first, then delete.
-            if let Err(no) = store(session, &[Change { entry: Entry::Enabled, value: None }]).await? {
+            if let Err(no) = store(
+                session,
+                &[Change {
+                    entry: Entry::Enabled,
+                    value: None,
+                }],
+            )
+            .await?
+            {
                 return finish(session, tag, CommandClass::Other, &no);
             }
             relay(session, tag, CommandClass::Other, unchanged).await
@@ -56,17 +83,38 @@ pub(super) async fn run(session: &mut Session, tag: &[u8], forward: &[u8], parse
             let chats = chats(session).await?;
             if from == chats {
                 if !under_trash(session, &to).await? {
-                    session.reply_local(tag, CommandClass::Other, "NO", "[CANNOT] COI mailbox can't be renamed");
+                    session.reply_local(
+                        tag,
+                        CommandClass::Other,
+                        "NO",
+                        "[CANNOT] COI mailbox can't be renamed",
+                    );
                     return Ok(());
                 }
-                if let Err(no) = store(session, &[Change { entry: Entry::Enabled, value: None }]).await? {
+                if let Err(no) = store(
+                    session,
+                    &[Change {
+                        entry: Entry::Enabled,
+                        value: None,
+                    }],
+                )
+                .await?
+                {
                     return finish(session, tag, CommandClass::Other, &no);
                 }
                 return relay(session, tag, CommandClass::Other, unchanged).await;
             }
             let reply = session.upstream_command(unchanged).await?;
             if reply.status == Status::Ok && to == chats {
-                if let Err(no) = apply(session, &[Change { entry: Entry::Enabled, value: Some("yes") }]).await? {
+                if let Err(no) = apply(
+                    session,
+                    &[Change {
+                        entry: Entry::Enabled,
+                        value: Some("yes"),
+                    }],
+                )
+                .await?
+                {
                     return finish(session, tag, CommandClass::Other, &no);
                 }
             }
@@ -76,7 +124,12 @@ pub(super) async fn run(session: &mut Session, tag: &[u8], forward: &[u8], parse
 }
 
 /// Sends the command to Dovecot unchanged and relays its replies under the client's tag.
-async fn relay(session: &mut Session, tag: &[u8], class: CommandClass, command: &[u8]) -> Result<()> {
+async fn relay(
+    session: &mut Session,
+    tag: &[u8],
+    class: CommandClass,
+    command: &[u8],
+) -> Result<()> {
     let reply = session.upstream_command(command).await?;
     for untagged in &reply.untagged {
         session.send_client_line(untagged);
@@ -85,7 +138,12 @@ async fn relay(session: &mut Session, tag: &[u8], class: CommandClass, command: 
 }
 
 /// Sends the tagged reply of an internal command to the client under the client's tag.
-fn finish(session: &mut Session, tag: &[u8], class: CommandClass, reply: &InternalReply) -> Result<()> {
+fn finish(
+    session: &mut Session,
+    tag: &[u8],
+    class: CommandClass,
+    reply: &InternalReply,
+) -> Result<()> {
     let mut line = tag.to_vec();
     line.push(b' ');
     line.extend_from_slice(&reply.line_after_tag);
@@ -108,12 +166,20 @@ async fn get_metadata(
     maxsize: Option<u64>,
     entries: &[Vec<u8>],
 ) -> Result<()> {
-    let mut coi_entries: Vec<Entry> = Vec::new();
+    // (entry, named exactly): RFC 5464 §4.2.2 returns NIL only for entries asked for by
+    // name; entries reached through DEPTH appear only if they exist.
+    let mut coi_entries: Vec<(Entry, bool)> = Vec::new();
     let mut passed: Vec<&[u8]> = Vec::new();
     for requested in entries {
-        for entry in config::selected_by(requested, depth == MetadataDepth::One, depth == MetadataDepth::Infinity) {
-            if !coi_entries.contains(&entry) {
-                coi_entries.push(entry);
+        for entry in config::selected_by(
+            requested,
+            depth == MetadataDepth::One,
+            depth == MetadataDepth::Infinity,
+        ) {
+            let named = Entry::from_client_path(requested) == Some(entry);
+            match coi_entries.iter_mut().find(|(e, _)| *e == entry) {
+                Some((_, n)) => *n |= named,
+                None => coi_entries.push((entry, named)),
             }
         }
         if !config::is_reserved(requested) {
@@ -144,27 +210,37 @@ async fn get_metadata(
         }
         for untagged in &reply.untagged {
             match metadata_entries(untagged) {
-                Some(found) => {
-                    let visible: Vec<_> = found.into_iter().filter(|(e, _)| !config::is_reserved(e)).collect();
+                // The proxy's own storage stays hidden; everything else goes out as
+                // Dovecot wrote it.
+                Some(found) if found.iter().any(|(e, _)| config::is_reserved(e)) => {
+                    let visible: Vec<_> = found
+                        .into_iter()
+                        .filter(|(e, _)| !config::is_reserved(e))
+                        .collect();
                     if !visible.is_empty() {
                         session.send_client_line(&metadata_line(&visible));
                     }
                 }
-                None => session.send_client_line(untagged),
+                _ => session.send_client_line(untagged),
             }
+        }
+        if coi_entries.is_empty() {
+            return finish(session, tag, CommandClass::Metadata, &reply);
         }
     }
     if !coi_entries.is_empty() {
         let stored = read_stored(session).await?;
         let mut values = Vec::new();
-        for entry in coi_entries {
+        for (entry, named) in coi_entries {
             let value = match entry {
                 Entry::Enabled => stored.0.clone(),
                 Entry::MessageFilter => stored.1.clone(),
                 Entry::MailboxRoot => Some(session.shared_mailbox_root().into_bytes()),
             };
             // RFC 5464 §4.2.1: entries larger than MAXSIZE are left out.
-            if matches!((&value, maxsize), (Some(v), Some(max)) if v.len() as u64 > max) {
+            if matches!((&value, maxsize), (Some(v), Some(max)) if v.len() as u64 > max)
+                || (value.is_none() && !named)
+            {
                 continue;
             }
             values.push((entry.client_path().into_bytes(), value));
@@ -179,7 +255,11 @@ async fn get_metadata(
 
 /// `SETMETADATA "" (...)`: COI entries are validated all at once, then the other entries
 /// go to Dovecot, then the COI values are stored and their side effects applied.
-async fn set_metadata(session: &mut Session, tag: &[u8], entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()> {
+async fn set_metadata(
+    session: &mut Session,
+    tag: &[u8],
+    entries: &[(Vec<u8>, Option<Vec<u8>>)],
+) -> Result<()> {
     let mut changes = Vec::new();
     let mut passed = Vec::new();
     for (path, value) in entries {
@@ -187,12 +267,22 @@ async fn set_metadata(session: &mut Session, tag: &[u8], entries: &[(Vec<u8>, Op
             Some(entry) => match config::validate_set(entry, value.as_deref()) {
                 Ok(change) => changes.push(change),
                 Err(e) => {
-                    session.reply_local(tag, CommandClass::Metadata, "NO", &format!("[CANNOT] {e}"));
+                    session.reply_local(
+                        tag,
+                        CommandClass::Metadata,
+                        "NO",
+                        &format!("[CANNOT] {e}"),
+                    );
                     return Ok(());
                 }
             },
             None if config::is_reserved(path) => {
-                session.reply_local(tag, CommandClass::Metadata, "NO", "[CANNOT] Reserved metadata entry");
+                session.reply_local(
+                    tag,
+                    CommandClass::Metadata,
+                    "NO",
+                    "[CANNOT] Reserved metadata entry",
+                );
                 return Ok(());
             }
             None => passed.push((path, value)),
@@ -224,11 +314,18 @@ async fn set_metadata(session: &mut Session, tag: &[u8], entries: &[(Vec<u8>, Op
 /// Stores COI changes and applies their side effects (COI-PROTOCOL §2.4): enabling
 /// creates Contacts and a subscribed Chats; an `active` or `seen` filter needs Chats.
 /// `Ok(Err(reply))` carries Dovecot's refusal for the client.
-async fn apply(session: &mut Session, changes: &[Change]) -> Result<std::result::Result<(), InternalReply>> {
+async fn apply(
+    session: &mut Session,
+    changes: &[Change],
+) -> Result<std::result::Result<(), InternalReply>> {
     if let Err(no) = store(session, changes).await? {
         return Ok(Err(no));
     }
-    let enabling = changes.iter().any(|c| c.entry == Entry::Enabled && c.value == Some("yes"));
+    // This session's cached view follows its own writes at once.
+    session.state.coi = None;
+    let enabling = changes
+        .iter()
+        .any(|c| c.entry == Entry::Enabled && c.value == Some("yes"));
     let filtering = changes.iter().any(|c| {
         c.entry == Entry::MessageFilter && matches!(c.value, Some(v) if MessageFilter::parse(v.as_bytes()) != Some(MessageFilter::None))
     });
@@ -248,7 +345,10 @@ async fn apply(session: &mut Session, changes: &[Change]) -> Result<std::result:
 }
 
 /// Writes COI values to the proxy's storage entries in Dovecot.
-async fn store(session: &mut Session, changes: &[Change]) -> Result<std::result::Result<(), InternalReply>> {
+async fn store(
+    session: &mut Session,
+    changes: &[Change],
+) -> Result<std::result::Result<(), InternalReply>> {
     let mut command = b"SETMETADATA \"\" (".to_vec();
     for (i, change) in changes.iter().enumerate() {
         if i > 0 {
@@ -256,11 +356,20 @@ async fn store(session: &mut Session, changes: &[Change]) -> Result<std::result:
         }
         command.extend_from_slice(change.entry.storage_path().as_bytes());
         command.push(b' ');
-        encode::nstring(&mut command, change.value.map(str::as_bytes), LiteralStyle::NonSync);
+        encode::nstring(
+            &mut command,
+            change.value.map(str::as_bytes),
+            LiteralStyle::NonSync,
+        );
     }
     command.push(b')');
     let reply = session.upstream_command(&command).await?;
-    Ok(if reply.status == Status::Ok { Ok(()) } else { Err(reply) })
+    session.state.coi = None;
+    Ok(if reply.status == Status::Ok {
+        Ok(())
+    } else {
+        Err(reply)
+    })
 }
 
 /// Reads the stored `enabled` and `message-filter` values.
@@ -285,10 +394,119 @@ async fn read_stored(session: &mut Session) -> Result<(Option<Vec<u8>>, Option<V
     Ok((enabled, filter))
 }
 
-/// The user's COI configuration as stored in the backend.
-pub(super) async fn user_config(session: &mut Session) -> Result<UserConfig> {
+/// The user's COI configuration as stored in the backend, read once per selected
+/// mailbox (and updated by this session's own SETMETADATA).
+async fn user_config(session: &mut Session) -> Result<UserConfig> {
+    if let Some(config) = &session.state.coi {
+        return Ok(config.clone());
+    }
     let (enabled, filter) = read_stored(session).await?;
-    Ok(UserConfig::from_stored(enabled.as_deref(), filter.as_deref()))
+    let config = UserConfig::from_stored(enabled.as_deref(), filter.as_deref());
+    session.state.coi = Some(config.clone());
+    Ok(config)
+}
+
+/// The seen filter, step 1 (COI-PROTOCOL §2.6): before a STORE or FETCH that may set
+/// `\Seen` in INBOX, the sequence numbers of the unseen `$Chat` messages it covers.
+/// A non-UID SEARCH is used because no EXPUNGE may be sent during it (RFC 9051
+/// §7.4.1), so the numbers stay valid until the move runs: every command that allows
+/// EXPUNGE runs the pending moves first.
+pub(super) async fn seen_candidates(
+    session: &mut Session,
+    head: &command::CommandHead<'_>,
+) -> Result<Vec<u32>> {
+    if user_config(session).await?.effective_filter() != MessageFilter::Seen {
+        return Ok(Vec::new());
+    }
+    let Some(set) = command::sequence_set(head.args) else {
+        return Ok(Vec::new());
+    };
+    let mut search = b"SEARCH UNSEEN KEYWORD $Chat ".to_vec();
+    if head.uid {
+        search.extend_from_slice(b"UID ");
+    }
+    search.extend_from_slice(set);
+    let reply = session.upstream_command(&search).await?;
+    Ok(search_result(&reply))
+}
+
+/// The seen filter, step 2: moves those candidates that are now `\Seen` to Chats.
+/// Runs at the start of a command during which EXPUNGE responses may be sent, so the
+/// client learns of the move in the normal way, as other clients do.
+pub(super) async fn move_seen(session: &mut Session, candidates: &[u32]) -> Result<()> {
+    if candidates.is_empty() || session.state.selected.as_deref() != Some(b"INBOX".as_slice()) {
+        return Ok(());
+    }
+    let set = candidates
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let reply = session
+        .upstream_command(format!("UID SEARCH SEEN KEYWORD $Chat {set}").as_bytes())
+        .await?;
+    let uids = search_result(&reply);
+    if uids.is_empty() {
+        return Ok(());
+    }
+    let uids = uids
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let chats = chats(session).await?;
+    for attempt in 0..2 {
+        let mut command = format!("UID MOVE {uids} ").into_bytes();
+        encode::astring(&mut command, &chats, LiteralStyle::NonSync);
+        let reply = session.upstream_command(&command).await?;
+        match reply.status {
+            Status::Ok => return Ok(()),
+            Status::No if attempt == 0 && contains_code(&reply.line_after_tag, b"TRYCREATE") => {
+                if let Err(no) = ensure_mailbox(session, &chats, true).await? {
+                    tracing::warn!(reply = %String::from_utf8_lossy(&no.line_after_tag), "seen filter: cannot create Chats");
+                    return Ok(());
+                }
+            }
+            // A backend without MOVE (RFC 6851): copy, flag and expunge exactly these UIDs.
+            Status::Bad => return copy_flag_expunge(session, &uids, &chats).await,
+            _ => {
+                tracing::warn!(reply = %String::from_utf8_lossy(&reply.line_after_tag), "seen filter: move refused");
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn copy_flag_expunge(session: &mut Session, uids: &str, chats: &[u8]) -> Result<()> {
+    let mut copy = format!("UID COPY {uids} ").into_bytes();
+    encode::astring(&mut copy, chats, LiteralStyle::NonSync);
+    if session.upstream_command(&copy).await?.status != Status::Ok {
+        tracing::warn!("seen filter: copy to Chats refused");
+        return Ok(());
+    }
+    session
+        .upstream_command(format!("UID STORE {uids} +FLAGS.SILENT (\\Deleted)").as_bytes())
+        .await?;
+    session
+        .upstream_command(format!("UID EXPUNGE {uids}").as_bytes())
+        .await?;
+    Ok(())
+}
+
+/// The numbers of the `* SEARCH` responses of a reply.
+fn search_result(reply: &InternalReply) -> Vec<u32> {
+    reply
+        .untagged
+        .iter()
+        .filter_map(|line| match response::response_head(line) {
+            Ok(ResponseHead::Data { name, rest }) if name.eq_ignore_ascii_case(b"SEARCH") => {
+                response::search_numbers(rest)
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 /// Creates a mailbox if it does not exist; optionally subscribes it.
@@ -300,7 +518,8 @@ async fn ensure_mailbox(
     let mut command = b"CREATE ".to_vec();
     encode::astring(&mut command, name, LiteralStyle::NonSync);
     let reply = session.upstream_command(&command).await?;
-    let exists = reply.status == Status::Ok || contains_code(&reply.line_after_tag, b"ALREADYEXISTS");
+    let exists =
+        reply.status == Status::Ok || contains_code(&reply.line_after_tag, b"ALREADYEXISTS");
     if !exists {
         return Ok(Err(reply));
     }
@@ -318,7 +537,9 @@ async fn ensure_mailbox(
 fn contains_code(line_after_tag: &[u8], code: &[u8]) -> bool {
     let mut needle = b"[".to_vec();
     needle.extend_from_slice(code);
-    line_after_tag.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(&needle))
+    line_after_tag
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(&needle))
 }
 
 /// `<root><sep>Chats`.
@@ -340,14 +561,20 @@ async fn separator(session: &mut Session) -> Result<u8> {
         return Ok(separator);
     }
     let reply = session.upstream_command(b"LIST \"\" \"\"").await?;
-    let separator = reply.untagged.iter().find_map(|line| list_delimiter(line)).unwrap_or(b'/');
+    let separator = reply
+        .untagged
+        .iter()
+        .find_map(|line| list_delimiter(line))
+        .unwrap_or(b'/');
     session.separator = Some(separator);
     Ok(separator)
 }
 
 /// The delimiter of a `* LIST (flags) "d" name` response.
 fn list_delimiter(line: &[u8]) -> Option<u8> {
-    let ResponseHead::Data { name, rest } = response::response_head(line).ok()? else { return None };
+    let ResponseHead::Data { name, rest } = response::response_head(line).ok()? else {
+        return None;
+    };
     if !name.eq_ignore_ascii_case(b"LIST") {
         return None;
     }
@@ -365,32 +592,48 @@ async fn under_trash(session: &mut Session, name: &[u8]) -> Result<bool> {
     if name.len() > trash.len() && name[..trash.len()].eq_ignore_ascii_case(&trash) {
         return Ok(true);
     }
-    let reply = session.upstream_command(b"LIST (SPECIAL-USE) \"\" \"*\"").await?;
-    Ok(reply.untagged.iter().filter_map(|line| special_use_trash(line)).any(|trash| {
-        name.len() > trash.len() && name.starts_with(&trash) && name[trash.len()] == separator
-    }))
+    let reply = session
+        .upstream_command(b"LIST (SPECIAL-USE) \"\" \"*\"")
+        .await?;
+    Ok(reply
+        .untagged
+        .iter()
+        .filter_map(|line| special_use_trash(line))
+        .any(|trash| {
+            name.len() > trash.len() && name.starts_with(&trash) && name[trash.len()] == separator
+        }))
 }
 
 /// The mailbox name of a `* LIST (... \Trash ...) d name` response.
 fn special_use_trash(line: &[u8]) -> Option<Vec<u8>> {
-    let ResponseHead::Data { name, rest } = response::response_head(line).ok()? else { return None };
+    let ResponseHead::Data { name, rest } = response::response_head(line).ok()? else {
+        return None;
+    };
     let close = memchr::memchr(b')', rest)?;
     let flags = &rest[..close];
-    let is_trash = flags.split(|&b| b == b' ' || b == b'(').any(|f| f.eq_ignore_ascii_case(b"\\Trash"));
+    let is_trash = flags
+        .split(|&b| b == b' ' || b == b'(')
+        .any(|f| f.eq_ignore_ascii_case(b"\\Trash"));
     if !name.eq_ignore_ascii_case(b"LIST") || !is_trash {
         return None;
     }
     let after = rest.get(close + 2..)?;
     let after_delimiter = match after.first()? {
-        b'"' => &after[command::quoted(after).ok()?.0.as_ptr() as usize - after.as_ptr() as usize..],
+        b'"' => {
+            &after[command::quoted(after).ok()?.0.as_ptr() as usize - after.as_ptr() as usize..]
+        }
         _ => after.get(3..)?, // NIL
     };
-    command::mailbox(after_delimiter.strip_prefix(b" ")?).ok().map(|(_, m)| m)
+    command::mailbox(after_delimiter.strip_prefix(b" ")?)
+        .ok()
+        .map(|(_, m)| m)
 }
 
 /// Entries of a collected `* METADATA "" (...)` response.
 fn metadata_entries(line: &[u8]) -> Option<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
-    let ResponseHead::Data { name, rest } = response::response_head(line).ok()? else { return None };
+    let ResponseHead::Data { name, rest } = response::response_head(line).ok()? else {
+        return None;
+    };
     if !name.eq_ignore_ascii_case(b"METADATA") {
         return None;
     }
@@ -419,31 +662,64 @@ mod tests {
 
     #[test]
     fn list_delimiter_is_read_from_the_list_response() {
-        assert_eq!(list_delimiter(b"* LIST (\\Noselect) \"/\" \"\""), Some(b'/'));
-        assert_eq!(list_delimiter(b"* LIST (\\Noselect) \".\" \"\""), Some(b'.'));
+        assert_eq!(
+            list_delimiter(b"* LIST (\\Noselect) \"/\" \"\""),
+            Some(b'/')
+        );
+        assert_eq!(
+            list_delimiter(b"* LIST (\\Noselect) \".\" \"\""),
+            Some(b'.')
+        );
         assert_eq!(list_delimiter(b"* LIST (\\Noselect) NIL \"\""), None);
     }
 
     #[test]
     fn trash_mailboxes_are_found_by_special_use() {
-        assert_eq!(special_use_trash(b"* LIST (\\HasNoChildren \\Trash) \"/\" Bin"), Some(b"Bin".to_vec()));
-        assert_eq!(special_use_trash(b"* LIST (\\Trash) \"/\" \"Deleted Items\""), Some(b"Deleted Items".to_vec()));
-        assert_eq!(special_use_trash(b"* LIST (\\HasNoChildren) \"/\" Bin"), None);
+        assert_eq!(
+            special_use_trash(b"* LIST (\\HasNoChildren \\Trash) \"/\" Bin"),
+            Some(b"Bin".to_vec())
+        );
+        assert_eq!(
+            special_use_trash(b"* LIST (\\Trash) \"/\" \"Deleted Items\""),
+            Some(b"Deleted Items".to_vec())
+        );
+        assert_eq!(
+            special_use_trash(b"* LIST (\\HasNoChildren) \"/\" Bin"),
+            None
+        );
     }
 
     #[test]
     fn metadata_lines_encode_hostile_values_as_literals() {
-        let line = metadata_line(&[(b"/private/x".to_vec(), Some(b"a\r\n* OK [ALERT] b".to_vec())), (b"/private/y".to_vec(), None)]);
-        assert_eq!(line, b"* METADATA \"\" (/private/x {16}\r\na\r\n* OK [ALERT] b /private/y NIL)");
+        let line = metadata_line(&[
+            (
+                b"/private/x".to_vec(),
+                Some(b"a\r\n* OK [ALERT] b".to_vec()),
+            ),
+            (b"/private/y".to_vec(), None),
+        ]);
+        assert_eq!(
+            line,
+            b"* METADATA \"\" (/private/x {16}\r\na\r\n* OK [ALERT] b /private/y NIL)"
+        );
         assert_eq!(
             metadata_entries(&line),
-            Some(vec![(b"/private/x".to_vec(), Some(b"a\r\n* OK [ALERT] b".to_vec())), (b"/private/y".to_vec(), None)])
+            Some(vec![
+                (
+                    b"/private/x".to_vec(),
+                    Some(b"a\r\n* OK [ALERT] b".to_vec())
+                ),
+                (b"/private/y".to_vec(), None)
+            ])
         );
     }
 
     #[test]
     fn response_codes_are_found_case_insensitively() {
-        assert!(contains_code(b"NO [ALREADYEXISTS] Mailbox already exists", b"ALREADYEXISTS"));
+        assert!(contains_code(
+            b"NO [ALREADYEXISTS] Mailbox already exists",
+            b"ALREADYEXISTS"
+        ));
         assert!(contains_code(b"NO [alreadyexists] x", b"ALREADYEXISTS"));
         assert!(!contains_code(b"NO [CANNOT] x", b"ALREADYEXISTS"));
     }

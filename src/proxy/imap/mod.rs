@@ -33,7 +33,12 @@ fn listener_kind(tls: ListenerTls) -> ListenerKind {
 }
 
 /// Accepts clients on one listener until shutdown, at most `max_sessions` at a time.
-pub async fn serve(listener: TcpListener, tls: ListenerTls, shared: Arc<Shared>, mut shutdown: Shutdown) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: ListenerTls,
+    shared: Arc<Shared>,
+    mut shutdown: Shutdown,
+) {
     let sessions = Arc::new(Semaphore::new(shared.config.limits.max_sessions));
     let mut next_id: u64 = 0;
     loop {
@@ -65,7 +70,9 @@ pub async fn serve(listener: TcpListener, tls: ListenerTls, shared: Arc<Shared>,
                 let _connection = shared.metrics.imap.connection_opened(listener_kind(tls));
                 match run_session(stream, tls, shared, shutdown).await {
                     Ok(()) => debug!("session ended"),
-                    Err(e) if e.side == Side::Downstream && e.kind == ErrorKind::Closed => debug!("client closed"),
+                    Err(e) if e.side == Side::Downstream && e.kind == ErrorKind::Closed => {
+                        debug!("client closed")
+                    }
                     Err(e) => info!(error = %e, "session ended"),
                 }
             }
@@ -76,28 +83,51 @@ pub async fn serve(listener: TcpListener, tls: ListenerTls, shared: Arc<Shared>,
 
 async fn refuse(mut stream: TcpStream) {
     use tokio::io::AsyncWriteExt;
-    let _ = stream.write_all(b"* BYE [UNAVAILABLE] Too many connections\r\n").await;
+    let _ = stream
+        .write_all(b"* BYE [UNAVAILABLE] Too many connections\r\n")
+        .await;
 }
 
-async fn run_session(stream: TcpStream, tls: ListenerTls, shared: Arc<Shared>, shutdown: Shutdown) -> Result<(), SessionError> {
+async fn run_session(
+    stream: TcpStream,
+    tls: ListenerTls,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+) -> Result<(), SessionError> {
     // Small commands and replies must not wait for Nagle (a 40 ms stall per round trip).
     let _ = stream.set_nodelay(true);
     let client = match tls {
         ListenerTls::Implicit => {
-            let acceptor = shared.tls.clone().ok_or_else(|| SessionError::new(Side::Internal, ErrorKind::Tls, "no TLS configuration"))?;
+            let acceptor = shared.tls.clone().ok_or_else(|| {
+                SessionError::new(Side::Internal, ErrorKind::Tls, "no TLS configuration")
+            })?;
             let kind = listener_kind(tls);
-            match tokio::time::timeout(shared.config.timeouts.tls_handshake, acceptor.accept(stream)).await {
+            match tokio::time::timeout(
+                shared.config.timeouts.tls_handshake,
+                acceptor.accept(stream),
+            )
+            .await
+            {
                 Ok(Ok(tls)) => {
                     shared.metrics.imap.tls_handshake(kind, TlsOutcome::Ok);
                     MaybeTls::ServerTls(Box::new(tls))
                 }
                 Ok(Err(e)) => {
                     shared.metrics.imap.tls_handshake(kind, TlsOutcome::Failed);
-                    return Err(SessionError { side: Side::Downstream, kind: ErrorKind::Tls, detail: "TLS handshake failed", source: Some(e) });
+                    return Err(SessionError {
+                        side: Side::Downstream,
+                        kind: ErrorKind::Tls,
+                        detail: "TLS handshake failed",
+                        source: Some(e),
+                    });
                 }
                 Err(_) => {
                     shared.metrics.imap.tls_handshake(kind, TlsOutcome::Timeout);
-                    return Err(SessionError::new(Side::Downstream, ErrorKind::Timeout, "TLS handshake timed out"));
+                    return Err(SessionError::new(
+                        Side::Downstream,
+                        ErrorKind::Timeout,
+                        "TLS handshake timed out",
+                    ));
                 }
             }
         }
@@ -116,7 +146,9 @@ async fn run_session(stream: TcpStream, tls: ListenerTls, shared: Arc<Shared>, s
             return Err(e);
         }
     };
-    session::Session::new(shared, tls, client, upstream, shutdown).run().await
+    session::Session::new(shared, tls, client, upstream, shutdown)
+        .run()
+        .await
 }
 
 async fn connect_upstream(shared: &Shared) -> Result<MaybeTls, SessionError> {
@@ -124,8 +156,21 @@ async fn connect_upstream(shared: &Shared) -> Result<MaybeTls, SessionError> {
     let connect = TcpStream::connect((upstream.host.as_str(), upstream.port));
     let stream = match tokio::time::timeout(upstream.connect_timeout, connect).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(SessionError { side: Side::Upstream, kind: ErrorKind::Connect, detail: "connect failed", source: Some(e) }),
-        Err(_) => return Err(SessionError::new(Side::Upstream, ErrorKind::Connect, "connect timed out")),
+        Ok(Err(e)) => {
+            return Err(SessionError {
+                side: Side::Upstream,
+                kind: ErrorKind::Connect,
+                detail: "connect failed",
+                source: Some(e),
+            })
+        }
+        Err(_) => {
+            return Err(SessionError::new(
+                Side::Upstream,
+                ErrorKind::Connect,
+                "connect timed out",
+            ))
+        }
     };
     let _ = stream.set_nodelay(true);
     match (&upstream.tls, &shared.upstream_tls) {
@@ -134,21 +179,42 @@ async fn connect_upstream(shared: &Shared) -> Result<MaybeTls, SessionError> {
             let handshake = connector.connect(name.clone(), stream);
             match tokio::time::timeout(upstream.connect_timeout, handshake).await {
                 Ok(Ok(tls)) => Ok(MaybeTls::ClientTls(Box::new(tls))),
-                Ok(Err(e)) => Err(SessionError { side: Side::Upstream, kind: ErrorKind::Connect, detail: "upstream TLS handshake failed", source: Some(e) }),
-                Err(_) => Err(SessionError::new(Side::Upstream, ErrorKind::Connect, "upstream TLS handshake timed out")),
+                Ok(Err(e)) => Err(SessionError {
+                    side: Side::Upstream,
+                    kind: ErrorKind::Connect,
+                    detail: "upstream TLS handshake failed",
+                    source: Some(e),
+                }),
+                Err(_) => Err(SessionError::new(
+                    Side::Upstream,
+                    ErrorKind::Connect,
+                    "upstream TLS handshake timed out",
+                )),
             }
         }
-        (UpstreamTls::Implicit { .. }, None) => Err(SessionError::new(Side::Internal, ErrorKind::Tls, "no upstream TLS configuration")),
+        (UpstreamTls::Implicit { .. }, None) => Err(SessionError::new(
+            Side::Internal,
+            ErrorKind::Tls,
+            "no upstream TLS configuration",
+        )),
     }
 }
 
 /// Binds every configured IMAP listener; fails before anything is served if one cannot
 /// be bound.
-pub async fn bind(config: &ImapConfig) -> std::io::Result<Vec<(TcpListener, ListenerTls, SocketAddr)>> {
+pub async fn bind(
+    config: &ImapConfig,
+) -> std::io::Result<Vec<(TcpListener, ListenerTls, SocketAddr)>> {
     let mut bound = Vec::new();
     for listener in &config.listeners {
         let socket = TcpListener::bind(listener.address).await.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("binding IMAP listener {} on {}: {e}", listener.name, listener.address))
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "binding IMAP listener {} on {}: {e}",
+                    listener.name, listener.address
+                ),
+            )
         })?;
         let local = socket.local_addr()?;
         bound.push((socket, listener.tls, local));

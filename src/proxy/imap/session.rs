@@ -92,17 +92,24 @@ impl Peer {
     /// Writes everything queued and flushes.
     async fn drain(&mut self) -> SessionResult<()> {
         while !self.out.is_empty() {
-            let n = write_some(&mut self.writer, &self.out).await.map_err(|e| SessionError::io(self.side, e))?;
+            let n = write_some(&mut self.writer, &self.out)
+                .await
+                .map_err(|e| SessionError::io(self.side, e))?;
             self.out.advance(n);
         }
-        self.writer.flush().await.map_err(|e| SessionError::io(self.side, e))?;
+        self.writer
+            .flush()
+            .await
+            .map_err(|e| SessionError::io(self.side, e))?;
         self.needs_flush = false;
         Ok(())
     }
 
     /// Reads once into the framer; `Ok(false)` at end of stream.
     async fn fill(&mut self) -> SessionResult<bool> {
-        let n = read_some(&mut self.reader, &mut self.read_buf).await.map_err(|e| SessionError::io(self.side, e))?;
+        let n = read_some(&mut self.reader, &mut self.read_buf)
+            .await
+            .map_err(|e| SessionError::io(self.side, e))?;
         Ok(self.framed(n))
     }
 
@@ -153,7 +160,10 @@ struct Assembly {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Wait {
     /// A forwarded command waits for the upstream's `+` (literal, AUTHENTICATE, IDLE).
-    Continuation { tag: Vec<u8>, purpose: ContinuationPurpose },
+    Continuation {
+        tag: Vec<u8>,
+        purpose: ContinuationPurpose,
+    },
     /// An assembled command waits for every earlier command to finish.
     Barrier,
 }
@@ -170,11 +180,18 @@ enum ContinuationPurpose {
 enum LineMode {
     Command,
     /// A SASL response for the relayed AUTHENTICATE with this tag.
-    SaslResponse { tag: Vec<u8>, mechanism: SaslMechanism },
+    SaslResponse {
+        tag: Vec<u8>,
+        mechanism: SaslMechanism,
+    },
     /// A SASL PLAIN response the proxy itself asked for.
-    LocalPlainResponse { tag: Vec<u8> },
+    LocalPlainResponse {
+        tag: Vec<u8>,
+    },
     /// `DONE`, ending the IDLE with this tag.
-    IdleDone { tag: Vec<u8> },
+    IdleDone {
+        tag: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,8 +211,15 @@ struct InFlight {
 #[derive(Clone, Debug)]
 enum Effect {
     None,
-    Authenticate { user: Option<String> },
-    Select { mailbox: Vec<u8> },
+    Authenticate {
+        user: Option<String>,
+    },
+    Select {
+        mailbox: Vec<u8>,
+        read_only: bool,
+    },
+    /// A STORE or FETCH that may set `\Seen` on these unseen `$Chat` messages (UIDs).
+    SeenCandidates(Vec<u32>),
     Unselect,
     Logout,
 }
@@ -213,6 +237,14 @@ pub(super) struct State {
     pub tls_active: bool,
     pub user: Option<String>,
     pub selected: Option<Vec<u8>>,
+    /// The selected mailbox was opened with EXAMINE: nothing sets `\Seen` there.
+    pub read_only: bool,
+    /// The user's COI configuration, read once per selected mailbox.
+    pub coi: Option<crate::coi::config::UserConfig>,
+    /// UIDs of INBOX `$Chat` messages that may have become `\Seen` and wait for the
+    /// next command during which the seen filter may move them (RFC 9051 §7.4.1 forbids
+    /// EXPUNGE responses at other times).
+    pub seen_pending: Vec<u32>,
     greeted: bool,
     logout: bool,
 }
@@ -235,6 +267,11 @@ pub(super) struct Session {
     pub(super) separator: Option<u8>,
     /// An assembled command waiting for its barrier.
     pending: Option<Assembly>,
+    /// A command head to handle again after the barrier work (the seen filter's moves).
+    replay: Option<(Bytes, Option<LiteralHeader>)>,
+    /// While true, mailbox updates from internal commands are not relayed (the client is
+    /// leaving the mailbox they concern).
+    pub(super) swallow_updates: bool,
 }
 
 /// Parsed reply to one of the proxy's own upstream commands.
@@ -272,7 +309,10 @@ impl Session {
             listener,
             client: Peer::new(client, client_framer, Side::Downstream),
             upstream: Peer::new(upstream_stream, upstream_framer, Side::Upstream),
-            state: State { tls_active, ..State::default() },
+            state: State {
+                tls_active,
+                ..State::default()
+            },
             inbound: Inbound::Between,
             line_mode: LineMode::Command,
             wait: None,
@@ -283,6 +323,8 @@ impl Session {
             shutdown,
             separator: None,
             pending: None,
+            replay: None,
+            swallow_updates: false,
         }
     }
 
@@ -300,7 +342,11 @@ impl Session {
             ok => ok,
         };
         for pending in self.in_flight.drain(..) {
-            self.shared.metrics.imap.command_finished(pending.class, CommandOutcome::Aborted, pending.started.elapsed());
+            self.shared.metrics.imap.command_finished(
+                pending.class,
+                CommandOutcome::Aborted,
+                pending.started.elapsed(),
+            );
         }
         // Best effort: the client may already be gone.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.client.drain()).await;
@@ -320,13 +366,18 @@ impl Session {
             if self.state.logout && self.in_flight.is_empty() && self.client.out.is_empty() {
                 return Ok(());
             }
-            let client_read = self.upstream.out.len() < HIGH_WATER && self.client.framer.buffered() < READ_CHUNK;
+            let client_read =
+                self.upstream.out.len() < HIGH_WATER && self.client.framer.buffered() < READ_CHUNK;
             let upstream_read = self.client.out.len() < HIGH_WATER;
             let client_write = !self.client.out.is_empty() || self.client.needs_flush;
             let upstream_write = !self.upstream.out.is_empty() || self.upstream.needs_flush;
             let closing = self.shutdown.phase() >= Phase::Closing;
             if closing && self.in_flight.is_empty() {
-                return Err(SessionError::new(Side::Internal, ErrorKind::Shutdown, "shutdown"));
+                return Err(SessionError::new(
+                    Side::Internal,
+                    ErrorKind::Shutdown,
+                    "shutdown",
+                ));
             }
             let deadline = self.deadline;
             let mut shutdown = self.shutdown.clone();
@@ -383,6 +434,19 @@ impl Session {
         }
     }
 
+    /// Whether a STORE or FETCH may newly set `\Seen` in a writable INBOX, so that the
+    /// seen filter must look at it (COI-PROTOCOL §2.6).
+    fn may_set_seen_in_inbox(&self, head: &CommandHead<'_>) -> bool {
+        let in_inbox =
+            self.state.selected.as_deref() == Some(b"INBOX".as_slice()) && !self.state.read_only;
+        in_inbox
+            && match head.name {
+                CommandName::Store => command::store_adds_seen(head.args),
+                CommandName::Fetch => command::fetch_sets_seen(head.args),
+                _ => false,
+            }
+    }
+
     fn view(&self) -> CapabilityView {
         CapabilityView {
             tls_active: self.state.tls_active,
@@ -397,7 +461,9 @@ impl Session {
 
     fn process_client(&mut self) -> SessionResult<()> {
         while self.wait.is_none() && !self.state.logout {
-            let Some(fragment) = self.client.framer.next_fragment() else { break };
+            let Some(fragment) = self.client.framer.next_fragment() else {
+                break;
+            };
             self.on_client_fragment(fragment)?;
         }
         Ok(())
@@ -420,7 +486,12 @@ impl Session {
                 }
                 return Ok(());
             }
-            Fragment::Line { line, ending, literal, .. } => (line, ending, literal),
+            Fragment::Line {
+                line,
+                ending,
+                literal,
+                ..
+            } => (line, ending, literal),
         };
         if ending == LineEnding::BareLf && self.shared.config.bare_lf == BareLfPolicy::Reject {
             let tag = match &self.inbound {
@@ -429,7 +500,10 @@ impl Session {
             };
             if matches!(self.inbound, Inbound::Forwarding) {
                 // Part of the command is upstream already; it cannot be finished safely.
-                return Err(downstream(ErrorKind::Protocol, "bare LF inside a forwarded command"));
+                return Err(downstream(
+                    ErrorKind::Protocol,
+                    "bare LF inside a forwarded command",
+                ));
             }
             self.reply_bad(tag.as_deref(), "Line must end with CRLF");
             return self.finish_rejected(literal);
@@ -451,12 +525,32 @@ impl Session {
     }
 
     /// A line that starts a new client message.
-    fn on_client_head(&mut self, line: &Bytes, literal: Option<LiteralHeader>) -> SessionResult<()> {
+    fn on_client_head(
+        &mut self,
+        line: &Bytes,
+        literal: Option<LiteralHeader>,
+    ) -> SessionResult<()> {
         match std::mem::replace(&mut self.line_mode, LineMode::Command) {
+            LineMode::Command if !self.state.seen_pending.is_empty() && allows_expunge(line) => {
+                // Run the seen filter's moves first, then handle this command.
+                self.replay = Some((line.clone(), literal));
+                self.pending = Some(Assembly {
+                    tag: Vec::new(),
+                    name: CommandName::Other,
+                    args: line.to_vec(),
+                    forward: Vec::new(),
+                });
+                self.wait = Some(Wait::Barrier);
+                return Ok(());
+            }
             LineMode::Command => {}
             LineMode::IdleDone { tag } => return self.on_idle_done(line, literal, tag),
-            LineMode::SaslResponse { tag, mechanism } => return self.on_sasl_response(line, literal, tag, mechanism),
-            LineMode::LocalPlainResponse { tag } => return self.on_local_plain_response(line, literal, tag),
+            LineMode::SaslResponse { tag, mechanism } => {
+                return self.on_sasl_response(line, literal, tag, mechanism)
+            }
+            LineMode::LocalPlainResponse { tag } => {
+                return self.on_local_plain_response(line, literal, tag)
+            }
         }
         let head = match command::command_head(line) {
             Ok(head) => head,
@@ -471,7 +565,12 @@ impl Session {
         match head.name {
             CommandName::Starttls => self.on_starttls(&tag, literal),
             CommandName::Compress => {
-                self.reply_local(&tag, CommandClass::Other, "NO", "[CANNOT] COMPRESS is not available through this proxy");
+                self.reply_local(
+                    &tag,
+                    CommandClass::Other,
+                    "NO",
+                    "[CANNOT] COMPRESS is not available through this proxy",
+                );
                 self.finish_rejected(literal)
             }
             CommandName::Login | CommandName::Authenticate if authenticated => {
@@ -489,7 +588,10 @@ impl Session {
             }
             CommandName::Login => self.start_assembly(&head, literal),
             CommandName::Authenticate => self.on_authenticate(&head, literal),
-            CommandName::GetMetadata | CommandName::SetMetadata | CommandName::Create | CommandName::Delete
+            CommandName::GetMetadata
+            | CommandName::SetMetadata
+            | CommandName::Create
+            | CommandName::Delete
             | CommandName::Rename
                 if authenticated =>
             {
@@ -498,15 +600,36 @@ impl Session {
             CommandName::Idle if authenticated => {
                 self.forward_head(line, &head, Effect::None, literal)?;
                 if literal.is_none() {
-                    self.wait = Some(Wait::Continuation { tag, purpose: ContinuationPurpose::Idle });
+                    self.wait = Some(Wait::Continuation {
+                        tag,
+                        purpose: ContinuationPurpose::Idle,
+                    });
                 }
                 Ok(())
             }
             CommandName::Select | CommandName::Examine if authenticated => {
-                let mailbox = command::mailbox(head.args).map(|(_, m)| m).unwrap_or_default();
-                self.forward_head(line, &head, Effect::Select { mailbox }, literal)
+                let mailbox = command::mailbox(head.args)
+                    .map(|(_, m)| m)
+                    .unwrap_or_default();
+                let read_only = head.name == CommandName::Examine;
+                self.forward_head(line, &head, Effect::Select { mailbox, read_only }, literal)
             }
-            CommandName::Close | CommandName::Unselect => self.forward_head(line, &head, Effect::Unselect, literal),
+            CommandName::Store | CommandName::Fetch
+                if literal.is_none() && self.may_set_seen_in_inbox(&head) =>
+            {
+                // The candidates are looked up at a barrier before the command goes on.
+                self.pending = Some(Assembly {
+                    tag,
+                    name: head.name,
+                    args: line.to_vec(),
+                    forward: Vec::new(),
+                });
+                self.wait = Some(Wait::Barrier);
+                Ok(())
+            }
+            CommandName::Close | CommandName::Unselect => {
+                self.forward_head(line, &head, Effect::Unselect, literal)
+            }
             CommandName::Logout => self.forward_head(line, &head, Effect::Logout, literal),
             _ => self.forward_head(line, &head, Effect::None, literal),
         }
@@ -537,7 +660,11 @@ impl Session {
 
     /// After a line of a forwarded command went upstream: the command ends, or its literal
     /// follows (at once, or after the upstream's `+`).
-    fn after_forwarded_line(&mut self, literal: Option<LiteralHeader>, head: bool) -> SessionResult<()> {
+    fn after_forwarded_line(
+        &mut self,
+        literal: Option<LiteralHeader>,
+        head: bool,
+    ) -> SessionResult<()> {
         let Some(lit) = literal else {
             self.inbound = Inbound::Between;
             return Ok(());
@@ -547,8 +674,15 @@ impl Session {
             return Err(downstream(ErrorKind::TooBig, "literal exceeds the limit"));
         }
         if lit.mode == LiteralMode::Sync {
-            let tag = self.in_flight.back().map(|f| f.tag.clone()).unwrap_or_default();
-            self.wait = Some(Wait::Continuation { tag, purpose: ContinuationPurpose::Literal });
+            let tag = self
+                .in_flight
+                .back()
+                .map(|f| f.tag.clone())
+                .unwrap_or_default();
+            self.wait = Some(Wait::Continuation {
+                tag,
+                purpose: ContinuationPurpose::Literal,
+            });
         }
         Ok(())
     }
@@ -556,15 +690,28 @@ impl Session {
     fn refuse_big_literal(&mut self, tag: &[u8], lit: LiteralHeader) -> SessionResult<()> {
         match lit.mode {
             LiteralMode::Sync => {
-                self.reply_local(tag, CommandClass::Append, "NO", "[TOOBIG] Literal exceeds the size limit");
+                self.reply_local(
+                    tag,
+                    CommandClass::Append,
+                    "NO",
+                    "[TOOBIG] Literal exceeds the size limit",
+                );
                 self.client.framer.reject_literal();
                 self.inbound = Inbound::Between;
                 Ok(())
             }
             // The bytes are on their way and would be read as commands (RFC 7888 §4).
             LiteralMode::NonSync => {
-                self.reply_local(tag, CommandClass::Append, "BAD", "[TOOBIG] Literal exceeds the size limit");
-                Err(downstream(ErrorKind::TooBig, "non-synchronising literal exceeds the limit"))
+                self.reply_local(
+                    tag,
+                    CommandClass::Append,
+                    "BAD",
+                    "[TOOBIG] Literal exceeds the size limit",
+                );
+                Err(downstream(
+                    ErrorKind::TooBig,
+                    "non-synchronising literal exceeds the limit",
+                ))
             }
         }
     }
@@ -579,14 +726,21 @@ impl Session {
                 self.inbound = Inbound::Between;
             }
             Some(lit) if lit.len > self.shared.config.limits.max_literal_bytes => {
-                return Err(downstream(ErrorKind::TooBig, "non-synchronising literal exceeds the limit"));
+                return Err(downstream(
+                    ErrorKind::TooBig,
+                    "non-synchronising literal exceeds the limit",
+                ));
             }
             Some(_) => self.inbound = Inbound::Discarding,
         }
         Ok(())
     }
 
-    fn start_assembly(&mut self, head: &CommandHead<'_>, literal: Option<LiteralHeader>) -> SessionResult<()> {
+    fn start_assembly(
+        &mut self,
+        head: &CommandHead<'_>,
+        literal: Option<LiteralHeader>,
+    ) -> SessionResult<()> {
         // The forwarded form is rebuilt as `tag SP name [SP args]`, with synchronising
         // literals turned into `{n+}` because the proxy has already sent the `+` itself.
         let mut forward = head.tag.to_vec();
@@ -596,11 +750,20 @@ impl Session {
             forward.push(b' ');
         }
         forward.extend_from_slice(&forwardable(head.args, literal));
-        let assembly = Assembly { tag: head.tag.to_vec(), name: head.name, args: head.args.to_vec(), forward };
+        let assembly = Assembly {
+            tag: head.tag.to_vec(),
+            name: head.name,
+            args: head.args.to_vec(),
+            forward,
+        };
         self.continue_assembly(assembly, literal)
     }
 
-    fn continue_assembly(&mut self, mut a: Assembly, literal: Option<LiteralHeader>) -> SessionResult<()> {
+    fn continue_assembly(
+        &mut self,
+        mut a: Assembly,
+        literal: Option<LiteralHeader>,
+    ) -> SessionResult<()> {
         let Some(lit) = literal else {
             self.inbound = Inbound::Between;
             self.wait = Some(Wait::Barrier);
@@ -630,8 +793,32 @@ impl Session {
 
     /// Acts on a complete assembled command once every earlier command has finished.
     async fn run_assembled(&mut self) -> SessionResult<()> {
-        let Some(a) = self.pending.take() else { return Ok(()) };
+        let Some(a) = self.pending.take() else {
+            return Ok(());
+        };
+        if let Some((line, literal)) = self.replay.take() {
+            let pending = std::mem::take(&mut self.state.seen_pending);
+            let leaving = leaves_mailbox(&line);
+            self.swallow_updates = leaving;
+            let moved = coi::move_seen(self, &pending).await;
+            self.swallow_updates = false;
+            moved?;
+            return self.on_client_head(&line, literal);
+        }
         match a.name {
+            CommandName::Store | CommandName::Fetch => {
+                let line = Bytes::from(a.args);
+                let Ok(head) = command::command_head(&line) else {
+                    return Ok(());
+                };
+                let candidates = coi::seen_candidates(self, &head).await?;
+                let effect = if candidates.is_empty() {
+                    Effect::None
+                } else {
+                    Effect::SeenCandidates(candidates)
+                };
+                self.forward_head(&line, &head, effect, None)
+            }
             CommandName::Starttls => self.starttls(&a.tag).await,
             CommandName::Login => {
                 let user = match command::login_userid(&a.args) {
@@ -641,7 +828,12 @@ impl Session {
                         return Ok(());
                     }
                 };
-                self.forward_whole(a, Effect::Authenticate { user: Some(String::from_utf8_lossy(&user).into_owned()) });
+                self.forward_whole(
+                    a,
+                    Effect::Authenticate {
+                        user: Some(String::from_utf8_lossy(&user).into_owned()),
+                    },
+                );
                 Ok(())
             }
             CommandName::GetMetadata
@@ -666,13 +858,23 @@ impl Session {
         let mut wire = a.forward;
         wire.extend_from_slice(b"\r\n");
         self.upstream.out.push(wire);
-        self.in_flight.push_back(InFlight { tag: a.tag, class: class_of(a.name), effect, started: Instant::now() });
+        self.in_flight.push_back(InFlight {
+            tag: a.tag,
+            class: class_of(a.name),
+            effect,
+            started: Instant::now(),
+        });
     }
 
     fn on_starttls(&mut self, tag: &[u8], literal: Option<LiteralHeader>) -> SessionResult<()> {
         let available = self.listener == ListenerTls::Starttls && self.shared.tls.is_some();
         if !available || self.state.tls_active || self.state.user.is_some() || literal.is_some() {
-            self.reply_local(tag, CommandClass::Starttls, "BAD", "STARTTLS not available now");
+            self.reply_local(
+                tag,
+                CommandClass::Starttls,
+                "BAD",
+                "STARTTLS not available now",
+            );
             return self.finish_rejected(literal);
         }
         self.pending = Some(Assembly {
@@ -692,47 +894,93 @@ impl Session {
         if self.client.framer.buffered() > 0 {
             // Plaintext pipelined behind STARTTLS would run inside TLS: command injection
             // (SECURITY-CASES case 10). Close instead of discarding.
-            return Err(downstream(ErrorKind::Protocol, "data pipelined after STARTTLS"));
+            return Err(downstream(
+                ErrorKind::Protocol,
+                "data pipelined after STARTTLS",
+            ));
         }
         let mut ok = tag.to_vec();
         ok.extend_from_slice(b" OK Begin TLS negotiation now");
         self.client.send_line(&ok);
         self.client.drain().await?;
         let Some(acceptor) = self.shared.tls.clone() else {
-            return Err(SessionError::new(Side::Internal, ErrorKind::Tls, "no TLS configuration"));
+            return Err(SessionError::new(
+                Side::Internal,
+                ErrorKind::Tls,
+                "no TLS configuration",
+            ));
         };
         let detached = Peer::new(MaybeTls::Detached, self.client_framer(), Side::Downstream);
         let old = std::mem::replace(&mut self.client, detached);
         let stream = old.reader.unsplit(old.writer);
         let MaybeTls::Plain(tcp) = stream else {
-            return Err(SessionError::new(Side::Internal, ErrorKind::Tls, "STARTTLS on a TLS stream"));
+            return Err(SessionError::new(
+                Side::Internal,
+                ErrorKind::Tls,
+                "STARTTLS on a TLS stream",
+            ));
         };
         let listener = super::listener_kind(self.listener);
-        let handshake = tokio::time::timeout(self.shared.config.timeouts.tls_handshake, acceptor.accept(tcp)).await;
+        let handshake = tokio::time::timeout(
+            self.shared.config.timeouts.tls_handshake,
+            acceptor.accept(tcp),
+        )
+        .await;
         let tls = match handshake {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
-                self.shared.metrics.imap.tls_handshake(listener, TlsOutcome::Failed);
-                return Err(SessionError { side: Side::Downstream, kind: ErrorKind::Tls, detail: "TLS handshake failed", source: Some(e) });
+                self.shared
+                    .metrics
+                    .imap
+                    .tls_handshake(listener, TlsOutcome::Failed);
+                return Err(SessionError {
+                    side: Side::Downstream,
+                    kind: ErrorKind::Tls,
+                    detail: "TLS handshake failed",
+                    source: Some(e),
+                });
             }
             Err(_) => {
-                self.shared.metrics.imap.tls_handshake(listener, TlsOutcome::Timeout);
+                self.shared
+                    .metrics
+                    .imap
+                    .tls_handshake(listener, TlsOutcome::Timeout);
                 return Err(downstream(ErrorKind::Timeout, "TLS handshake timed out"));
             }
         };
-        self.shared.metrics.imap.tls_handshake(listener, TlsOutcome::Ok);
+        self.shared
+            .metrics
+            .imap
+            .tls_handshake(listener, TlsOutcome::Ok);
         // Everything learned before TLS is forgotten (RFC 3207 §4.2 in spirit): a fresh
         // framer, and the client must ask for capabilities again.
-        self.client = Peer::new(MaybeTls::ServerTls(Box::new(tls)), self.client_framer(), Side::Downstream);
+        self.client = Peer::new(
+            MaybeTls::ServerTls(Box::new(tls)),
+            self.client_framer(),
+            Side::Downstream,
+        );
         self.state.tls_active = true;
-        self.shared.metrics.imap.command_finished(CommandClass::Starttls, CommandOutcome::Ok, started.elapsed());
+        self.shared.metrics.imap.command_finished(
+            CommandClass::Starttls,
+            CommandOutcome::Ok,
+            started.elapsed(),
+        );
         Ok(())
     }
 
-    fn on_authenticate(&mut self, head: &CommandHead<'_>, literal: Option<LiteralHeader>) -> SessionResult<()> {
+    fn on_authenticate(
+        &mut self,
+        head: &CommandHead<'_>,
+        literal: Option<LiteralHeader>,
+    ) -> SessionResult<()> {
         let tag = head.tag.to_vec();
         if literal.is_some() {
-            self.reply_local(&tag, CommandClass::Authenticate, "BAD", "Invalid AUTHENTICATE arguments");
+            self.reply_local(
+                &tag,
+                CommandClass::Authenticate,
+                "BAD",
+                "Invalid AUTHENTICATE arguments",
+            );
             return self.finish_rejected(literal);
         }
         let (mechanism, initial) = match command::authenticate(head.args) {
@@ -762,20 +1010,43 @@ impl Session {
                 effect: Effect::Authenticate { user: None },
                 started: Instant::now(),
             });
-            self.wait = Some(Wait::Continuation { tag, purpose: ContinuationPurpose::Sasl });
+            self.wait = Some(Wait::Continuation {
+                tag,
+                purpose: ContinuationPurpose::Sasl,
+            });
             return Ok(());
         }
-        self.reply_local(&tag, CommandClass::Authenticate, "NO", "Unsupported authentication mechanism");
+        self.reply_local(
+            &tag,
+            CommandClass::Authenticate,
+            "NO",
+            "Unsupported authentication mechanism",
+        );
         Ok(())
     }
 
-    fn on_local_plain_response(&mut self, line: &[u8], literal: Option<LiteralHeader>, tag: Vec<u8>) -> SessionResult<()> {
+    fn on_local_plain_response(
+        &mut self,
+        line: &[u8],
+        literal: Option<LiteralHeader>,
+        tag: Vec<u8>,
+    ) -> SessionResult<()> {
         if literal.is_some() {
-            self.reply_local(&tag, CommandClass::Authenticate, "BAD", "Invalid SASL response");
+            self.reply_local(
+                &tag,
+                CommandClass::Authenticate,
+                "BAD",
+                "Invalid SASL response",
+            );
             return self.finish_rejected(literal);
         }
         if line == b"*" {
-            self.reply_local(&tag, CommandClass::Authenticate, "BAD", "Authentication aborted by client");
+            self.reply_local(
+                &tag,
+                CommandClass::Authenticate,
+                "BAD",
+                "Authentication aborted by client",
+            );
             return Ok(());
         }
         self.forward_plain(&tag, line)
@@ -785,15 +1056,32 @@ impl Session {
     /// authorization identity must be empty or equal to the authentication identity,
     /// because the proxy learns who the user is from it.
     fn forward_plain(&mut self, tag: &[u8], response: &[u8]) -> SessionResult<()> {
-        let decoded = if response == b"=" { Some(Vec::new()) } else { base64::engine::general_purpose::STANDARD.decode(response).ok() };
+        let decoded = if response == b"=" {
+            Some(Vec::new())
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(response)
+                .ok()
+        };
         let Some(decoded) = decoded else {
-            self.reply_local(tag, CommandClass::Authenticate, "BAD", "Invalid base64 data");
+            self.reply_local(
+                tag,
+                CommandClass::Authenticate,
+                "BAD",
+                "Invalid base64 data",
+            );
             return Ok(());
         };
         let mut parts = decoded.split(|&b| b == 0);
-        let (Some(authzid), Some(authcid), Some(_password), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(authzid), Some(authcid), Some(_password), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            self.reply_local(tag, CommandClass::Authenticate, "NO", "[AUTHENTICATIONFAILED] Invalid PLAIN response");
+            self.reply_local(
+                tag,
+                CommandClass::Authenticate,
+                "NO",
+                "[AUTHENTICATIONFAILED] Invalid PLAIN response",
+            );
             return Ok(());
         };
         if !authzid.is_empty() && authzid != authcid {
@@ -827,24 +1115,42 @@ impl Session {
         mechanism: SaslMechanism,
     ) -> SessionResult<()> {
         let valid = literal.is_none()
-            && (line == b"*" || line.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='));
+            && (line == b"*"
+                || line
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='));
         if !valid {
-            return Err(downstream(ErrorKind::Protocol, "invalid SASL response line"));
+            return Err(downstream(
+                ErrorKind::Protocol,
+                "invalid SASL response line",
+            ));
         }
         // AUTH=LOGIN: the first response is the user name.
         let SaslMechanism::Login = mechanism;
-        if let Some(InFlight { effect: Effect::Authenticate { user: user @ None }, .. }) =
-            self.in_flight.iter_mut().find(|f| f.tag == tag)
+        if let Some(InFlight {
+            effect: Effect::Authenticate { user: user @ None },
+            ..
+        }) = self.in_flight.iter_mut().find(|f| f.tag == tag)
         {
-            let name = base64::engine::general_purpose::STANDARD.decode(line).unwrap_or_default();
+            let name = base64::engine::general_purpose::STANDARD
+                .decode(line)
+                .unwrap_or_default();
             *user = Some(String::from_utf8_lossy(&name).into_owned());
         }
         self.upstream.send_line(line);
-        self.wait = Some(Wait::Continuation { tag, purpose: ContinuationPurpose::Sasl });
+        self.wait = Some(Wait::Continuation {
+            tag,
+            purpose: ContinuationPurpose::Sasl,
+        });
         Ok(())
     }
 
-    fn on_idle_done(&mut self, line: &[u8], literal: Option<LiteralHeader>, tag: Vec<u8>) -> SessionResult<()> {
+    fn on_idle_done(
+        &mut self,
+        line: &[u8],
+        literal: Option<LiteralHeader>,
+        tag: Vec<u8>,
+    ) -> SessionResult<()> {
         if literal.is_some() || !line.eq_ignore_ascii_case(b"DONE") {
             // RFC 2177: anything but DONE is a protocol error; Dovecot answers BAD too.
             self.upstream.send_line(b"DONE");
@@ -890,16 +1196,22 @@ impl Session {
     }
 
     fn on_upstream_head(&mut self, line: Bytes) -> SessionResult<()> {
-        let head = response::response_head(&line).map_err(|_| upstream(ErrorKind::Protocol, "malformed response"))?;
+        let head = response::response_head(&line)
+            .map_err(|_| upstream(ErrorKind::Protocol, "malformed response"))?;
         if !self.state.greeted {
             self.state.greeted = true;
             return match head {
-                ResponseHead::UntaggedStatus { status: Status::Ok, .. } => {
+                ResponseHead::UntaggedStatus {
+                    status: Status::Ok, ..
+                } => {
                     let rewritten = self.rewrite_capability_code(&line, &head);
                     self.client.send_line(&rewritten);
                     Ok(())
                 }
-                ResponseHead::UntaggedStatus { status: Status::Bye, .. } => {
+                ResponseHead::UntaggedStatus {
+                    status: Status::Bye,
+                    ..
+                } => {
                     self.client.send_line(&line);
                     self.state.logout = true;
                     Ok(())
@@ -911,7 +1223,11 @@ impl Session {
             ResponseHead::Continuation => self.on_upstream_continuation(&line),
             ResponseHead::Capability { caps } => {
                 let mut out = b"* CAPABILITY ".to_vec();
-                out.extend_from_slice(capability::filter(response::capability_atoms(caps), &self.view()).join(" ").as_bytes());
+                out.extend_from_slice(
+                    capability::filter(response::capability_atoms(caps), &self.view())
+                        .join(" ")
+                        .as_bytes(),
+                );
                 self.client.send_line(&out);
                 Ok(())
             }
@@ -940,12 +1256,20 @@ impl Session {
 
     fn on_upstream_continuation(&mut self, line: &[u8]) -> SessionResult<()> {
         let Some(Wait::Continuation { tag, purpose }) = self.wait.take() else {
-            return Err(upstream(ErrorKind::Protocol, "unexpected continuation request"));
+            return Err(upstream(
+                ErrorKind::Protocol,
+                "unexpected continuation request",
+            ));
         };
         self.client.send_line(line);
         match purpose {
             ContinuationPurpose::Literal => self.client.framer.accept_literal(),
-            ContinuationPurpose::Sasl => self.line_mode = LineMode::SaslResponse { tag, mechanism: SaslMechanism::Login },
+            ContinuationPurpose::Sasl => {
+                self.line_mode = LineMode::SaslResponse {
+                    tag,
+                    mechanism: SaslMechanism::Login,
+                }
+            }
             ContinuationPurpose::Idle => self.line_mode = LineMode::IdleDone { tag },
         }
         Ok(())
@@ -954,7 +1278,11 @@ impl Session {
     /// A tagged reply ends a command: apply its effect and, if the client was waiting
     /// for a continuation of that command, the command is over.
     fn on_tagged(&mut self, tag: &[u8], status: Status) {
-        if let Some(Wait::Continuation { tag: waiting, purpose }) = &self.wait {
+        if let Some(Wait::Continuation {
+            tag: waiting,
+            purpose,
+        }) = &self.wait
+        {
             if waiting == tag {
                 if *purpose == ContinuationPurpose::Literal {
                     self.client.framer.reject_literal();
@@ -963,20 +1291,26 @@ impl Session {
                 self.wait = None;
             }
         }
-        if matches!(&self.line_mode, LineMode::SaslResponse { tag: t, .. } | LineMode::IdleDone { tag: t } if t == tag) {
+        if matches!(&self.line_mode, LineMode::SaslResponse { tag: t, .. } | LineMode::IdleDone { tag: t } if t == tag)
+        {
             self.line_mode = LineMode::Command;
         }
         let Some(index) = self.in_flight.iter().position(|f| f.tag == tag) else {
             debug!(tag = %String::from_utf8_lossy(tag), "tagged reply for no known command");
             return;
         };
-        let Some(done) = self.in_flight.remove(index) else { return };
+        let Some(done) = self.in_flight.remove(index) else {
+            return;
+        };
         let outcome = match status {
             Status::Ok => CommandOutcome::Ok,
             Status::No => CommandOutcome::No,
             _ => CommandOutcome::Bad,
         };
-        self.shared.metrics.imap.command_finished(done.class, outcome, done.started.elapsed());
+        self.shared
+            .metrics
+            .imap
+            .command_finished(done.class, outcome, done.started.elapsed());
         match (done.effect, status) {
             (Effect::Authenticate { user: Some(user) }, Status::Ok) => {
                 info!(user = %user, "authenticated");
@@ -988,11 +1322,19 @@ impl Session {
                 // The proxy could not read the identity: refuse to go on rather than
                 // guess who the user is.
                 self.state.logout = true;
-                self.client.send_line(b"* BYE [UNAVAILABLE] Could not determine the authenticated user");
+                self.client
+                    .send_line(b"* BYE [UNAVAILABLE] Could not determine the authenticated user");
             }
-            (Effect::Select { mailbox }, Status::Ok) => self.state.selected = Some(mailbox),
+            (Effect::Select { mailbox, read_only }, Status::Ok) => {
+                self.state.selected = Some(mailbox);
+                self.state.read_only = read_only;
+                self.state.coi = None;
+            }
+            (Effect::SeenCandidates(uids), Status::Ok) => self.state.seen_pending.extend(uids),
             // A failed SELECT leaves no mailbox selected (RFC 9051 §6.3.2).
-            (Effect::Select { .. }, _) | (Effect::Unselect, Status::Ok) => self.state.selected = None,
+            (Effect::Select { .. }, _) | (Effect::Unselect, Status::Ok) => {
+                self.state.selected = None
+            }
             (Effect::Logout, _) => self.state.logout = true,
             _ => {}
         }
@@ -1000,16 +1342,24 @@ impl Session {
 
     fn rewrite_capability_code(&self, line: &[u8], head: &ResponseHead<'_>) -> Vec<u8> {
         let code = match head {
-            ResponseHead::Tagged { code: Some(code), .. } | ResponseHead::UntaggedStatus { code: Some(code), .. }
-                if code.is("CAPABILITY") =>
-            {
-                code
+            ResponseHead::Tagged {
+                code: Some(code), ..
             }
+            | ResponseHead::UntaggedStatus {
+                code: Some(code), ..
+            } if code.is("CAPABILITY") => code,
             _ => return line.to_vec(),
         };
         let mut out = line[..code.span.0].to_vec();
         out.extend_from_slice(b"[CAPABILITY ");
-        out.extend_from_slice(capability::filter(response::capability_atoms(code.args), &self.view_after(head)).join(" ").as_bytes());
+        out.extend_from_slice(
+            capability::filter(
+                response::capability_atoms(code.args),
+                &self.view_after(head),
+            )
+            .join(" ")
+            .as_bytes(),
+        );
         out.push(b']');
         out.extend_from_slice(&line[code.span.1..]);
         out
@@ -1019,7 +1369,10 @@ impl Session {
     /// speaks for the authenticated state.
     fn view_after(&self, head: &ResponseHead<'_>) -> CapabilityView {
         let mut view = self.view();
-        if let ResponseHead::Tagged { status: Status::Ok, .. } = head {
+        if let ResponseHead::Tagged {
+            status: Status::Ok, ..
+        } = head
+        {
             view.authenticated = self.state.user.is_some();
         }
         view
@@ -1027,15 +1380,28 @@ impl Session {
 
     // === replies the proxy writes itself ===
 
-    pub(super) fn reply_local(&mut self, tag: &[u8], class: CommandClass, status: &str, text: &str) {
+    pub(super) fn reply_local(
+        &mut self,
+        tag: &[u8],
+        class: CommandClass,
+        status: &str,
+        text: &str,
+    ) {
         let mut line = tag.to_vec();
         line.push(b' ');
         line.extend_from_slice(status.as_bytes());
         line.push(b' ');
         crate::proto::imap::encode::text(&mut line, text);
         self.client.send_line(&line);
-        let outcome = if status == "OK" { CommandOutcome::Ok } else { CommandOutcome::Rejected };
-        self.shared.metrics.imap.command_finished(class, outcome, std::time::Duration::ZERO);
+        let outcome = if status == "OK" {
+            CommandOutcome::Ok
+        } else {
+            CommandOutcome::Rejected
+        };
+        self.shared
+            .metrics
+            .imap
+            .command_finished(class, outcome, std::time::Duration::ZERO);
     }
 
     fn reply_bad(&mut self, tag: Option<&[u8]>, text: &str) {
@@ -1047,7 +1413,10 @@ impl Session {
     }
 
     pub(super) fn record(&self, class: CommandClass, outcome: CommandOutcome) {
-        self.shared.metrics.imap.command_finished(class, outcome, std::time::Duration::ZERO);
+        self.shared
+            .metrics
+            .imap
+            .command_finished(class, outcome, std::time::Duration::ZERO);
     }
 
     pub(super) fn shared_mailbox_root(&self) -> String {
@@ -1057,7 +1426,10 @@ impl Session {
     /// Sends one of the proxy's own commands upstream and waits for its tagged reply,
     /// relaying unsolicited mailbox updates to the client and collecting the rest.
     /// Only called at a barrier: no client command is in flight.
-    pub(super) async fn upstream_command(&mut self, command: &[u8]) -> SessionResult<InternalReply> {
+    pub(super) async fn upstream_command(
+        &mut self,
+        command: &[u8],
+    ) -> SessionResult<InternalReply> {
         let tag = format!("coiproxy{}", self.next_internal_tag);
         self.next_internal_tag += 1;
         let mut wire = tag.clone().into_bytes();
@@ -1071,7 +1443,12 @@ impl Session {
         loop {
             while let Some(fragment) = self.upstream.framer.next_fragment() {
                 let (bytes, head, ends_line, ends_message) = match fragment {
-                    Fragment::Line { line, literal, head, .. } => (line, head, true, literal.is_none()),
+                    Fragment::Line {
+                        line,
+                        literal,
+                        head,
+                        ..
+                    } => (line, head, true, literal.is_none()),
                     Fragment::LinePart { bytes, head } => (bytes, head, false, false),
                     Fragment::LiteralData(data) => (data, false, false, false),
                     Fragment::LineTooLong => unreachable!("upstream framer streams long lines"),
@@ -1082,31 +1459,49 @@ impl Session {
                     let relay = match parsed {
                         ResponseHead::Tagged { tag: t, status, .. } if t == tag.as_bytes() => {
                             let after = bytes[t.len() + 1..].to_vec();
-                            return Ok(InternalReply { status, line_after_tag: after, untagged });
+                            return Ok(InternalReply {
+                                status,
+                                line_after_tag: after,
+                                untagged,
+                            });
                         }
                         ResponseHead::Tagged { .. } | ResponseHead::Continuation => {
-                            return Err(upstream(ErrorKind::Protocol, "unexpected reply to an internal command"));
+                            return Err(upstream(
+                                ErrorKind::Protocol,
+                                "unexpected reply to an internal command",
+                            ));
                         }
-                        ResponseHead::UntaggedStatus { status: Status::Bye, .. } => {
+                        ResponseHead::UntaggedStatus {
+                            status: Status::Bye,
+                            ..
+                        } => {
                             self.client.send_line(&bytes);
                             return Err(upstream(ErrorKind::Closed, "upstream said BYE"));
                         }
                         // Mailbox updates concern the client as well; the command the
                         // client is waiting for is still in progress, so they may be sent.
-                        ResponseHead::Numbered { .. } => true,
+                        ResponseHead::Numbered { .. } => !self.swallow_updates,
                         ResponseHead::Data { name, .. } => {
-                            name.eq_ignore_ascii_case(b"FLAGS") || name.eq_ignore_ascii_case(b"VANISHED")
+                            !self.swallow_updates
+                                && (name.eq_ignore_ascii_case(b"FLAGS")
+                                    || name.eq_ignore_ascii_case(b"VANISHED"))
                         }
                         _ => false,
                     };
                     current = Some((Vec::new(), relay));
                 }
                 let Some((wire, _)) = current.as_mut() else {
-                    return Err(upstream(ErrorKind::Protocol, "response fragment outside a response"));
+                    return Err(upstream(
+                        ErrorKind::Protocol,
+                        "response fragment outside a response",
+                    ));
                 };
                 wire.extend_from_slice(&bytes);
                 if wire.len() > INTERNAL_REPLY_LIMIT {
-                    return Err(upstream(ErrorKind::TooBig, "reply to an internal command too large"));
+                    return Err(upstream(
+                        ErrorKind::TooBig,
+                        "reply to an internal command too large",
+                    ));
                 }
                 if ends_message {
                     if let Some((wire, relay)) = current.take() {
@@ -1135,7 +1530,37 @@ impl Session {
     }
 }
 
-async fn write_or_flush(writer: &mut WriteHalf<MaybeTls>, out: &OutQueue) -> std::io::Result<usize> {
+/// Commands during which EXPUNGE responses may be sent (RFC 9051 §7.4.1: not while
+/// responding to FETCH, STORE or SEARCH, the sequence-number forms).
+fn allows_expunge(line: &[u8]) -> bool {
+    match command::command_head(line) {
+        Ok(head) => {
+            head.uid
+                || !matches!(
+                    head.name,
+                    CommandName::Fetch | CommandName::Store | CommandName::Search
+                )
+        }
+        Err(_) => false,
+    }
+}
+
+/// Commands after which the selected mailbox's updates no longer concern the client.
+fn leaves_mailbox(line: &[u8]) -> bool {
+    matches!(
+        command::command_head(line).map(|h| h.name),
+        Ok(CommandName::Select
+            | CommandName::Examine
+            | CommandName::Close
+            | CommandName::Unselect
+            | CommandName::Logout)
+    )
+}
+
+async fn write_or_flush(
+    writer: &mut WriteHalf<MaybeTls>,
+    out: &OutQueue,
+) -> std::io::Result<usize> {
     if out.is_empty() {
         writer.flush().await?;
         return Ok(0);
@@ -1187,4 +1612,3 @@ fn class_of(name: CommandName) -> CommandClass {
         _ => CommandClass::Other,
     }
 }
-

@@ -1,0 +1,464 @@
+//! Differential tests: the same scripted IMAP session runs directly against Dovecot and
+//! through the proxy (each side on its own fresh Dovecot), and the two transcripts must
+//! be equal after the documented normalisations:
+//!
+//! - capability lists: the direct list is passed through the proxy's documented filter
+//!   (`proto::imap::capability::filter`, see docs/imap-front.md), so a proxied list
+//!   that differs in any other way fails;
+//! - the greeting's text (it names the Dovecot instance), Dovecot's timing suffix `(0.001 + 0.000 secs)` and per-instance UIDVALIDITY numbers;
+//! - the text of continuation requests (`+ OK` from Dovecot, `+ Ready for literal data`
+//!   from the proxy for commands it assembles) and of BAD replies the proxy writes itself.
+//!
+//! Scripts live in `tests/data/imap-sessions/*.txt`:
+//! `> line` sends the line + CRLF; `>> bytes` sends bytes as they are (escapes `\r`, `\n`,
+//! `\0`, `\\`, `\xNN`, and `{repeat N:x}` for N copies of `x`); `< tag` reads until the
+//! tagged reply for `tag`; `< +` reads until a continuation request; `< *` reads one
+//! untagged response. Lines starting with `#` are comments.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use coi_proxy::proto::imap::capability::{self, CapabilityView};
+use coi_proxy::proto::imap::fragment::{Fragment, Framer, FramerOptions, LongLines, StreamKind};
+use coi_proxy::proto::imap::response::{self, ResponseHead, Status};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use support::dovecot::Dovecot;
+use support::io::step;
+use support::proxy::{Options, Proxy};
+
+/// The proxy's default literal limit, advertised as APPENDLIMIT.
+const APPEND_LIMIT: u64 = coi_proxy::config::DEFAULT_MAX_LITERAL_BYTES;
+
+#[derive(Debug)]
+enum Step {
+    Send(Vec<u8>),
+    UntilTagged(String),
+    UntilContinuation,
+    OneUntagged,
+}
+
+fn parse_script(text: &str) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let step = if let Some(raw) = line.strip_prefix(">> ") {
+            Step::Send(unescape(raw))
+        } else if let Some(command) = line.strip_prefix("> ") {
+            let mut bytes = unescape(command);
+            bytes.extend_from_slice(b"\r\n");
+            Step::Send(bytes)
+        } else if line == "< +" {
+            Step::UntilContinuation
+        } else if line == "< *" {
+            Step::OneUntagged
+        } else if let Some(tag) = line.strip_prefix("< ") {
+            Step::UntilTagged(tag.to_owned())
+        } else {
+            panic!("script line {}: cannot parse {line:?}", n + 1);
+        };
+        steps.push(step);
+    }
+    steps
+}
+
+fn unescape(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if text[i..].starts_with("{repeat ") {
+            let end = text[i..].find('}').expect("closing brace") + i;
+            let (count, what) = text[i + 8..end].split_once(':').expect("{repeat N:x}");
+            let count: usize = count.parse().expect("repeat count");
+            for _ in 0..count {
+                out.extend_from_slice(&unescape(what));
+            }
+            i = end + 1;
+            continue;
+        }
+        if bytes[i] == b'\\' && i + 1 < bytes.len() {
+            match bytes[i + 1] {
+                b'r' => out.push(b'\r'),
+                b'n' => out.push(b'\n'),
+                b'0' => out.push(0),
+                b'\\' => out.push(b'\\'),
+                b'x' => {
+                    out.push(u8::from_str_radix(&text[i + 2..i + 4], 16).expect("hex escape"));
+                    i += 2;
+                }
+                other => panic!("unknown escape \\{}", other as char),
+            }
+            i += 2;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// One complete server message as text: lines joined with `\n`, literals shown inline
+/// (short ones escaped, long ones as length and checksum).
+struct Reader {
+    stream: TcpStream,
+    framer: Framer,
+}
+
+impl Reader {
+    async fn message(&mut self) -> std::io::Result<(String, Vec<u8>)> {
+        let mut text = Vec::new();
+        let mut first_line = Vec::new();
+        let mut literal: Vec<u8> = Vec::new();
+        loop {
+            while let Some(fragment) = self.framer.next_fragment() {
+                match fragment {
+                    Fragment::Line {
+                        line, literal: lit, ..
+                    } => {
+                        if first_line.is_empty() && text.is_empty() {
+                            first_line = line.to_vec();
+                        }
+                        flush_literal(&mut text, &mut literal);
+                        text.extend_from_slice(&line);
+                        if lit.is_none() {
+                            return Ok((String::from_utf8_lossy(&text).into_owned(), first_line));
+                        }
+                        text.push(b'\n');
+                    }
+                    Fragment::LinePart { bytes, .. } => text.extend_from_slice(&bytes),
+                    Fragment::LiteralData(data) => literal.extend_from_slice(&data),
+                    Fragment::LineTooLong => unreachable!("streamed"),
+                }
+            }
+            let mut buf = vec![0; 65536];
+            let n = step("read a response", self.stream.read(&mut buf)).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.framer.push(&buf[..n]);
+        }
+    }
+}
+
+fn flush_literal(text: &mut Vec<u8>, literal: &mut Vec<u8>) {
+    if literal.is_empty() {
+        return;
+    }
+    if literal.len() <= 512 {
+        text.extend_from_slice(
+            format!("<literal {:?}>\n", String::from_utf8_lossy(literal)).as_bytes(),
+        );
+    } else {
+        let sum = literal.iter().fold(0u64, |acc, &b| {
+            acc.wrapping_mul(31).wrapping_add(u64::from(b))
+        });
+        text.extend_from_slice(
+            format!("<literal {} bytes, checksum {sum:x}>\n", literal.len()).as_bytes(),
+        );
+    }
+    literal.clear();
+}
+
+/// Runs a script and returns the normalised transcript.
+async fn run(addr: SocketAddr, steps: &[Step], proxied: bool) -> Vec<String> {
+    let stream = step("connect", TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let mut reader = Reader {
+        stream,
+        framer: Framer::new(FramerOptions {
+            max_line: 65536,
+            long_lines: LongLines::Stream,
+            stream: StreamKind::Responses,
+        }),
+    };
+    let mut transcript = Vec::new();
+    let mut auth_tags: Vec<String> = Vec::new();
+    let mut authenticated = false;
+    let mut record = |text: String, first: &[u8], authenticated: bool| {
+        transcript.push(normalise(&text, first, proxied, authenticated));
+    };
+    let (greeting, first) = reader.message().await.expect("greeting");
+    // The greeting text names the Dovecot instance; only its capability code is compared.
+    let greeting = match greeting.rfind(']') {
+        Some(end) => format!("{} <greeting>", &greeting[..=end]),
+        None => greeting,
+    };
+    record(greeting, &first, false);
+    for step_ in steps {
+        match step_ {
+            Step::Send(bytes) => {
+                for line in bytes.split(|&b| b == b'\n') {
+                    let words: Vec<&[u8]> = line.splitn(3, |&b| b == b' ').collect();
+                    if words.len() >= 2
+                        && (words[1].eq_ignore_ascii_case(b"LOGIN")
+                            || words[1].eq_ignore_ascii_case(b"AUTHENTICATE"))
+                    {
+                        auth_tags.push(String::from_utf8_lossy(words[0]).into_owned());
+                    }
+                }
+                step("write", reader.stream.write_all(bytes))
+                    .await
+                    .expect("write");
+            }
+            Step::UntilTagged(tag) => loop {
+                let (text, first) = match reader.message().await {
+                    Ok(message) => message,
+                    Err(e) => {
+                        transcript.push(format!("<connection ended: {:?}>", e.kind()));
+                        return transcript;
+                    }
+                };
+                let tagged = matches!(response::response_head(&first), Ok(ResponseHead::Tagged { tag: t, .. }) if t == tag.as_bytes());
+                if tagged
+                    && auth_tags.contains(tag)
+                    && matches!(
+                        response::response_head(&first),
+                        Ok(ResponseHead::Tagged {
+                            status: Status::Ok,
+                            ..
+                        })
+                    )
+                {
+                    authenticated = true;
+                }
+                record(text, &first, authenticated);
+                if tagged {
+                    break;
+                }
+            },
+            Step::UntilContinuation => loop {
+                let (text, first) = reader.message().await.expect("continuation");
+                let done = first.first() == Some(&b'+');
+                record(text, &first, authenticated);
+                if done {
+                    break;
+                }
+            },
+            Step::OneUntagged => {
+                let (text, first) = reader.message().await.expect("untagged");
+                record(text, &first, authenticated);
+            }
+        }
+    }
+    transcript
+}
+
+fn normalise(text: &str, first: &[u8], proxied: bool, authenticated: bool) -> String {
+    let mut text = text.to_owned();
+    if first.first() == Some(&b'+') {
+        return "+ <continuation>".into();
+    }
+    if let Ok(head) = response::response_head(first) {
+        if let ResponseHead::Tagged {
+            status: Status::Bad,
+            tag,
+            ..
+        } = head
+        {
+            return format!("{} BAD <text>", String::from_utf8_lossy(tag));
+        }
+        if let ResponseHead::UntaggedStatus {
+            status: Status::Bad,
+            ..
+        } = head
+        {
+            return "* BAD <text>".into();
+        }
+        if !proxied {
+            let view = CapabilityView {
+                tls_active: false,
+                starttls_offered: false,
+                authenticated,
+                plaintext_auth_allowed: true,
+                append_limit: APPEND_LIMIT,
+            };
+            let filter =
+                |caps: &[u8]| capability::filter(response::capability_atoms(caps), &view).join(" ");
+            match head {
+                ResponseHead::Capability { caps } => {
+                    text = format!("* CAPABILITY {}", filter(caps))
+                }
+                ResponseHead::Tagged {
+                    code: Some(code), ..
+                }
+                | ResponseHead::UntaggedStatus {
+                    code: Some(code), ..
+                } if code.is("CAPABILITY") => {
+                    text = format!(
+                        "{}[CAPABILITY {}]{}",
+                        String::from_utf8_lossy(&first[..code.span.0]),
+                        filter(code.args),
+                        &text[code.span.1..]
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    // Dovecot's timing suffix and per-instance identifiers.
+    if let Some(at) = text.find(" (0.") {
+        if let Some(end) = text[at..].find("secs)") {
+            text.replace_range(at..at + end + 5, "");
+        }
+    }
+    for key in ["UIDVALIDITY ", "APPENDUID ", "COPYUID "] {
+        let mut from = 0;
+        while let Some(at) = text[from..].find(key).map(|i| i + from + key.len()) {
+            let end = text[at..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(text.len(), |e| at + e);
+            text.replace_range(at..end, "N");
+            from = at;
+        }
+    }
+    text
+}
+
+async fn differential(name: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/imap-sessions")
+        .join(format!("{name}.txt"));
+    let script =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let steps = parse_script(&script);
+    let direct_dovecot = Dovecot::start().expect("dovecot for the direct run");
+    let proxied_dovecot = Dovecot::start().expect("dovecot for the proxied run");
+    let proxy = Proxy::start(
+        proxied_dovecot.imap_addr(),
+        Options {
+            plaintext_auth: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let direct = run(direct_dovecot.imap_addr(), &steps, false).await;
+    let proxied = run(proxy.plain, &steps, true).await;
+    if std::env::var_os("TMP_DUMP").is_some() {
+        eprintln!(
+            "=== {name}\n{}\n=== proxied\n{}",
+            direct.join("\n"),
+            proxied.join("\n")
+        );
+    }
+    if direct != proxied {
+        let mut report = format!("transcripts differ for {name}\n");
+        for i in 0..direct.len().max(proxied.len()) {
+            let d = direct.get(i).map_or("<none>", String::as_str);
+            let p = proxied.get(i).map_or("<none>", String::as_str);
+            let mark = if d == p { "  " } else { "!!" };
+            report.push_str(&format!("{mark} direct : {d}\n{mark} proxied: {p}\n"));
+        }
+        panic!("{report}");
+    }
+    assert!(
+        direct.len() > steps.iter().filter(|s| !matches!(s, Step::Send(_))).count(),
+        "every wait produced output"
+    );
+}
+
+macro_rules! sessions {
+    ($($test:ident => $file:literal,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                differential($file).await;
+            }
+        )*
+
+        /// Every script file has a test, so none is silently skipped.
+        #[test]
+        fn every_session_file_is_listed() {
+            let listed: Vec<&str> = vec![$($file),*];
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/imap-sessions");
+            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                .expect("sessions dir")
+                .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".txt").map(str::to_owned))
+                .collect();
+            files.sort();
+            for file in &files {
+                assert!(listed.contains(&file.as_str()), "{file}.txt has no test in imap_differential.rs");
+            }
+            assert!(listed.len() >= 40, "at least 40 sessions, found {}", listed.len());
+        }
+    };
+}
+
+sessions! {
+    authenticate_cancel => "authenticate-cancel",
+    authenticate_login => "authenticate-login",
+    authenticate_plain_continuation => "authenticate-plain-continuation",
+    authenticate_plain_sasl_ir => "authenticate-plain-sasl-ir",
+    capability_authenticate => "capability-authenticate",
+    create_delete => "create-delete",
+    create_hierarchy => "create-hierarchy",
+    enable => "enable",
+    greeting_and_capability => "greeting-capability",
+    id => "id",
+    list_extended => "list-extended",
+    list_plain => "list-plain",
+    list_special_use => "list-special-use",
+    list_wildcards => "list-wildcards",
+    login_nonsync_literal => "login-nonsync-literal",
+    login_quoted_password => "login-quoted-password",
+    login_sync_literal => "login-sync-literal",
+    login_wrong_password => "login-wrong-password",
+    lsub => "lsub",
+    mailbox_errors => "mailbox-errors",
+    namespace => "namespace",
+    noop => "noop",
+    rename => "rename",
+    status => "status",
+    subscribe => "subscribe",
+}
+
+#[test]
+fn normalisation_removes_only_what_it_documents() {
+    assert_eq!(
+        normalise(
+            "a OK Logged in (0.001 + 0.000 + 0.002 secs).",
+            b"a OK Logged in",
+            true,
+            true
+        ),
+        "a OK Logged in."
+    );
+    assert_eq!(
+        normalise(
+            "* OK [UIDVALIDITY 1732181234] UIDs valid",
+            b"* OK [UIDVALIDITY 1732181234] UIDs valid",
+            true,
+            true
+        ),
+        "* OK [UIDVALIDITY N] UIDs valid"
+    );
+    assert_eq!(
+        normalise(
+            "a NO [TRYCREATE] Mailbox doesn't exist: x",
+            b"a NO [TRYCREATE] Mailbox doesn't exist: x",
+            true,
+            true
+        ),
+        "a NO [TRYCREATE] Mailbox doesn't exist: x"
+    );
+    let direct = normalise(
+        "* CAPABILITY IMAP4rev1 COMPRESS=DEFLATE IDLE",
+        b"* CAPABILITY IMAP4rev1 COMPRESS=DEFLATE IDLE",
+        false,
+        true,
+    );
+    assert_eq!(
+        direct,
+        format!("* CAPABILITY IMAP4rev1 IDLE APPENDLIMIT={APPEND_LIMIT} COI")
+    );
+    assert_eq!(unescape("a\\r\\n\\x41{repeat 3:b}"), b"a\r\nAbbb");
+    let _ = Bytes::new();
+}

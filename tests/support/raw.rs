@@ -1,0 +1,383 @@
+//! Byte-level clients for the security tests: send a byte string in one write or one
+//! byte per write, read everything the peer says until a line, a tagged reply or the
+//! close, and speak TLS (implicit, or after STARTTLS). Every network step is bounded by
+//! [`STEP`](super::io::STEP).
+//!
+//! Unlike [`LineClient`](super::io::LineClient), a [`RawClient`] never hides what the
+//! peer sent: lines come back as bytes, end of stream and connection resets are results
+//! rather than errors, and whatever is left unread can be inspected.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::io::{step, STEP};
+
+/// How a byte string is handed to the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// One `write` of all the bytes (usually one TCP segment on loopback).
+    Whole,
+    /// One `write` and flush per byte (TCP_NODELAY is on, so usually one segment each):
+    /// parsers must not depend on segment boundaries.
+    BytePerWrite,
+}
+
+/// Both deliveries, for `for delivery in DELIVERIES { ... }`.
+pub const DELIVERIES: [Delivery; 2] = [Delivery::Whole, Delivery::BytePerWrite];
+
+/// The name the test certificate is valid for (see `support::proxy`).
+pub const SERVER_NAME: &str = "localhost";
+
+/// How reading ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Orderly end of stream (FIN, or TLS close_notify).
+    Eof,
+    /// The peer reset the connection (it closed with unread data, or after our writes).
+    Reset,
+}
+
+/// A client over any byte stream, with its own receive buffer.
+#[derive(Debug)]
+pub struct RawClient<S> {
+    stream: S,
+    /// Received, not yet consumed.
+    inbox: Vec<u8>,
+    /// Set once the peer closed (or reset) the connection.
+    ended: Option<End>,
+}
+
+impl RawClient<TcpStream> {
+    /// Connects over plain TCP with TCP_NODELAY on.
+    pub async fn connect(addr: SocketAddr) -> std::io::Result<Self> {
+        let stream = step(&format!("connect to {addr}"), TcpStream::connect(addr)).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self::new(stream))
+    }
+
+    /// Upgrades the connection to TLS (after `OK Begin TLS negotiation`). Panics if
+    /// plaintext bytes are still unread: the server must not send anything after its OK.
+    pub async fn upgrade(self, ca_path: &Path) -> std::io::Result<RawClient<TlsStream<TcpStream>>> {
+        let (stream, leftover) = self.into_parts();
+        assert!(
+            leftover.is_empty(),
+            "plaintext bytes after the STARTTLS OK: {}",
+            escape(&leftover)
+        );
+        let tls = step(
+            "TLS handshake",
+            tls_connector(ca_path).connect(server_name(), stream),
+        )
+        .await?;
+        Ok(RawClient::new(tls))
+    }
+}
+
+impl RawClient<TlsStream<TcpStream>> {
+    /// Connects with implicit TLS, trusting only `ca_path`.
+    pub async fn connect_tls(addr: SocketAddr, ca_path: &Path) -> std::io::Result<Self> {
+        let tcp = RawClient::connect(addr).await?;
+        tcp.upgrade(ca_path).await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
+    pub fn new(stream: S) -> Self {
+        Self {
+            stream,
+            inbox: Vec::new(),
+            ended: None,
+        }
+    }
+
+    /// The stream and the bytes received but not consumed.
+    pub fn into_parts(self) -> (S, Vec<u8>) {
+        (self.stream, self.inbox)
+    }
+
+    /// Received bytes not consumed yet.
+    pub fn buffered(&self) -> &[u8] {
+        &self.inbox
+    }
+
+    /// How the peer ended the connection, once it did.
+    pub fn ended(&self) -> Option<End> {
+        self.ended
+    }
+
+    /// Sends `bytes` as `delivery` says. Each write must make progress within
+    /// [`STEP`].
+    pub async fn send(&mut self, bytes: &[u8], delivery: Delivery) -> std::io::Result<()> {
+        match delivery {
+            Delivery::Whole => {
+                step("write", async {
+                    self.stream.write_all(bytes).await?;
+                    self.stream.flush().await
+                })
+                .await
+            }
+            Delivery::BytePerWrite => {
+                for byte in bytes {
+                    step("write one byte", async {
+                        self.stream.write_all(std::slice::from_ref(byte)).await?;
+                        self.stream.flush().await
+                    })
+                    .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends `bytes` as `delivery` says, ignoring a failure because the peer closed or
+    /// reset the connection (an attack's tail that the proxy refused to read). Returns
+    /// whether everything was written.
+    pub async fn send_attack(&mut self, bytes: &[u8], delivery: Delivery) -> bool {
+        match self.send(bytes, delivery).await {
+            Ok(()) => true,
+            Err(e) if is_closed(&e) => false,
+            Err(e) => panic!("sending failed: {e}"),
+        }
+    }
+
+    /// Reads once more from the stream into the inbox; false at end of stream (or reset).
+    async fn fill(&mut self, timeout: Duration) -> std::io::Result<bool> {
+        if self.ended.is_some() {
+            return Ok(false);
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let read = match tokio::time::timeout(timeout, self.stream.read(&mut chunk)).await {
+            Ok(read) => read,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "nothing received within {timeout:?}; unread: {}",
+                        escape(&self.inbox)
+                    ),
+                ))
+            }
+        };
+        match read {
+            Ok(0) => {
+                self.ended = Some(End::Eof);
+                Ok(false)
+            }
+            Ok(n) => {
+                self.inbox.extend_from_slice(&chunk[..n]);
+                Ok(true)
+            }
+            Err(e) if is_closed(&e) => {
+                self.ended = Some(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    End::Eof
+                } else {
+                    End::Reset
+                });
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads one line (without its CRLF or bare LF); `None` once the peer has closed and
+    /// no complete line is left.
+    pub async fn read_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(lf) = memchr::memchr(b'\n', &self.inbox) {
+                let mut line: Vec<u8> = self.inbox.drain(..=lf).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(Some(line));
+            }
+            if !self.fill(STEP).await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads one line as text; end of stream is `UnexpectedEof` naming what was expected.
+    pub async fn expect_line(&mut self, what: &str) -> std::io::Result<String> {
+        match self.read_line().await? {
+            Some(line) => Ok(String::from_utf8_lossy(&line).into_owned()),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "connection closed while waiting for {what}; unread: {}",
+                    escape(&self.inbox)
+                ),
+            )),
+        }
+    }
+
+    /// Reads lines until (and including) the one starting with `{tag} `.
+    pub async fn read_until_tagged(&mut self, tag: &str) -> std::io::Result<Vec<String>> {
+        let prefix = format!("{tag} ");
+        let mut lines = Vec::new();
+        loop {
+            let line = match self.read_line().await? {
+                Some(line) => String::from_utf8_lossy(&line).into_owned(),
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("connection closed before the reply tagged {tag}; got {lines:?}"),
+                    ))
+                }
+            };
+            let done = line.starts_with(&prefix);
+            lines.push(line);
+            if done {
+                return Ok(lines);
+            }
+        }
+    }
+
+    /// Reads lines until one satisfies `done` (returned last).
+    pub async fn read_lines_until(
+        &mut self,
+        done: impl Fn(&str) -> bool,
+    ) -> std::io::Result<Vec<String>> {
+        let mut lines = Vec::new();
+        loop {
+            let line = match self.read_line().await? {
+                Some(line) => String::from_utf8_lossy(&line).into_owned(),
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("connection closed before the expected line; got {lines:?}"),
+                    ))
+                }
+            };
+            let last = done(&line);
+            lines.push(line);
+            if last {
+                return Ok(lines);
+            }
+        }
+    }
+
+    /// Sends `{tag} {command}\r\n` in one write and reads its reply.
+    pub async fn command(&mut self, tag: &str, command: &str) -> std::io::Result<Vec<String>> {
+        self.send(format!("{tag} {command}\r\n").as_bytes(), Delivery::Whole)
+            .await?;
+        self.read_until_tagged(tag).await
+    }
+
+    /// Reads until the peer closes (or resets) the connection, at most `within`, and
+    /// returns every byte received from now on (the inbox included).
+    pub async fn read_to_close(&mut self, within: Duration) -> std::io::Result<(Vec<u8>, End)> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the peer did not close within {within:?}; received: {}",
+                        escape(&self.inbox)
+                    ),
+                ));
+            }
+            if !self.fill(left).await? {
+                let end = self.ended.unwrap_or(End::Eof);
+                return Ok((std::mem::take(&mut self.inbox), end));
+            }
+        }
+    }
+
+    /// Reads whatever arrives until the inbox satisfies `done` (given all bytes received
+    /// and not consumed), within `within`. The inbox is left as it is.
+    pub async fn read_until_bytes(
+        &mut self,
+        within: Duration,
+        done: impl Fn(&[u8]) -> bool,
+    ) -> std::io::Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        while !done(&self.inbox) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() || !self.fill(left).await? {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("expected bytes did not arrive within {within:?} (or the peer closed); received: {}", escape(&self.inbox)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes every byte received so far out of the inbox.
+    pub fn take_inbox(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.inbox)
+    }
+}
+
+/// Whether an I/O error means the peer is gone (closed or reset the connection).
+pub fn is_closed(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof | NotConnected
+    )
+}
+
+/// A TLS client trusting only the certificates in `ca_path` (the proxy's test PKI).
+pub fn tls_connector(ca_path: &Path) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_path).expect("read the test CA") {
+        roots
+            .add(cert.expect("parse the test CA"))
+            .expect("add the test CA");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+fn server_name() -> ServerName<'static> {
+    ServerName::try_from(SERVER_NAME).expect("valid server name")
+}
+
+/// Bytes for a test message: printable ASCII kept, everything else as `\xNN` (CR and LF
+/// as `\r`, `\n`), cut after 2,000 bytes.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for &b in bytes.iter().take(2000) {
+        match b {
+            b'\r' => out.push_str("\\r"),
+            b'\n' => out.push_str("\\n"),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    if bytes.len() > 2000 {
+        out.push_str(&format!("... ({} bytes)", bytes.len()));
+    }
+    out
+}
+
+/// The lines of `bytes` (split at LF, CR stripped), lossily as text.
+pub fn lines_of(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| String::from_utf8_lossy(l.strip_suffix(b"\r").unwrap_or(l)).into_owned())
+        .collect()
+}
