@@ -70,6 +70,8 @@ fn main() -> ExitCode {
 
 struct Settings {
     quick: bool,
+    /// The variants measured: the three main ones, plus the diagnostic ones on request.
+    variants: Vec<Variant>,
     rounds: usize,
     noops: usize,
     fetches: usize,
@@ -94,6 +96,7 @@ impl Settings {
         let defaults = if quick {
             Settings {
                 quick,
+                variants: Vec::new(),
                 rounds: 2,
                 noops: 300,
                 fetches: 4,
@@ -107,6 +110,7 @@ impl Settings {
         } else {
             Settings {
                 quick,
+                variants: Vec::new(),
                 rounds: 6,
                 noops: 15_000,
                 fetches: 60,
@@ -118,7 +122,12 @@ impl Settings {
                 total_cap: Duration::from_secs(90),
             }
         };
+        let mut variants = MAIN_VARIANTS.to_vec();
+        if env_usize("BENCH_EXTRA", 0)? > 0 {
+            variants.extend(EXTRA_VARIANTS);
+        }
         let s = Settings {
+            variants,
             rounds: env_usize("BENCH_ROUNDS", defaults.rounds)?.max(1),
             noops: env_usize("BENCH_NOOPS", defaults.noops)?.max(1),
             fetches: env_usize("BENCH_FETCHES", defaults.fetches)?.max(1),
@@ -155,9 +164,15 @@ enum Variant {
     Direct,
     Proxy,
     Splice,
+    /// Diagnostic: the byte copy on a current-thread tokio runtime of its own.
+    SpliceCt,
+    /// Diagnostic: the byte copy with two blocking std threads per connection.
+    Threads,
 }
 
-const VARIANTS: [Variant; 3] = [Variant::Direct, Variant::Proxy, Variant::Splice];
+const ALL_VARIANTS: usize = 5;
+const MAIN_VARIANTS: [Variant; 3] = [Variant::Direct, Variant::Proxy, Variant::Splice];
+const EXTRA_VARIANTS: [Variant; 2] = [Variant::SpliceCt, Variant::Threads];
 
 impl Variant {
     fn name(self) -> &'static str {
@@ -165,6 +180,8 @@ impl Variant {
             Variant::Direct => "direct",
             Variant::Proxy => "proxy",
             Variant::Splice => "splice",
+            Variant::SpliceCt => "splice-ct",
+            Variant::Threads => "threads",
         }
     }
 
@@ -173,19 +190,26 @@ impl Variant {
     }
 }
 
-/// The order of the variants in round `r`: direct and proxy alternate which goes first,
-/// splice moves through the three positions, so six rounds cover all six orders.
-fn round_order(r: usize) -> [Variant; 3] {
-    let (a, b) = if r % 2 == 0 {
-        (Variant::Direct, Variant::Proxy)
+/// The order of the variants in round `r`: direct and proxy alternate which goes first;
+/// every other variant moves through the positions (with the three main variants, six
+/// rounds cover all six orders).
+fn round_order(r: usize, variants: &[Variant]) -> Vec<Variant> {
+    let mut order = if r % 2 == 0 {
+        vec![Variant::Direct, Variant::Proxy]
     } else {
-        (Variant::Proxy, Variant::Direct)
+        vec![Variant::Proxy, Variant::Direct]
     };
-    match (r / 2) % 3 {
-        0 => [a, b, Variant::Splice],
-        1 => [Variant::Splice, a, b],
-        _ => [a, Variant::Splice, b],
+    for (k, v) in variants
+        .iter()
+        .filter(|v| !matches!(v, Variant::Direct | Variant::Proxy))
+        .enumerate()
+    {
+        let slots = order.len() + 1;
+        // Positions last, first, middle, ... as r/2 grows.
+        let position = (r / 2 + k + slots - 1) % slots;
+        order.insert(position, *v);
     }
+    order
 }
 
 /// The `splice` reference: accept, connect upstream, copy bytes both ways. No framing.
@@ -213,6 +237,80 @@ async fn start_splice(upstream: SocketAddr) -> io::Result<SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+/// Diagnostic `splice-ct`: the same byte copy, served by a current-thread tokio runtime
+/// on a thread of its own (no work stealing, no cross-worker wake-ups). The thread
+/// accepts one connection and ends with it.
+fn start_splice_current_thread(upstream: SocketAddr) -> io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    let addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("splice-ct".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = server.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut server,
+                    SPLICE_BUF,
+                    SPLICE_BUF,
+                )
+                .await;
+            });
+        })?;
+    Ok(addr)
+}
+
+/// Diagnostic `threads`: blocking reads and writes, one std thread per direction (the
+/// floor for an extra user-space hop on this kernel). Accepts one connection.
+fn start_thread_relay(upstream: SocketAddr) -> io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    let addr = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("relay-accept".into())
+        .spawn(move || -> io::Result<()> {
+            let (client, _) = listener.accept()?;
+            let server = TcpStream::connect_timeout(&upstream, IO_TIMEOUT)?;
+            client.set_nodelay(true)?;
+            server.set_nodelay(true)?;
+            let (client2, server2) = (client.try_clone()?, server.try_clone()?);
+            std::thread::Builder::new()
+                .name("relay-up".into())
+                .spawn(move || copy_until_eof(client2, server2))?;
+            copy_until_eof(server, client)
+        })?;
+    Ok(addr)
+}
+
+/// Copies until end of stream or error, then shuts the writing side down.
+fn copy_until_eof(mut from: TcpStream, mut to: TcpStream) -> io::Result<()> {
+    let mut buf = vec![0u8; SPLICE_BUF];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -495,7 +593,8 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 struct Bench<'a> {
     settings: &'a Settings,
-    clients: [Client; 3],
+    /// Indexed by [`Variant::index`]; `None` for variants not measured.
+    clients: Vec<Option<Client>>,
     /// Direct connection for housekeeping (emptying the APPEND mailbox).
     admin: Client,
     message: Vec<u8>,
@@ -504,7 +603,9 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     fn op(&mut self, variant: Variant, op: Op) -> io::Result<()> {
-        let client = &mut self.clients[variant.index()];
+        let client = self.clients[variant.index()]
+            .as_mut()
+            .ok_or_else(|| io::Error::other(format!("no {} connection", variant.name())))?;
         match op {
             Op::Noop => client.command(format_args!("NOOP")),
             Op::Fetch => {
@@ -558,12 +659,13 @@ impl Bench<'_> {
 
     /// Warm-up, and a byte-for-byte check of one FETCH per variant.
     fn warm_up(&mut self) -> BenchResult<()> {
-        for variant in VARIANTS {
+        for &variant in &self.settings.variants {
             for _ in 0..self.settings.warmup_noops {
                 self.op(variant, Op::Noop)?;
             }
             self.op(variant, Op::Fetch)?;
-            if self.clients[variant.index()].literal != self.message {
+            let fetched = self.clients[variant.index()].as_ref().map(|c| &c.literal);
+            if fetched != Some(&self.message) {
                 return Err(
                     format!("FETCH via {} returned different bytes", variant.name()).into(),
                 );
@@ -586,7 +688,7 @@ impl Bench<'_> {
 
 /// Samples indexed `[op][variant][round]`.
 struct Results {
-    samples: [[Vec<Sample>; 3]; 3],
+    samples: [[Vec<Sample>; ALL_VARIANTS]; 3],
 }
 
 impl Results {
@@ -682,21 +784,33 @@ fn report_noop(r: &mut Report, results: &Results, settings: &Settings, ticks_per
         settings.noops, rounds
     ));
     r.line(format!(
-        "{:<8} {:>24} {:>24} {:>14} {:>14}",
+        "{:<9} {:>24} {:>24} {:>15} {:>14}",
         "variant", "p50 µs [min..max]", "p99 µs [min..max]", "bench CPU µs/op", "dovecot µs/op"
     ));
-    for v in VARIANTS {
+    for &v in &settings.variants {
         let s = results.of(Op::Noop, v);
         let p50 = Spread::of(s.iter().map(|x| x.percentile_us(50.0)));
         let p99 = Spread::of(s.iter().map(|x| x.percentile_us(99.0)));
         let (cpu, dovecot) = cpu_per_op(s, ticks_per_s);
         r.line(format!(
-            "{:<8} {:>24} {:>24} {:>14.1} {:>14.1}",
+            "{:<9} {:>24} {:>24} {:>15.1} {:>14.1}",
             v.name(),
             p50.show(1),
             p99.show(1),
             cpu,
             dovecot
+        ));
+    }
+    for &v in &settings.variants {
+        let rounds: Vec<String> = results
+            .of(Op::Noop, v)
+            .iter()
+            .map(|x| format!("{:.1}", x.percentile_us(50.0)))
+            .collect();
+        r.line(format!(
+            "  p50 by round {:<9} {}",
+            v.name(),
+            rounds.join(" ")
         ));
     }
     let per_round = |v: Variant, p: f64| -> Vec<f64> {
@@ -754,13 +868,33 @@ fn report_noop(r: &mut Report, results: &Results, settings: &Settings, ticks_per
         ps_rounds.max,
         added(Variant::Proxy, Variant::Splice, 50.0).show(1)
     ));
+    for &v in settings
+        .variants
+        .iter()
+        .filter(|v| EXTRA_VARIANTS.contains(v))
+    {
+        let (x50, x_rounds) = ratio(v, Variant::Direct, 50.0);
+        r.line(format!(
+            "{:<14} p50 {x50:.2}x (per round {:.2}..{:.2}); added p50 +{} µs (diagnostic relay)",
+            format!("{}/direct", v.name()),
+            x_rounds.min,
+            x_rounds.max,
+            added(v, Variant::Direct, 50.0).show(1)
+        ));
+    }
     let (direct_cpu, _) = cpu_per_op(results.of(Op::Noop, Variant::Direct), ticks_per_s);
-    let (proxy_cpu, _) = cpu_per_op(results.of(Op::Noop, Variant::Proxy), ticks_per_s);
-    let (splice_cpu, _) = cpu_per_op(results.of(Op::Noop, Variant::Splice), ticks_per_s);
+    let relay_cpu: Vec<String> = settings
+        .variants
+        .iter()
+        .filter(|v| **v != Variant::Direct)
+        .map(|&v| {
+            let (cpu, _) = cpu_per_op(results.of(Op::Noop, v), ticks_per_s);
+            format!("{} {:.1} µs", v.name(), cpu - direct_cpu)
+        })
+        .collect();
     r.line(format!(
-        "relay CPU per NOOP (bench CPU minus direct's client-only CPU): proxy {:.1} µs, splice {:.1} µs",
-        proxy_cpu - direct_cpu,
-        splice_cpu - direct_cpu
+        "relay CPU per NOOP (bench CPU minus direct's client-only CPU): {}",
+        relay_cpu.join(", ")
     ));
     r.summary.push(format!(
         "B2 NOOP p50 proxy/direct {p50_ratio:.2}x (target <= 1.30: {}); p99 added +{:.1} µs (target <= 50: {})",
@@ -782,7 +916,7 @@ fn report_bulk(r: &mut Report, results: &Results, settings: &Settings, op: Op, t
         settings.message_bytes
     ));
     r.line(format!(
-        "{:<8} {:>26} {:>22} {:>14} {:>14}",
+        "{:<9} {:>26} {:>22} {:>15} {:>14}",
         "variant",
         "MB/s at median [min..max]",
         "median ms [min..max]",
@@ -797,12 +931,12 @@ fn report_bulk(r: &mut Report, results: &Results, settings: &Settings, op: Op, t
             .map(|s| bytes / (percentile(&s.nanos, 50.0) / 1e9) / 1e6)
             .collect()
     };
-    for v in VARIANTS {
+    for &v in &settings.variants {
         let s = results.of(op, v);
         let ms = Spread::of(s.iter().map(|x| percentile(&x.nanos, 50.0) / 1e6));
         let (cpu, dovecot) = cpu_per_op(s, ticks_per_s);
         r.line(format!(
-            "{:<8} {:>26} {:>22} {:>14.0} {:>14.0}",
+            "{:<9} {:>26} {:>22} {:>15.0} {:>14.0}",
             v.name(),
             Spread::of(mbps(v)).show(0),
             ms.show(2),
@@ -830,6 +964,19 @@ fn report_bulk(r: &mut Report, results: &Results, settings: &Settings, op: Op, t
         "splice/direct  {sd:.2}x (per round {:.2}..{:.2});  proxy/splice {ps:.2}x (per round {:.2}..{:.2})",
         sd_rounds.min, sd_rounds.max, ps_rounds.min, ps_rounds.max
     ));
+    for &v in settings
+        .variants
+        .iter()
+        .filter(|v| EXTRA_VARIANTS.contains(v))
+    {
+        let (x, x_rounds) = ratio(v, Variant::Direct);
+        r.line(format!(
+            "{:<14} {x:.2}x (per round {:.2}..{:.2}) (diagnostic relay)",
+            format!("{}/direct", v.name()),
+            x_rounds.min,
+            x_rounds.max
+        ));
+    }
     r.summary.push(format!(
         "B4 {title} MB/s proxy/direct {pd:.2}x (target >= 0.95: {})",
         verdict(pd >= 0.95)
@@ -953,11 +1100,17 @@ fn run() -> BenchResult<()> {
     admin.append("INBOX", &message)?;
     admin.command(format_args!("CREATE {APPEND_MAILBOX}"))?;
 
-    let clients = [
-        Client::session(upstream)?,
-        Client::session(proxy.plain)?,
-        Client::session(splice)?,
-    ];
+    let mut clients: Vec<Option<Client>> = (0..ALL_VARIANTS).map(|_| None).collect();
+    for &variant in &settings.variants {
+        let addr = match variant {
+            Variant::Direct => upstream,
+            Variant::Proxy => proxy.plain,
+            Variant::Splice => splice,
+            Variant::SpliceCt => start_splice_current_thread(upstream)?,
+            Variant::Threads => start_thread_relay(upstream)?,
+        };
+        clients[variant.index()] = Some(Client::session(addr)?);
+    }
     let mut bench = Bench {
         settings: &settings,
         clients,
@@ -981,14 +1134,14 @@ fn run() -> BenchResult<()> {
         if round > 0 && measuring.elapsed() > settings.total_cap {
             break;
         }
-        let order = round_order(round);
+        let order = round_order(round, &settings.variants);
         for &op in &ops {
             let count = match op {
                 Op::Noop => settings.noops,
                 Op::Fetch => settings.fetches,
                 Op::Append => settings.appends,
             };
-            for variant in order {
+            for &variant in &order {
                 let sample = bench.measure(variant, op, count)?;
                 if sample.truncated {
                     truncated.push(format!(
@@ -1012,7 +1165,7 @@ fn run() -> BenchResult<()> {
     };
     let orders: Vec<String> = (0..rounds_done)
         .map(|r| {
-            round_order(r)
+            round_order(r, &settings.variants)
                 .iter()
                 .map(|v| v.name())
                 .collect::<Vec<_>>()

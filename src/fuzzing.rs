@@ -96,13 +96,23 @@ fn fragment_target(data: &[u8], stream: StreamKind) {
 #[derive(Debug, PartialEq, Eq)]
 enum Seen {
     Line {
-        text: Vec<u8>,
+        text: Text,
         ending: LineEnding,
         head: bool,
         literal: Option<LiteralHeader>,
     },
-    Literal(Vec<u8>),
+    Literal(Text),
     TooLong,
+}
+
+/// Bytes that print escaped in assertion messages.
+#[derive(PartialEq, Eq)]
+struct Text(Vec<u8>);
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "b\"{}\"", self.0.escape_ascii())
+    }
 }
 
 /// One framer, fed and checked fragment by fragment.
@@ -286,7 +296,7 @@ impl FramerRun {
                     }
                 };
                 self.seen.push(Seen::Line {
-                    text,
+                    text: Text(text),
                     ending,
                     head,
                     literal,
@@ -341,8 +351,8 @@ impl FramerRun {
                 }
                 self.emitted += data.len();
                 match self.seen.last_mut() {
-                    Some(Seen::Literal(acc)) => acc.extend_from_slice(&data),
-                    _ => self.seen.push(Seen::Literal(data.to_vec())),
+                    Some(Seen::Literal(acc)) => acc.0.extend_from_slice(&data),
+                    _ => self.seen.push(Seen::Literal(Text(data.to_vec()))),
                 }
             }
             Fragment::LineTooLong => {
@@ -403,6 +413,7 @@ pub fn imap_command(data: &[u8]) {
         assert!(!tag.is_empty() && tag.len() <= 64, "salvaged tag {tag:?}");
         assert!(data.starts_with(tag) && data.get(tag.len()) == Some(&b' '));
     }
+    // The whole input, and what follows `tag NAME ` as a command's arguments.
     let after_name = data.splitn(3, |&b| b == b' ').nth(2);
     for args in [Some(data), after_name].into_iter().flatten() {
         for name in INTERCEPTED {
@@ -410,13 +421,25 @@ pub fn imap_command(data: &[u8]) {
                 assert_intercepted_round_trip(name, &parsed);
             }
         }
-    }
-    let _ = command::login_userid(data);
-    if let Ok((mechanism, initial)) = command::authenticate(data) {
-        assert!(!mechanism.is_empty() && data.starts_with(mechanism));
-        assert!(mechanism.iter().all(|&b| command::is_atom_char(b)));
-        if let Some(initial) = initial {
-            assert!(!initial.is_empty() && is_suffix(data, initial));
+        if let Ok(user) = command::login_userid(args) {
+            for style in [LiteralStyle::NonSync, LiteralStyle::Response] {
+                let mut wire = Vec::new();
+                encode::astring(&mut wire, &user, style);
+                wire.extend_from_slice(b" pw");
+                assert_eq!(
+                    command::login_userid(&wire),
+                    Ok(user.clone()),
+                    "LOGIN {:?}",
+                    escape(&wire)
+                );
+            }
+        }
+        if let Ok((mechanism, initial)) = command::authenticate(args) {
+            assert!(!mechanism.is_empty() && args.starts_with(mechanism));
+            assert!(mechanism.iter().all(|&b| command::is_atom_char(b)));
+            if let Some(initial) = initial {
+                assert!(!initial.is_empty() && is_suffix(args, initial));
+            }
         }
     }
 }

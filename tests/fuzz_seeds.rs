@@ -10,10 +10,12 @@
 //! each target on a few thousand inputs from a deterministic PRNG: a poor man's fuzzer for
 //! machines without nightly.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fs;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::Once;
 
 use coi_proxy::fuzzing;
 
@@ -69,15 +71,31 @@ fn target_files() -> Vec<String> {
         .collect()
 }
 
-/// Runs `f` on `input`, returning the panic message if it panics.
+thread_local! {
+    /// Set while `run_caught` runs a target on this thread.
+    static CATCHING: Cell<bool> = const { Cell::new(false) };
+    /// Message and location of the last panic caught on this thread.
+    static CAUGHT: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Runs `f` on `input`, returning the panic message and location if it panics. The panic
+/// is not printed (thousands may be caught); panics elsewhere print as usual.
 fn run_caught(f: fn(&[u8]), input: &[u8]) -> Result<(), String> {
-    panic::catch_unwind(AssertUnwindSafe(|| f(input))).map_err(|payload| {
-        payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_else(|| "non-string panic".to_owned())
-    })
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if CATCHING.with(Cell::get) {
+                CAUGHT.with(|c| *c.borrow_mut() = info.to_string());
+            } else {
+                default(info);
+            }
+        }));
+    });
+    CATCHING.with(|c| c.set(true));
+    let result = panic::catch_unwind(AssertUnwindSafe(|| f(input)));
+    CATCHING.with(|c| c.set(false));
+    result.map_err(|_| CAUGHT.with(|c| c.take()))
 }
 
 #[test]

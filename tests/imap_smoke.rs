@@ -36,3 +36,20 @@ async fn login_select_and_coi_capability_through_the_proxy() {
     let reply = c.imap("d", "LOGOUT").await.unwrap();
     assert_eq!(tagged_status(&reply), "OK", "{reply:?}");
 }
+
+/// SECURITY-CASES case 30: Dovecot must see the real client address, not the proxy's,
+/// both in its logs and for its per-IP authentication penalty.
+#[tokio::test]
+async fn dovecot_sees_the_clients_address_not_the_proxys() {
+    let dovecot = Dovecot::start().expect("dovecot");
+    let proxy = Proxy::start(dovecot.imap_addr(), Options { plaintext_auth: true, ..Options::default() }).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.77:0".parse().unwrap()).unwrap();
+    let stream = support::io::step("connect", socket.connect(proxy.plain)).await.unwrap();
+    let mut c = LineClient::from_stream(stream);
+    c.read_line().await.unwrap();
+    assert_eq!(tagged_status(&c.imap("a", "LOGIN alice secret-alice").await.unwrap()), "OK");
+    let log = dovecot.log_contents();
+    let login = log.lines().find(|l| l.contains("Login: user=<alice>")).unwrap_or_else(|| panic!("no login line in:\n{log}"));
+    assert!(login.contains("rip=127.0.0.77"), "{login}");
+}

@@ -68,7 +68,7 @@ pub async fn serve(
             async move {
                 let _permit = permit;
                 let _connection = shared.metrics.imap.connection_opened(listener_kind(tls));
-                match run_session(stream, tls, shared, shutdown).await {
+                match run_session(stream, peer, tls, shared, shutdown).await {
                     Ok(()) => debug!("session ended"),
                     Err(e) if e.side == Side::Downstream && e.kind == ErrorKind::Closed => {
                         debug!("client closed")
@@ -90,6 +90,7 @@ async fn refuse(mut stream: TcpStream) {
 
 async fn run_session(
     stream: TcpStream,
+    peer: SocketAddr,
     tls: ListenerTls,
     shared: Arc<Shared>,
     shutdown: Shutdown,
@@ -147,7 +148,7 @@ async fn run_session(
         }
     };
     session::Session::new(shared, tls, client, upstream, shutdown)
-        .run()
+        .run(peer)
         .await
 }
 

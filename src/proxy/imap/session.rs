@@ -330,8 +330,11 @@ impl Session {
 
     /// Runs the session to its end. Errors are reported to the client (BYE) where
     /// possible and returned for logging.
-    pub(super) async fn run(mut self) -> SessionResult<()> {
-        let result = self.run_loop().await;
+    pub(super) async fn run(mut self, peer: std::net::SocketAddr) -> SessionResult<()> {
+        let result = match self.announce_client(peer).await {
+            Ok(()) => self.run_loop().await,
+            Err(e) => Err(e),
+        };
         let result = match result {
             Err(e) => {
                 if let Some(bye) = e.imap_bye() {
@@ -352,6 +355,19 @@ impl Session {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.client.drain()).await;
         let _ = self.client.writer.shutdown().await;
         result
+    }
+
+    /// Tells Dovecot the real client address (RFC 2971 ID with Dovecot's `x-originating-*`
+    /// fields, honoured from `login_trusted_networks`), so that its logs and its per-IP
+    /// authentication penalty apply to the client instead of to the proxy. The greeting,
+    /// which arrives first, is then relayed as usual.
+    async fn announce_client(&mut self, peer: std::net::SocketAddr) -> SessionResult<()> {
+        let command = format!("ID (\"x-originating-ip\" \"{}\" \"x-originating-port\" \"{}\")", peer.ip(), peer.port());
+        let reply = self.upstream_command(command.as_bytes()).await?;
+        let Some(greeting) = reply.untagged.into_iter().find(|line| line.starts_with(b"* OK") || line.starts_with(b"* BYE") || line.starts_with(b"* PREAUTH")) else {
+            return Err(upstream(ErrorKind::Protocol, "no greeting"));
+        };
+        self.on_upstream_head(Bytes::from(greeting))
     }
 
     async fn run_loop(&mut self) -> SessionResult<()> {

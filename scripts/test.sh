@@ -1,0 +1,13 @@
+#!/bin/sh
+# Quick start, command 2: the whole test suite. Installs what the tests need first
+# (Dovecot, Postfix, mbsync from Debian), then runs format check, unit, integration,
+# differential, fuzz-seed replay, layering and CLI tests, and a smoke run of the benchmark.
+set -eu
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo test"
+cargo test --locked
+echo "== benchmark smoke run (figures are meaningless in quick mode)"
+cargo bench --locked --bench imap_relay -- --quick
