@@ -337,7 +337,8 @@ impl Session {
         };
         let result = match result {
             Err(e) => {
-                if let Some(bye) = e.imap_bye() {
+                // After the upstream's own BYE was relayed, the client has been told.
+                if let (Some(bye), false) = (e.imap_bye(), self.state.logout) {
                     self.client.send_line(bye.as_bytes());
                 }
                 Err(e)
@@ -374,7 +375,12 @@ impl Session {
         loop {
             self.process_upstream()?;
             self.process_client()?;
-            if self.wait == Some(Wait::Barrier) && self.in_flight.is_empty() {
+            // Barrier work talks to the upstream alone: every earlier command must be
+            // answered and no response may be half relayed.
+            if self.wait == Some(Wait::Barrier)
+                && self.in_flight.is_empty()
+                && self.outbound == OutboundMessage::Between
+            {
                 self.wait = None;
                 self.run_assembled().await?;
                 continue;
@@ -387,8 +393,10 @@ impl Session {
             let upstream_read = self.client.out.len() < HIGH_WATER;
             let client_write = !self.client.out.is_empty() || self.client.needs_flush;
             let upstream_write = !self.upstream.out.is_empty() || self.upstream.needs_flush;
+            // The grace period is over: commands still running (an IDLE, a slow FETCH)
+            // end with the session.
             let closing = self.shutdown.phase() >= Phase::Closing;
-            if closing && self.in_flight.is_empty() {
+            if closing {
                 return Err(SessionError::new(
                     Side::Internal,
                     ErrorKind::Shutdown,
@@ -1492,6 +1500,7 @@ impl Session {
                             ..
                         } => {
                             self.client.send_line(&bytes);
+                            self.state.logout = true;
                             return Err(upstream(ErrorKind::Closed, "upstream said BYE"));
                         }
                         // Mailbox updates concern the client as well; the command the
