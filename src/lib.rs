@@ -12,6 +12,9 @@
 //! - [`proxy`]: the IMAP front.
 //! - [`config`], [`metrics`], [`admin`], [`trace`]: cross-cutting.
 
+// Production code names the invariant behind every unwrap; tests may unwrap freely.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod admin;
 pub mod app;
 pub mod coi;

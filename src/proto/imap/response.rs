@@ -156,9 +156,13 @@ pub fn capability_atoms(caps: &[u8]) -> impl Iterator<Item = &[u8]> {
     caps.split(|&b| b == b' ').filter(|a| !a.is_empty())
 }
 
+/// METADATA entries with their values; `None` is NIL (or no value in the unsolicited
+/// form).
+pub type MetadataEntries = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 /// Parses the rest of `* METADATA mailbox (entry value ...)` (RFC 5464 §4.4.1); entries
 /// without values (unsolicited form) are returned with `None`.
-pub fn metadata_response(rest: &[u8]) -> Option<(Vec<u8>, Vec<(Vec<u8>, Option<Vec<u8>>)>)> {
+pub fn metadata_response(rest: &[u8]) -> Option<(Vec<u8>, MetadataEntries)> {
     use nom::branch::alt;
     use nom::character::complete::char;
     use nom::combinator::map;

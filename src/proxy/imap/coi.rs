@@ -630,7 +630,7 @@ fn special_use_trash(line: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Entries of a collected `* METADATA "" (...)` response.
-fn metadata_entries(line: &[u8]) -> Option<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+fn metadata_entries(line: &[u8]) -> Option<response::MetadataEntries> {
     let ResponseHead::Data { name, rest } = response::response_head(line).ok()? else {
         return None;
     };
