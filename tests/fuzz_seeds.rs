@@ -320,7 +320,7 @@ fn random_input(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
             };
             for _ in 0..=rng.below(4) {
                 let at = rng.below(out.len() + 1);
-                match rng.below(4) {
+                match rng.below(5) {
                     0 if at < out.len() => out[at] = rng.byte(),
                     1 if at < out.len() => {
                         let end = (at + rng.below(8)).min(out.len());
@@ -329,6 +329,11 @@ fn random_input(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
                     2 => {
                         let token = TOKENS[rng.below(TOKENS.len())];
                         out.splice(at..at, token.iter().copied());
+                    }
+                    // A run of one byte: long words and lines, past the framers' limits.
+                    3 => {
+                        let run = vec![rng.byte(); rng.below(400)];
+                        out.splice(at..at, run);
                     }
                     _ => {
                         let byte = rng.byte();
@@ -344,7 +349,7 @@ fn random_input(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
 #[test]
 #[ignore = "slow: a few thousand random inputs per target"]
 fn random_smoke() {
-    const INPUTS_PER_TARGET: usize = 4000;
+    const INPUTS_PER_TARGET: usize = 5000;
     let mut failures = Vec::new();
     for name in target_files() {
         let f = target(&name).unwrap_or_else(|| panic!("unknown target {name}"));

@@ -6,6 +6,8 @@
 //! and a SASL mechanism whose identity the proxy cannot read is refused (the proxy must
 //! know who logged in). Unknown capabilities are dropped rather than passed on blindly.
 
+use super::command::is_atom_char;
+
 /// The session facts that decide what is advertised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CapabilityView {
@@ -108,9 +110,12 @@ pub fn filter<'a>(
     let mut out = Vec::new();
     let mut append_limit = view.append_limit;
     for cap in upstream {
-        let Ok(text) = std::str::from_utf8(cap) else {
+        // `capability = ("AUTH=" auth-type) / atom`: anything else (controls, `]`, `{`)
+        // could break the list or a `[CAPABILITY ...]` code.
+        if cap.is_empty() || !cap.iter().all(|&b| is_atom_char(b)) {
             continue;
-        };
+        }
+        let Ok(text) = std::str::from_utf8(cap) else { continue };
         let upper = text.to_ascii_uppercase();
         if let Some(mechanism) = upper.strip_prefix("AUTH=") {
             if view.auth_allowed() && !view.authenticated && SASL_ALLOWED.contains(&mechanism) {
@@ -203,6 +208,11 @@ mod tests {
     fn smaller_upstream_append_limit_wins() {
         assert!(run("IMAP4rev1 APPENDLIMIT=10", &view()).ends_with("APPENDLIMIT=10"));
         assert!(run("IMAP4rev1 APPENDLIMIT=99999", &view()).ends_with("APPENDLIMIT=1000"));
+    }
+
+    #[test]
+    fn capabilities_that_are_not_atoms_are_dropped() {
+        assert_eq!(run("IMAP4rev1 SORT=\x01 THREAD=R{FS RIGHTS=x]y ID", &view()), "IMAP4rev1 ID STARTTLS LOGINDISABLED APPENDLIMIT=1000");
     }
 
     #[test]

@@ -84,7 +84,7 @@ mod tests {
         );
         assert_eq!(
             encoded(b"x\r\n* OK [ALERT] y", LiteralStyle::Response),
-            b"{16}\r\nx\r\n* OK [ALERT] y"
+            b"{17}\r\nx\r\n* OK [ALERT] y"
         );
         assert_eq!(
             encoded(b"\r\na1 OK", LiteralStyle::NonSync),

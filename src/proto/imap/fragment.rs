@@ -134,7 +134,11 @@ pub struct Framer {
 }
 
 impl Framer {
-    pub fn new(options: FramerOptions) -> Self {
+    pub fn new(mut options: FramerOptions) -> Self {
+        // A streamed part keeps `LITERAL_TAIL` bytes back; the limit must leave room.
+        if options.long_lines == LongLines::Stream {
+            options.max_line = options.max_line.max(LITERAL_TAIL);
+        }
         Self {
             options,
             buf: BytesMut::with_capacity(4096),
@@ -256,7 +260,9 @@ impl Framer {
         let is_status = if streamed {
             self.streamed_is_status
         } else {
-            head && self.options.stream == StreamKind::Responses && is_status_response(&line)
+            head
+                && self.options.stream == StreamKind::Responses
+                && is_status_response(&line, self.options.max_line)
         };
         let literal = if is_status {
             None
@@ -305,7 +311,7 @@ impl Framer {
             return Some(self.poison());
         }
         if !streamed && head && self.options.stream == StreamKind::Responses {
-            self.streamed_is_status = is_status_response(&self.buf);
+            self.streamed_is_status = is_status_response(&self.buf, self.options.max_line);
         } else if !streamed {
             self.streamed_is_status = false;
         }
@@ -358,14 +364,25 @@ pub fn literal_header(line: &[u8]) -> Option<LiteralHeader> {
 
 /// True for responses whose rest is free text: `+ ...`, `* OK|NO|BAD|BYE|PREAUTH ...` and
 /// tagged `tag OK|NO|BAD ...`.
-fn is_status_response(line: &[u8]) -> bool {
+///
+/// Only the first `window` bytes are examined, and a status word must end inside them (at
+/// a space, or at the end of a line that fits): a long line is then judged the same way
+/// whether it arrived whole or was streamed in parts, so packet boundaries can never
+/// change where a literal is seen.
+fn is_status_response(line: &[u8], window: usize) -> bool {
     if line.first() == Some(&b'+') {
         return true;
     }
+    let complete = line.len() <= window;
+    let line = &line[..line.len().min(window)];
     let mut words = line.splitn(3, |&b| b == b' ');
     let (Some(first), Some(second)) = (words.next(), words.next()) else {
         return false;
     };
+    if first.is_empty() || (words.next().is_none() && !complete) {
+        // An empty tag, or a second word cut off by the window.
+        return false;
+    }
     let status = |w: &[u8]| {
         [&b"OK"[..], b"NO", b"BAD"]
             .iter()

@@ -394,3 +394,12 @@ fn zero_length_literal_continues_the_message() {
         ]
     );
 }
+
+#[test]
+fn long_tag_classification_does_not_depend_on_packet_boundaries() {
+    // Found by the fuzzer: the status word falls beyond what a streamed head shows.
+    for tail in [" OK {3}", " OKAY {3}", " NO", ""] {
+        let input = format!("{}{tail}\r\nabc\r\n", "a".repeat(300));
+        every_split(responses, input.as_bytes());
+    }
+}

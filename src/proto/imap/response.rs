@@ -89,6 +89,10 @@ pub fn response_head(line: &[u8]) -> Result<ResponseHead<'_>, MalformedResponse>
         return Ok(ResponseHead::Continuation);
     }
     let (first, rest) = split_word(line).ok_or(MalformedResponse)?;
+    if first.is_empty() {
+        // `tag = 1*<any ASTRING-CHAR except "+">`: never empty.
+        return Err(MalformedResponse);
+    }
     let (second, after) = split_word(rest).unwrap_or((rest, &[]));
     if first == b"*" {
         if let Some(status) = Status::from_atom(second) {
@@ -249,7 +253,7 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed() {
-        for line in [&b""[..], b"* ", b"a PREAUTH x", b"a HELLO", b"* (x)"] {
+        for line in [&b""[..], b"* ", b"a PREAUTH x", b"a HELLO", b"* (x)", b" OK x", b" OK [READ-WR"] {
             assert_eq!(
                 response_head(line),
                 Err(MalformedResponse),

@@ -700,7 +700,7 @@ mod tests {
         ]);
         assert_eq!(
             line,
-            b"* METADATA \"\" (/private/x {16}\r\na\r\n* OK [ALERT] b /private/y NIL)"
+            b"* METADATA \"\" (/private/x {17}\r\na\r\n* OK [ALERT] b /private/y NIL)"
         );
         assert_eq!(
             metadata_entries(&line),
