@@ -170,7 +170,11 @@ enum Wait {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ContinuationPurpose {
-    Literal,
+    /// A literal of a forwarded command. The proxy always announces it to the upstream
+    /// as synchronising, so the upstream itself agrees to read it; `client_waits` says
+    /// whether the client used `{n}` too (then it sees the `+`) or `{n+}` (then the `+`
+    /// is the proxy's alone).
+    Literal { client_waits: bool },
     Sasl,
     Idle,
 }
@@ -363,12 +367,42 @@ impl Session {
     /// authentication penalty apply to the client instead of to the proxy. The greeting,
     /// which arrives first, is then relayed as usual.
     async fn announce_client(&mut self, peer: std::net::SocketAddr) -> SessionResult<()> {
-        let command = format!("ID (\"x-originating-ip\" \"{}\" \"x-originating-port\" \"{}\")", peer.ip(), peer.port());
-        let reply = self.upstream_command(command.as_bytes()).await?;
-        let Some(greeting) = reply.untagged.into_iter().find(|line| line.starts_with(b"* OK") || line.starts_with(b"* BYE") || line.starts_with(b"* PREAUTH")) else {
-            return Err(upstream(ErrorKind::Protocol, "no greeting"));
-        };
-        self.on_upstream_head(Bytes::from(greeting))
+        // The banner first: a command sent before it makes Dovecot answer with a
+        // provisional "Waiting for authentication process" line instead.
+        self.relay_greeting().await?;
+        if self.state.logout {
+            return Ok(());
+        }
+        let command = format!(
+            "ID (\"x-originating-ip\" \"{}\" \"x-originating-port\" \"{}\")",
+            peer.ip(),
+            peer.port()
+        );
+        self.upstream_command(command.as_bytes()).await?;
+        Ok(())
+    }
+
+    /// Reads the upstream's greeting and relays it (capabilities filtered).
+    async fn relay_greeting(&mut self) -> SessionResult<()> {
+        let deadline = Instant::now() + self.shared.config.timeouts.upstream_reply;
+        loop {
+            if let Some(fragment) = self.upstream.framer.next_fragment() {
+                return match fragment {
+                    Fragment::Line { line, literal: None, .. } => self.on_upstream_head(line),
+                    _ => Err(upstream(ErrorKind::Protocol, "malformed greeting")),
+                };
+            }
+            tokio::select! {
+                read = self.upstream.fill() => {
+                    if !read? {
+                        return Err(upstream(ErrorKind::Closed, "upstream closed before its greeting"));
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(upstream(ErrorKind::Timeout, "no greeting from the upstream"));
+                }
+            }
+        }
     }
 
     async fn run_loop(&mut self) -> SessionResult<()> {
@@ -388,8 +422,11 @@ impl Session {
             if self.state.logout && self.in_flight.is_empty() && self.client.out.is_empty() {
                 return Ok(());
             }
-            let client_read =
-                self.upstream.out.len() < HIGH_WATER && self.client.framer.buffered() < READ_CHUNK;
+            // Unprocessed client input is bounded by one read beyond the line limit, so an
+            // incomplete line of any allowed length can still be completed.
+            let client_read = self.upstream.out.len() < HIGH_WATER
+                && self.client.framer.buffered()
+                    < READ_CHUNK.max(self.shared.config.limits.max_line_bytes + 2);
             let upstream_read = self.client.out.len() < HIGH_WATER;
             let client_write = !self.client.out.is_empty() || self.client.needs_flush;
             let upstream_write = !self.upstream.out.is_empty() || self.upstream.needs_flush;
@@ -535,7 +572,7 @@ impl Session {
         match std::mem::replace(&mut self.inbound, Inbound::Between) {
             Inbound::Between => self.on_client_head(&line, literal),
             Inbound::Forwarding => {
-                self.upstream.send_line(&line);
+                self.upstream.send_line(&synchronising(&line, literal));
                 self.inbound = Inbound::Forwarding;
                 self.after_forwarded_line(literal, false)
             }
@@ -671,7 +708,7 @@ impl Session {
                 return self.refuse_big_literal(head.tag, lit);
             }
         }
-        self.upstream.send_line(line);
+        self.upstream.send_line(&synchronising(line, literal));
         self.in_flight.push_back(InFlight {
             tag: head.tag.to_vec(),
             class: class_of(head.name),
@@ -697,17 +734,20 @@ impl Session {
             // Part of the command is upstream already and cannot be withdrawn.
             return Err(downstream(ErrorKind::TooBig, "literal exceeds the limit"));
         }
-        if lit.mode == LiteralMode::Sync {
-            let tag = self
-                .in_flight
-                .back()
-                .map(|f| f.tag.clone())
-                .unwrap_or_default();
-            self.wait = Some(Wait::Continuation {
-                tag,
-                purpose: ContinuationPurpose::Literal,
-            });
-        }
+        // Whatever the client announced, the literal's bytes go upstream only after the
+        // upstream's `+`: a server that does not expect a literal there (Dovecot after
+        // `NOOP`, say) would otherwise run those bytes as commands.
+        let tag = self
+            .in_flight
+            .back()
+            .map(|f| f.tag.clone())
+            .unwrap_or_default();
+        self.wait = Some(Wait::Continuation {
+            tag,
+            purpose: ContinuationPurpose::Literal {
+                client_waits: lit.mode == LiteralMode::Sync,
+            },
+        });
         Ok(())
     }
 
@@ -1285,16 +1325,24 @@ impl Session {
                 "unexpected continuation request",
             ));
         };
-        self.client.send_line(line);
         match purpose {
-            ContinuationPurpose::Literal => self.client.framer.accept_literal(),
+            ContinuationPurpose::Literal { client_waits: true } => {
+                self.client.send_line(line);
+                self.client.framer.accept_literal();
+            }
+            // The client sent `{n+}` and its bytes are already on their way.
+            ContinuationPurpose::Literal { client_waits: false } => {}
             ContinuationPurpose::Sasl => {
+                self.client.send_line(line);
                 self.line_mode = LineMode::SaslResponse {
                     tag,
                     mechanism: SaslMechanism::Login,
                 }
             }
-            ContinuationPurpose::Idle => self.line_mode = LineMode::IdleDone { tag },
+            ContinuationPurpose::Idle => {
+                self.client.send_line(line);
+                self.line_mode = LineMode::IdleDone { tag };
+            }
         }
         Ok(())
     }
@@ -1308,9 +1356,17 @@ impl Session {
         }) = &self.wait
         {
             if waiting == tag {
-                if *purpose == ContinuationPurpose::Literal {
-                    self.client.framer.reject_literal();
-                    self.inbound = Inbound::Between;
+                match purpose {
+                    ContinuationPurpose::Literal { client_waits: true } => {
+                        self.client.framer.reject_literal();
+                        self.inbound = Inbound::Between;
+                    }
+                    // Refused before its literal: the bytes the client already sent
+                    // are dropped, never run.
+                    ContinuationPurpose::Literal { client_waits: false } => {
+                        self.inbound = Inbound::Discarding;
+                    }
+                    ContinuationPurpose::Sasl | ContinuationPurpose::Idle => {}
                 }
                 self.wait = None;
             }
@@ -1591,6 +1647,19 @@ async fn write_or_flush(
         return Ok(0);
     }
     write_some(writer, out).await
+}
+
+/// A forwarded line announcing a literal, always as synchronising `{n}` (see
+/// [`ContinuationPurpose::Literal`]).
+fn synchronising(line: &[u8], literal: Option<LiteralHeader>) -> std::borrow::Cow<'_, [u8]> {
+    match literal {
+        Some(lit) if lit.mode == LiteralMode::NonSync => {
+            let mut out = line[..line.len() - 2].to_vec();
+            out.push(b'}');
+            std::borrow::Cow::Owned(out)
+        }
+        _ => std::borrow::Cow::Borrowed(line),
+    }
 }
 
 /// A line as forwarded upstream after the proxy accepted its literal itself: a trailing
