@@ -16,8 +16,8 @@
 //! Every round runs N operations per variant back to back; the order of the variants
 //! changes from round to round (direct and proxy alternate which goes first; splice takes
 //! each position in turn). Per round the bench keeps the median and p99 of each variant;
-//! it reports the median of the per-round values and their spread (min..max), and ratios
-//! as the ratio of those medians with the spread of the per-round ratios.
+//! it reports the median of the per-round values and their spread (min..max), and each
+//! ratio as the median [min..max] of the per-round ratios (both operands from one round).
 //!
 //! CPU: user+sys ticks of this whole process (`/proc/self/stat` fields 14 and 15) around
 //! each variant's loop. That is the client alone for `direct`, client + relay for `proxy`
@@ -27,6 +27,8 @@
 //! Knobs (environment): `BENCH_ROUNDS`, `BENCH_NOOPS` (per variant per round),
 //! `BENCH_FETCHES`, `BENCH_APPENDS` (0 skips APPEND), `BENCH_WARMUP_NOOPS`,
 //! `BENCH_MSG_BYTES` (default 1 MiB), `BENCH_MAX_SECS` (no new round after this),
+//! `BENCH_VARIANTS` (default `direct,proxy,splice`; the diagnostic relays `splice-ct`, a
+//! current-thread tokio runtime, and `threads`, blocking std threads, can be added),
 //! `BENCH_QUICK=1` or the argument `--quick` for a smoke run of a few seconds. Without
 //! cargo's `--bench` argument (e.g. `cargo test --benches`) the quick run is used too.
 
@@ -97,9 +99,9 @@ impl Settings {
             Settings {
                 quick,
                 variants: Vec::new(),
-                rounds: 2,
-                noops: 300,
-                fetches: 4,
+                rounds: 5,
+                noops: 200,
+                fetches: 3,
                 appends: 2,
                 warmup_noops: 50,
                 warmup_fetches: 1,
@@ -111,10 +113,10 @@ impl Settings {
             Settings {
                 quick,
                 variants: Vec::new(),
-                rounds: 6,
-                noops: 15_000,
-                fetches: 60,
-                appends: 20,
+                rounds: 12,
+                noops: 20_000,
+                fetches: 200,
+                appends: 30,
                 warmup_noops: 500,
                 warmup_fetches: 5,
                 message_bytes: 1024 * 1024,
@@ -122,10 +124,10 @@ impl Settings {
                 total_cap: Duration::from_secs(90),
             }
         };
-        let mut variants = MAIN_VARIANTS.to_vec();
-        if env_usize("BENCH_EXTRA", 0)? > 0 {
-            variants.extend(EXTRA_VARIANTS);
-        }
+        let variants = match std::env::var("BENCH_VARIANTS") {
+            Ok(list) if !list.trim().is_empty() => parse_variants(&list)?,
+            _ => MAIN_VARIANTS.to_vec(),
+        };
         let s = Settings {
             variants,
             rounds: env_usize("BENCH_ROUNDS", defaults.rounds)?.max(1),
@@ -143,6 +145,25 @@ impl Settings {
         };
         Ok(s)
     }
+}
+
+/// `BENCH_VARIANTS=direct,proxy,splice,splice-ct,threads` (direct and proxy are required:
+/// every ratio is against direct).
+fn parse_variants(list: &str) -> BenchResult<Vec<Variant>> {
+    let mut variants = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let v = ALL
+            .into_iter()
+            .find(|v| v.name() == name)
+            .ok_or_else(|| format!("BENCH_VARIANTS: unknown variant {name:?}"))?;
+        if !variants.contains(&v) {
+            variants.push(v);
+        }
+    }
+    if !variants.contains(&Variant::Direct) || !variants.contains(&Variant::Proxy) {
+        return Err("BENCH_VARIANTS must include direct and proxy".into());
+    }
+    Ok(variants)
 }
 
 fn env_usize(name: &str, default: usize) -> BenchResult<usize> {
@@ -171,6 +192,13 @@ enum Variant {
 }
 
 const ALL_VARIANTS: usize = 5;
+const ALL: [Variant; ALL_VARIANTS] = [
+    Variant::Direct,
+    Variant::Proxy,
+    Variant::Splice,
+    Variant::SpliceCt,
+    Variant::Threads,
+];
 const MAIN_VARIANTS: [Variant; 3] = [Variant::Direct, Variant::Proxy, Variant::Splice];
 const EXTRA_VARIANTS: [Variant; 2] = [Variant::SpliceCt, Variant::Threads];
 
@@ -777,6 +805,21 @@ impl Report {
     }
 }
 
+/// Per-round values of `f` for variant `v`.
+fn by_round(results: &Results, op: Op, v: Variant, f: impl Fn(&Sample) -> f64) -> Vec<f64> {
+    results.of(op, v).iter().map(f).collect()
+}
+
+/// Per-round ratios a/b (both measured in the same round), as median [min..max].
+fn paired_ratio(a: &[f64], b: &[f64]) -> Spread {
+    Spread::of(a.iter().zip(b).map(|(x, y)| x / y))
+}
+
+/// Per-round differences a−b, as median [min..max].
+fn paired_difference(a: &[f64], b: &[f64]) -> Spread {
+    Spread::of(a.iter().zip(b).map(|(x, y)| x - y))
+}
+
 fn report_noop(r: &mut Report, results: &Results, settings: &Settings, ticks_per_s: u64) {
     let rounds = results.of(Op::Noop, Variant::Direct).len();
     r.line(format!(
@@ -787,118 +830,86 @@ fn report_noop(r: &mut Report, results: &Results, settings: &Settings, ticks_per
         "{:<9} {:>24} {:>24} {:>15} {:>14}",
         "variant", "p50 µs [min..max]", "p99 µs [min..max]", "bench CPU µs/op", "dovecot µs/op"
     ));
+    let p = |v: Variant, q: f64| by_round(results, Op::Noop, v, |x| x.percentile_us(q));
     for &v in &settings.variants {
-        let s = results.of(Op::Noop, v);
-        let p50 = Spread::of(s.iter().map(|x| x.percentile_us(50.0)));
-        let p99 = Spread::of(s.iter().map(|x| x.percentile_us(99.0)));
-        let (cpu, dovecot) = cpu_per_op(s, ticks_per_s);
+        let (cpu, dovecot) = cpu_per_op(results.of(Op::Noop, v), ticks_per_s);
         r.line(format!(
             "{:<9} {:>24} {:>24} {:>15.1} {:>14.1}",
             v.name(),
-            p50.show(1),
-            p99.show(1),
+            Spread::of(p(v, 50.0)).show(1),
+            Spread::of(p(v, 99.0)).show(1),
             cpu,
             dovecot
         ));
     }
     for &v in &settings.variants {
-        let rounds: Vec<String> = results
-            .of(Op::Noop, v)
-            .iter()
-            .map(|x| format!("{:.1}", x.percentile_us(50.0)))
-            .collect();
+        let rounds: Vec<String> = p(v, 50.0).iter().map(|x| format!("{x:.1}")).collect();
         r.line(format!(
-            "  p50 by round {:<9} {}",
+            "  p50 µs by round, {:<9} {}",
             v.name(),
             rounds.join(" ")
         ));
     }
-    let per_round = |v: Variant, p: f64| -> Vec<f64> {
-        results
-            .of(Op::Noop, v)
-            .iter()
-            .map(|x| x.percentile_us(p))
-            .collect()
-    };
-    let ratio = |a: Variant, b: Variant, p: f64| -> (f64, Spread) {
-        let (pa, pb) = (per_round(a, p), per_round(b, p));
-        let of_medians =
-            Spread::of(pa.iter().copied()).median / Spread::of(pb.iter().copied()).median;
-        (
-            of_medians,
-            Spread::of(pa.iter().zip(&pb).map(|(x, y)| x / y)),
-        )
-    };
-    let added = |a: Variant, b: Variant, p: f64| -> Spread {
-        let (pa, pb) = (per_round(a, p), per_round(b, p));
-        Spread::of(pa.iter().zip(&pb).map(|(x, y)| x - y))
-    };
-    let (p50_ratio, p50_rounds) = ratio(Variant::Proxy, Variant::Direct, 50.0);
-    let (p99_ratio, p99_rounds) = ratio(Variant::Proxy, Variant::Direct, 99.0);
-    let added_p50 = added(Variant::Proxy, Variant::Direct, 50.0);
-    let added_p99 = added(Variant::Proxy, Variant::Direct, 99.0);
+    r.line("ratios and added µs: median of the per-round values [min..max]");
+    let direct = Variant::Direct;
+    let p50_ratio = paired_ratio(&p(Variant::Proxy, 50.0), &p(direct, 50.0));
+    let p99_ratio = paired_ratio(&p(Variant::Proxy, 99.0), &p(direct, 99.0));
+    let added_p50 = paired_difference(&p(Variant::Proxy, 50.0), &p(direct, 50.0));
+    let added_p99 = paired_difference(&p(Variant::Proxy, 99.0), &p(direct, 99.0));
     r.line(format!(
-        "proxy/direct   p50 {p50_ratio:.2}x (per round {:.2}..{:.2})  target <= 1.30: {}",
-        p50_rounds.min,
-        p50_rounds.max,
-        verdict(p50_ratio <= 1.3)
+        "proxy/direct     p50 {}x  target <= 1.30: {}",
+        p50_ratio.show(2),
+        verdict(p50_ratio.median <= 1.3)
     ));
+    r.line(format!("proxy/direct     p99 {}x", p99_ratio.show(2)));
     r.line(format!(
-        "proxy/direct   p99 {p99_ratio:.2}x (per round {:.2}..{:.2})",
-        p99_rounds.min, p99_rounds.max
-    ));
-    r.line(format!(
-        "proxy added    p50 +{} µs, p99 +{} µs  target p99 <= +50 µs: {}",
+        "proxy added      p50 +{} µs;  p99 +{} µs  target p99 <= +50 µs: {}",
         added_p50.show(1),
         added_p99.show(1),
         verdict(added_p99.median <= 50.0)
     ));
-    let (s50, s50_rounds) = ratio(Variant::Splice, Variant::Direct, 50.0);
-    let (s99, _) = ratio(Variant::Splice, Variant::Direct, 99.0);
-    r.line(format!(
-        "splice/direct  p50 {s50:.2}x (per round {:.2}..{:.2}), p99 {s99:.2}x; splice added p50 +{} µs",
-        s50_rounds.min,
-        s50_rounds.max,
-        added(Variant::Splice, Variant::Direct, 50.0).show(1)
-    ));
-    let (ps50, ps_rounds) = ratio(Variant::Proxy, Variant::Splice, 50.0);
-    r.line(format!(
-        "proxy/splice   p50 {ps50:.2}x (per round {:.2}..{:.2}); proxy beyond a byte copy: p50 +{} µs",
-        ps_rounds.min,
-        ps_rounds.max,
-        added(Variant::Proxy, Variant::Splice, 50.0).show(1)
-    ));
     for &v in settings
         .variants
         .iter()
-        .filter(|v| EXTRA_VARIANTS.contains(v))
+        .filter(|v| !matches!(v, Variant::Direct | Variant::Proxy))
     {
-        let (x50, x_rounds) = ratio(v, Variant::Direct, 50.0);
         r.line(format!(
-            "{:<14} p50 {x50:.2}x (per round {:.2}..{:.2}); added p50 +{} µs (diagnostic relay)",
+            "{:<16} p50 {}x, added p50 +{} µs{}",
             format!("{}/direct", v.name()),
-            x_rounds.min,
-            x_rounds.max,
-            added(v, Variant::Direct, 50.0).show(1)
+            paired_ratio(&p(v, 50.0), &p(direct, 50.0)).show(2),
+            paired_difference(&p(v, 50.0), &p(direct, 50.0)).show(1),
+            if EXTRA_VARIANTS.contains(&v) {
+                " (diagnostic relay)"
+            } else {
+                ""
+            }
         ));
     }
-    let (direct_cpu, _) = cpu_per_op(results.of(Op::Noop, Variant::Direct), ticks_per_s);
+    if settings.variants.contains(&Variant::Splice) {
+        r.line(format!(
+            "proxy/splice     p50 {}x; the proxy beyond a bare byte copy: p50 +{} µs",
+            paired_ratio(&p(Variant::Proxy, 50.0), &p(Variant::Splice, 50.0)).show(2),
+            paired_difference(&p(Variant::Proxy, 50.0), &p(Variant::Splice, 50.0)).show(1)
+        ));
+    }
+    let (direct_cpu, _) = cpu_per_op(results.of(Op::Noop, direct), ticks_per_s);
     let relay_cpu: Vec<String> = settings
         .variants
         .iter()
-        .filter(|v| **v != Variant::Direct)
+        .filter(|v| **v != direct)
         .map(|&v| {
             let (cpu, _) = cpu_per_op(results.of(Op::Noop, v), ticks_per_s);
             format!("{} {:.1} µs", v.name(), cpu - direct_cpu)
         })
         .collect();
     r.line(format!(
-        "relay CPU per NOOP (bench CPU minus direct's client-only CPU): {}",
+        "relay CPU per NOOP (bench CPU minus direct's, i.e. minus the client's): {}",
         relay_cpu.join(", ")
     ));
     r.summary.push(format!(
-        "B2 NOOP p50 proxy/direct {p50_ratio:.2}x (target <= 1.30: {}); p99 added +{:.1} µs (target <= 50: {})",
-        verdict(p50_ratio <= 1.3),
+        "B2 NOOP p50 proxy/direct {:.2}x (target <= 1.30: {}); p99 added +{:.1} µs (target <= 50: {})",
+        p50_ratio.median,
+        verdict(p50_ratio.median <= 1.3),
         added_p99.median,
         verdict(added_p99.median <= 50.0)
     ));
@@ -917,19 +928,13 @@ fn report_bulk(r: &mut Report, results: &Results, settings: &Settings, op: Op, t
     ));
     r.line(format!(
         "{:<9} {:>26} {:>22} {:>15} {:>14}",
-        "variant",
-        "MB/s at median [min..max]",
-        "median ms [min..max]",
-        "bench CPU µs/op",
-        "dovecot µs/op"
+        "variant", "MB/s [min..max]", "median ms [min..max]", "bench CPU µs/op", "dovecot µs/op"
     ));
     // MB/s = 10^6 bytes per second, from each round's median operation time.
-    let mbps = |v: Variant| -> Vec<f64> {
-        results
-            .of(op, v)
-            .iter()
-            .map(|s| bytes / (percentile(&s.nanos, 50.0) / 1e9) / 1e6)
-            .collect()
+    let mbps = |v: Variant| {
+        by_round(results, op, v, |s| {
+            bytes / (percentile(&s.nanos, 50.0) / 1e9) / 1e6
+        })
     };
     for &v in &settings.variants {
         let s = results.of(op, v);
@@ -944,42 +949,38 @@ fn report_bulk(r: &mut Report, results: &Results, settings: &Settings, op: Op, t
             dovecot
         ));
     }
-    let ratio = |a: Variant, b: Variant| -> (f64, Spread) {
-        let (ma, mb) = (mbps(a), mbps(b));
-        (
-            Spread::of(ma.iter().copied()).median / Spread::of(mb.iter().copied()).median,
-            Spread::of(ma.iter().zip(&mb).map(|(x, y)| x / y)),
-        )
-    };
-    let (pd, pd_rounds) = ratio(Variant::Proxy, Variant::Direct);
-    let (sd, sd_rounds) = ratio(Variant::Splice, Variant::Direct);
-    let (ps, ps_rounds) = ratio(Variant::Proxy, Variant::Splice);
+    let pd = paired_ratio(&mbps(Variant::Proxy), &mbps(Variant::Direct));
     r.line(format!(
-        "proxy/direct   {pd:.2}x (per round {:.2}..{:.2})  target >= 0.95: {}",
-        pd_rounds.min,
-        pd_rounds.max,
-        verdict(pd >= 0.95)
-    ));
-    r.line(format!(
-        "splice/direct  {sd:.2}x (per round {:.2}..{:.2});  proxy/splice {ps:.2}x (per round {:.2}..{:.2})",
-        sd_rounds.min, sd_rounds.max, ps_rounds.min, ps_rounds.max
+        "proxy/direct     {}x  target >= 0.95: {}",
+        pd.show(2),
+        verdict(pd.median >= 0.95)
     ));
     for &v in settings
         .variants
         .iter()
-        .filter(|v| EXTRA_VARIANTS.contains(v))
+        .filter(|v| !matches!(v, Variant::Direct | Variant::Proxy))
     {
-        let (x, x_rounds) = ratio(v, Variant::Direct);
         r.line(format!(
-            "{:<14} {x:.2}x (per round {:.2}..{:.2}) (diagnostic relay)",
+            "{:<16} {}x{}",
             format!("{}/direct", v.name()),
-            x_rounds.min,
-            x_rounds.max
+            paired_ratio(&mbps(v), &mbps(Variant::Direct)).show(2),
+            if EXTRA_VARIANTS.contains(&v) {
+                " (diagnostic relay)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if settings.variants.contains(&Variant::Splice) {
+        r.line(format!(
+            "proxy/splice     {}x",
+            paired_ratio(&mbps(Variant::Proxy), &mbps(Variant::Splice)).show(2)
         ));
     }
     r.summary.push(format!(
-        "B4 {title} MB/s proxy/direct {pd:.2}x (target >= 0.95: {})",
-        verdict(pd >= 0.95)
+        "B4 {title} MB/s proxy/direct {:.2}x (target >= 0.95: {})",
+        pd.median,
+        verdict(pd.median >= 0.95)
     ));
 }
 
@@ -1062,7 +1063,11 @@ fn header(settings: &Settings, ticks_per_s: u64) -> String {
     );
     let _ = writeln!(
         h,
-        "         Each round runs every variant back to back, order rotating (direct/proxy alternate first). Figures: median of per-round values [min..max of rounds]."
+        "         Each round runs every variant back to back, order rotating (direct/proxy alternate first). Figures: median of per-round values [min..max of rounds];\n         ratios: median of the per-round ratios (both variants of a ratio run in the same round) [min..max]."
+    );
+    let _ = writeln!(
+        h,
+        "         On a small VM, rounds can be bimodal (wake-ups across vCPUs cost tens of µs); `taskset -c 0 cargo bench ...` gives stable single-core figures."
     );
     let _ = writeln!(
         h,

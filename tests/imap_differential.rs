@@ -5,9 +5,15 @@
 //! - capability lists: the direct list is passed through the proxy's documented filter
 //!   (`proto::imap::capability::filter`, see docs/imap-front.md), so a proxied list
 //!   that differs in any other way fails;
-//! - the greeting's text (it names the Dovecot instance), Dovecot's timing suffix `(0.001 + 0.000 secs)` and per-instance UIDVALIDITY numbers;
+//! - the greeting's text (it names the Dovecot instance), the timing suffix of Dovecot's
+//!   tagged replies `(0.001 + 0.000 secs)` (whatever the durations) and per-instance
+//!   UIDVALIDITY numbers;
 //! - the text of continuation requests (`+ OK` from Dovecot, `+ Ready for literal data`
-//!   from the proxy for commands it assembles) and of BAD replies the proxy writes itself.
+//!   from the proxy for commands it assembles) and of BAD replies the proxy writes itself;
+//! - how the server's close reaches the client: end of stream and connection reset are
+//!   both recorded as `<connection ended: closed>` (RST instead of FIN only means the
+//!   server closed with unread input pending, e.g. a command sent after LOGOUT, and which
+//!   one the client reads first depends on timing). A timeout is still recorded as such.
 //!
 //! Scripts live in `tests/data/imap-sessions/*.txt`:
 //! `> line` sends the line + CRLF; `>> bytes` sends bytes as they are (escapes `\r`, `\n`,
@@ -213,7 +219,7 @@ async fn run(addr: SocketAddr, steps: &[Step], proxied: bool) -> Vec<String> {
                 let (text, first) = match reader.message().await {
                     Ok(message) => message,
                     Err(e) => {
-                        transcript.push(format!("<connection ended: {:?}>", e.kind()));
+                        transcript.push(connection_ended(e.kind()));
                         return transcript;
                     }
                 };
@@ -250,6 +256,19 @@ async fn run(addr: SocketAddr, steps: &[Step], proxied: bool) -> Vec<String> {
         }
     }
     transcript
+}
+
+/// How a connection end is recorded. A server that closes while input it never read is
+/// pending (a command sent after LOGOUT) makes the kernel send RST instead of FIN, and
+/// whether the client then reads "reset" or "end of stream" depends on timing, so both
+/// are recorded alike. Anything else (a timeout: nothing came) stays distinct.
+fn connection_ended(kind: std::io::ErrorKind) -> String {
+    match kind {
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+            "<connection ended: closed>".to_owned()
+        }
+        other => format!("<connection ended: {other:?}>"),
+    }
 }
 
 fn normalise(text: &str, first: &[u8], proxied: bool, authenticated: bool) -> String {
@@ -304,10 +323,26 @@ fn normalise(text: &str, first: &[u8], proxied: bool, authenticated: bool) -> St
             }
         }
     }
-    // Dovecot's timing suffix and per-instance identifiers.
-    if let Some(at) = text.find(" (0.") {
-        if let Some(end) = text[at..].find("secs)") {
-            text.replace_range(at..at + end + 5, "");
+    // Dovecot's timing suffix of tagged replies, `(0.001 + 0.000 secs)` right before the
+    // final period (any duration: a loaded machine makes it exceed a second), and
+    // per-instance identifiers.
+    let tagged = matches!(
+        response::response_head(first),
+        Ok(ResponseHead::Tagged { .. })
+    );
+    let mut from = 0;
+    while let Some(at) = text[from..].find(" (").map(|i| i + from).filter(|_| tagged) {
+        let inner = &text[at + 2..];
+        let timing = inner.find("secs)").filter(|&end| {
+            matches!(&inner[end + 5..], "" | ".")
+                && inner.starts_with(|c: char| c.is_ascii_digit())
+                && inner[..end]
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || matches!(c, '.' | '+' | ' '))
+        });
+        match timing {
+            Some(end) => text.replace_range(at..at + 2 + end + 5, ""),
+            None => from = at + 2,
         }
     }
     for key in ["UIDVALIDITY ", "APPENDUID ", "COPYUID "] {
@@ -342,13 +377,6 @@ async fn differential(name: &str) {
     .await;
     let direct = run(direct_dovecot.imap_addr(), &steps, false).await;
     let proxied = run(proxy.plain, &steps, true).await;
-    if std::env::var_os("TMP_DUMP").is_some() {
-        eprintln!(
-            "=== {name}\n{}\n=== proxied\n{}",
-            direct.join("\n"),
-            proxied.join("\n")
-        );
-    }
     if direct != proxied {
         let mut report = format!("transcripts differ for {name}\n");
         for i in 0..direct.len().max(proxied.len()) {
@@ -365,10 +393,16 @@ async fn differential(name: &str) {
     );
 }
 
+/// `test_name => "file-name",` runs `tests/data/imap-sessions/file-name.txt`.
+/// `test_name => "file-name" (ignore "reason"),` keeps a script that shows a known proxy
+/// bug in the suite but ignored (`cargo test -- --ignored` runs it): the script asserts
+/// the correct, transparent behaviour, so the line goes back to the plain form when the
+/// bug is fixed. The reason names the difference.
 macro_rules! sessions {
-    ($($test:ident => $file:literal,)*) => {
+    ($($test:ident => $file:literal $((ignore $reason:literal))?,)*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            $(#[ignore = $reason])?
             async fn $test() {
                 differential($file).await;
             }
@@ -395,14 +429,24 @@ macro_rules! sessions {
 sessions! {
     append_1mib => "append-1mib",
     append_200k => "append-200k",
+    append_catenate => "append-catenate",
+    append_empty => "append-empty",
     append_flags_date => "append-flags-date",
     append_nonsync_literal => "append-nonsync-literal",
     append_sync_literal => "append-sync-literal",
     append_trycreate => "append-trycreate",
     authenticate_cancel => "authenticate-cancel",
     authenticate_login => "authenticate-login",
+    authenticate_login_initial_response => "authenticate-login-initial-response"
+        (ignore "proxy bug: AUTHENTICATE LOGIN with SASL-IR is refused"),
+    authenticate_login_invalid_response => "authenticate-login-invalid-response"
+        (ignore "proxy bug: non-base64 SASL line ends the session"),
     authenticate_plain_continuation => "authenticate-plain-continuation",
+    authenticate_plain_invalid => "authenticate-plain-invalid"
+        (ignore "proxy bug: own NO texts/codes for malformed PLAIN responses"),
     authenticate_plain_sasl_ir => "authenticate-plain-sasl-ir",
+    authenticate_unknown_mechanism => "authenticate-unknown-mechanism"
+        (ignore "proxy bug: its own NO for an unknown mechanism lacks [ALERT]"),
     capability_authenticate => "capability-authenticate",
     check => "check",
     close_unselect => "close-unselect",
@@ -410,10 +454,19 @@ sessions! {
     create_delete => "create-delete",
     create_hierarchy => "create-hierarchy",
     enable => "enable",
+    error_bad_command_limit => "error-bad-command-limit"
+        (ignore "proxy bug: its own BADs skip Dovecot's post-login bad-command limit"),
+    error_bad_login_syntax => "error-bad-login-syntax"
+        (ignore "proxy bug: its own BADs skip Dovecot's pre-login bad-command limit"),
     error_bad_sequence_set => "error-bad-sequence-set",
     error_fetch_before_select => "error-fetch-before-select",
     error_gibberish => "error-gibberish",
+    error_login_parse_errors => "error-login-parse-errors",
+    error_lone_word => "error-lone-word"
+        (ignore "proxy bug: one-word line gets `* BAD`, Dovecot uses the word as tag"),
+    error_mailbox_commands_before_login => "error-mailbox-commands-before-login",
     error_missing_arguments => "error-missing-arguments",
+    error_prelogin_bad_limit => "error-prelogin-bad-limit",
     error_select_before_login => "error-select-before-login",
     error_unknown_command => "error-unknown-command",
     fetch_1mib => "fetch-1mib",
@@ -422,12 +475,17 @@ sessions! {
     fetch_bodystructure => "fetch-bodystructure",
     fetch_envelope => "fetch-envelope",
     fetch_flags_uid => "fetch-flags-uid",
+    fetch_long_header => "fetch-long-header",
     fetch_size_internaldate => "fetch-size-internaldate",
     greeting_and_capability => "greeting-capability",
     id => "id",
     idle => "idle",
+    idle_done_pipelined => "idle-done-pipelined",
+    idle_not_done => "idle-not-done"
+        (ignore "proxy bug: non-DONE line in IDLE ends the session (Dovecot: BAD, goes on)"),
     list_extended => "list-extended",
     list_plain => "list-plain",
+    list_quoted_names => "list-quoted-names",
     list_special_use => "list-special-use",
     list_wildcards => "list-wildcards",
     literal_mailbox_names => "literal-mailbox-names",
@@ -438,15 +496,19 @@ sessions! {
     logout => "logout",
     logout_selected => "logout-selected",
     lsub => "lsub",
+    mailbox_commands_lowercase => "mailbox-commands-lowercase",
     mailbox_errors => "mailbox-errors",
     metadata_mailbox => "metadata-mailbox",
     metadata_server => "metadata-server",
+    metadata_server_syntax => "metadata-server-syntax",
     multiappend => "multiappend",
     namespace => "namespace",
     noop => "noop",
     notify => "notify",
     pipelining => "pipelining",
+    pipelining_after_authenticate => "pipelining-after-authenticate",
     pipelining_after_login => "pipelining-after-login",
+    pipelining_large_fetches => "pipelining-large-fetches",
     rename => "rename",
     search_basic => "search-basic",
     search_charset_literal => "search-charset-literal",
@@ -466,6 +528,23 @@ sessions! {
 
 #[test]
 fn normalisation_removes_only_what_it_documents() {
+    assert_eq!(
+        normalise(
+            "a OK Append completed (1.204 + 0.000 + 1.203 secs).",
+            b"a OK Append completed",
+            true,
+            true
+        ),
+        "a OK Append completed."
+    );
+    assert_eq!(
+        normalise("* LIST () \"/\" \"a (1 secs)\"", b"* LIST", true, true),
+        "* LIST () \"/\" \"a (1 secs)\""
+    );
+    assert_eq!(
+        normalise("a NO x (2 secs) y.", b"a NO x (2 secs) y.", true, true),
+        "a NO x (2 secs) y."
+    );
     assert_eq!(
         normalise(
             "a OK Logged in (0.001 + 0.000 + 0.002 secs).",
@@ -502,6 +581,14 @@ fn normalisation_removes_only_what_it_documents() {
     assert_eq!(
         direct,
         format!("* CAPABILITY IMAP4rev1 IDLE APPENDLIMIT={APPEND_LIMIT} COI")
+    );
+    assert_eq!(
+        connection_ended(std::io::ErrorKind::ConnectionReset),
+        connection_ended(std::io::ErrorKind::UnexpectedEof)
+    );
+    assert_ne!(
+        connection_ended(std::io::ErrorKind::TimedOut),
+        connection_ended(std::io::ErrorKind::UnexpectedEof)
     );
     assert_eq!(unescape("a\\r\\n\\x41{repeat 3:b}"), b"a\r\nAbbb");
     let _ = Bytes::new();

@@ -158,6 +158,18 @@ impl Framer {
         }
     }
 
+    /// The input buffer, with room for at least `additional` more bytes, for a driver that
+    /// reads from its socket straight into it (saving a copy of every byte). Only
+    /// appending to it is allowed; the bytes count as pushed.
+    pub fn input_buffer(&mut self, additional: usize) -> &mut BytesMut {
+        if self.state == State::Poisoned {
+            // A poisoned framer keeps nothing, as `push` does.
+            self.buf.clear();
+        }
+        self.buf.reserve(additional);
+        &mut self.buf
+    }
+
     /// Bytes received but not yet returned in a fragment.
     pub fn buffered(&self) -> usize {
         self.buf.len()

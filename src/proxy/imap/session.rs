@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -64,7 +64,6 @@ struct Peer {
     framer: Framer,
     out: OutQueue,
     needs_flush: bool,
-    read_buf: BytesMut,
     side: Side,
 }
 
@@ -77,7 +76,6 @@ impl Peer {
             framer,
             out: OutQueue::default(),
             needs_flush: false,
-            read_buf: BytesMut::with_capacity(READ_CHUNK),
             side,
         }
     }
@@ -87,6 +85,20 @@ impl Peer {
         buf.extend_from_slice(line);
         buf.extend_from_slice(b"\r\n");
         self.out.push(buf);
+    }
+
+    /// Queues a line received from the other side as it is: no copy, a shared CRLF.
+    fn relay_line(&mut self, line: Bytes) {
+        self.out.push(line);
+        self.out.push(Bytes::from_static(b"\r\n"));
+    }
+
+    /// Queues a line that may or may not have been rewritten.
+    fn send_cow(&mut self, original: &Bytes, line: std::borrow::Cow<'_, [u8]>) {
+        match line {
+            std::borrow::Cow::Borrowed(_) => self.relay_line(original.clone()),
+            std::borrow::Cow::Owned(rewritten) => self.send_line(&rewritten),
+        }
     }
 
     /// Writes everything queued and flushes.
@@ -107,23 +119,13 @@ impl Peer {
 
     /// Reads once into the framer; `Ok(false)` at end of stream.
     async fn fill(&mut self) -> SessionResult<bool> {
-        let n = read_some(&mut self.reader, &mut self.read_buf)
+        let n = self
+            .reader
+            .read_buf(self.framer.input_buffer(READ_CHUNK))
             .await
             .map_err(|e| SessionError::io(self.side, e))?;
-        Ok(self.framed(n))
+        Ok(n > 0)
     }
-
-    /// Hands `n` freshly read bytes to the framer; false at end of stream.
-    fn framed(&mut self, n: usize) -> bool {
-        self.framer.push(&self.read_buf[..n]);
-        n > 0
-    }
-}
-
-async fn read_some(reader: &mut ReadHalf<MaybeTls>, buf: &mut BytesMut) -> std::io::Result<usize> {
-    buf.clear();
-    buf.reserve(READ_CHUNK);
-    reader.read_buf(buf).await
 }
 
 async fn write_some(writer: &mut WriteHalf<MaybeTls>, out: &OutQueue) -> std::io::Result<usize> {
@@ -406,6 +408,14 @@ impl Session {
     }
 
     async fn run_loop(&mut self) -> SessionResult<()> {
+        // One timer and one shutdown waiter for the whole session: re-creating them on
+        // every pass costs measurable latency per command. The timer is moved only when
+        // it fires before the (extended) deadline.
+        let timer = tokio::time::sleep_until(self.deadline);
+        tokio::pin!(timer);
+        let mut shutdown = self.shutdown.clone();
+        let closing_signal = async move { shutdown.reached(Phase::Closing).await };
+        tokio::pin!(closing_signal);
         loop {
             self.process_upstream()?;
             self.process_client()?;
@@ -422,6 +432,11 @@ impl Session {
             if self.state.logout && self.in_flight.is_empty() && self.client.out.is_empty() {
                 return Ok(());
             }
+            // The grace period is over: commands still running (an IDLE, a slow FETCH)
+            // end with the session.
+            if self.shutdown.phase() >= Phase::Closing {
+                return Err(SessionError::new(Side::Internal, ErrorKind::Shutdown, "shutdown"));
+            }
             // Unprocessed client input is bounded by one read beyond the line limit, so an
             // incomplete line of any allowed length can still be completed.
             let client_read = self.upstream.out.len() < HIGH_WATER
@@ -430,53 +445,39 @@ impl Session {
             let upstream_read = self.client.out.len() < HIGH_WATER;
             let client_write = !self.client.out.is_empty() || self.client.needs_flush;
             let upstream_write = !self.upstream.out.is_empty() || self.upstream.needs_flush;
-            // The grace period is over: commands still running (an IDLE, a slow FETCH)
-            // end with the session.
-            let closing = self.shutdown.phase() >= Phase::Closing;
-            if closing {
-                return Err(SessionError::new(
-                    Side::Internal,
-                    ErrorKind::Shutdown,
-                    "shutdown",
-                ));
-            }
-            let deadline = self.deadline;
-            let mut shutdown = self.shutdown.clone();
             tokio::select! {
-                read = read_some(&mut self.client.reader, &mut self.client.read_buf), if client_read => {
-                    let n = read.map_err(|e| SessionError::io(Side::Downstream, e))?;
-                    if !self.client.framed(n) {
+                read = self.client.reader.read_buf(self.client.framer.input_buffer(READ_CHUNK)), if client_read => {
+                    if read.map_err(|e| SessionError::io(Side::Downstream, e))? == 0 {
                         return Err(downstream(ErrorKind::Closed, "client closed the connection"));
                     }
                     if self.state.user.is_some() {
                         self.deadline = Instant::now() + self.shared.config.timeouts.idle;
                     }
                 }
-                read = read_some(&mut self.upstream.reader, &mut self.upstream.read_buf), if upstream_read => {
-                    let n = read.map_err(|e| SessionError::io(Side::Upstream, e))?;
-                    if !self.upstream.framed(n) {
+                read = self.upstream.reader.read_buf(self.upstream.framer.input_buffer(READ_CHUNK)), if upstream_read => {
+                    if read.map_err(|e| SessionError::io(Side::Upstream, e))? == 0 {
                         if self.state.logout {
                             return Ok(());
                         }
                         return Err(upstream(ErrorKind::Closed, "upstream closed the connection"));
                     }
                 }
-                written = write_or_flush(&mut self.client.writer, &self.client.out), if client_write => {
+                written = drive_write(&mut self.client.writer, &mut self.client.out, &mut self.client.needs_flush), if client_write => {
                     let n = written.map_err(|e| SessionError::io(Side::Downstream, e))?;
                     self.account(Direction::ToClient, n);
-                    self.client.out.advance(n);
-                    self.client.needs_flush = n > 0;
                 }
-                written = write_or_flush(&mut self.upstream.writer, &self.upstream.out), if upstream_write => {
+                written = drive_write(&mut self.upstream.writer, &mut self.upstream.out, &mut self.upstream.needs_flush), if upstream_write => {
                     let n = written.map_err(|e| SessionError::io(Side::Upstream, e))?;
                     self.account(Direction::ToUpstream, n);
-                    self.upstream.out.advance(n);
-                    self.upstream.needs_flush = n > 0;
                 }
-                () = tokio::time::sleep_until(deadline) => {
-                    return Err(downstream(ErrorKind::Timeout, "session deadline passed"));
+                () = &mut timer => {
+                    if Instant::now() >= self.deadline {
+                        return Err(downstream(ErrorKind::Timeout, "session deadline passed"));
+                    }
+                    timer.as_mut().reset(self.deadline);
                 }
-                () = shutdown.reached(Phase::Closing), if !closing => {}
+                // Resolves once; after that the phase check above ends the session.
+                () = &mut closing_signal => {}
             }
         }
     }
@@ -572,7 +573,7 @@ impl Session {
         match std::mem::replace(&mut self.inbound, Inbound::Between) {
             Inbound::Between => self.on_client_head(&line, literal),
             Inbound::Forwarding => {
-                self.upstream.send_line(&synchronising(&line, literal));
+                self.upstream.send_cow(&line, synchronising(&line, literal));
                 self.inbound = Inbound::Forwarding;
                 self.after_forwarded_line(literal, false)
             }
@@ -698,7 +699,7 @@ impl Session {
 
     fn forward_head(
         &mut self,
-        line: &[u8],
+        line: &Bytes,
         head: &CommandHead<'_>,
         effect: Effect,
         literal: Option<LiteralHeader>,
@@ -708,7 +709,7 @@ impl Session {
                 return self.refuse_big_literal(head.tag, lit);
             }
         }
-        self.upstream.send_line(&synchronising(line, literal));
+        self.upstream.send_cow(line, synchronising(line, literal));
         self.in_flight.push_back(InFlight {
             tag: head.tag.to_vec(),
             class: class_of(head.name),
@@ -1269,7 +1270,7 @@ impl Session {
                     status: Status::Ok, ..
                 } => {
                     let rewritten = self.rewrite_capability_code(&line, &head);
-                    self.client.send_line(&rewritten);
+                    self.client.send_cow(&line, rewritten);
                     Ok(())
                 }
                 ResponseHead::UntaggedStatus {
@@ -1296,10 +1297,9 @@ impl Session {
                 Ok(())
             }
             ResponseHead::Tagged { tag, status, .. } => {
-                let tag = tag.to_vec();
-                self.on_tagged(&tag, status);
+                self.on_tagged(tag, status);
                 let rewritten = self.rewrite_capability_code(&line, &head);
-                self.client.send_line(&rewritten);
+                self.client.send_cow(&line, rewritten);
                 Ok(())
             }
             ResponseHead::UntaggedStatus { status, .. } => {
@@ -1307,7 +1307,7 @@ impl Session {
                     self.state.logout = true;
                 }
                 let rewritten = self.rewrite_capability_code(&line, &head);
-                self.client.send_line(&rewritten);
+                self.client.send_cow(&line, rewritten);
                 Ok(())
             }
             _ => {
@@ -1420,7 +1420,7 @@ impl Session {
         }
     }
 
-    fn rewrite_capability_code(&self, line: &[u8], head: &ResponseHead<'_>) -> Vec<u8> {
+    fn rewrite_capability_code<'l>(&self, line: &'l [u8], head: &ResponseHead<'_>) -> std::borrow::Cow<'l, [u8]> {
         let code = match head {
             ResponseHead::Tagged {
                 code: Some(code), ..
@@ -1428,7 +1428,7 @@ impl Session {
             | ResponseHead::UntaggedStatus {
                 code: Some(code), ..
             } if code.is("CAPABILITY") => code,
-            _ => return line.to_vec(),
+            _ => return std::borrow::Cow::Borrowed(line),
         };
         let mut out = line[..code.span.0].to_vec();
         out.extend_from_slice(b"[CAPABILITY ");
@@ -1442,7 +1442,7 @@ impl Session {
         );
         out.push(b']');
         out.extend_from_slice(&line[code.span.1..]);
-        out
+        std::borrow::Cow::Owned(out)
     }
 
     /// The view that applies to a response: a tagged OK to LOGIN/AUTHENTICATE already
@@ -1638,15 +1638,21 @@ fn leaves_mailbox(line: &[u8]) -> bool {
     )
 }
 
-async fn write_or_flush(
-    writer: &mut WriteHalf<MaybeTls>,
-    out: &OutQueue,
-) -> std::io::Result<usize> {
-    if out.is_empty() {
-        writer.flush().await?;
-        return Ok(0);
+/// Writes what is queued (one vectored write) and flushes once the queue is empty, in
+/// one pass. Cancel-safe: the queue advances right after the write returns, and a
+/// cancelled flush is retried because `needs_flush` stays set.
+async fn drive_write(writer: &mut WriteHalf<MaybeTls>, out: &mut OutQueue, needs_flush: &mut bool) -> std::io::Result<usize> {
+    let mut n = 0;
+    if !out.is_empty() {
+        n = write_some(writer, out).await?;
+        out.advance(n);
+        *needs_flush = true;
     }
-    write_some(writer, out).await
+    if out.is_empty() && *needs_flush {
+        writer.flush().await?;
+        *needs_flush = false;
+    }
+    Ok(n)
 }
 
 /// A forwarded line announcing a literal, always as synchronising `{n}` (see
