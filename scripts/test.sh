@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked
 echo "== benchmark smoke run (figures are meaningless in quick mode)"

@@ -94,7 +94,8 @@ impl SessionError {
             (Side::Downstream, ErrorKind::Closed | ErrorKind::Io | ErrorKind::Tls) => None,
             (Side::Downstream, ErrorKind::Timeout) => Some("* BYE Autologout; idle for too long"),
             (Side::Downstream, ErrorKind::TooBig) => Some("* BYE [TOOBIG] Input exceeds a limit"),
-            (Side::Downstream, _) => Some("* BYE Too many protocol errors"),
+            // Dovecot's words for the same situation.
+            (Side::Downstream, _) => Some("* BYE Too many invalid IMAP commands."),
             (Side::Upstream, ErrorKind::Connect) => {
                 Some("* BYE [UNAVAILABLE] Backend server unavailable")
             }

@@ -22,21 +22,36 @@ fn repo(path: &str) -> String {
 
 #[test]
 fn check_accepts_the_minimal_config() {
-    let out = bin().args(["check", "--config", &repo("conf/minimal.yaml")]).output().expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args(["check", "--config", &repo("conf/minimal.yaml")])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).ends_with(": ok\n"));
 }
 
 #[test]
 fn check_reports_every_error_with_its_path_and_exits_64() {
-    let out = bin().args(["check", "--config", &repo("conf/invalid/many_mistakes_at_once.yaml")]).output().expect("run");
+    let out = bin()
+        .args([
+            "check",
+            "--config",
+            &repo("conf/invalid/many_mistakes_at_once.yaml"),
+        ])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let expected: Vec<String> = std::fs::read_to_string(repo("conf/invalid/many_mistakes_at_once.yaml"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.strip_prefix("# expect: ").map(str::to_owned))
-        .collect();
+    let expected: Vec<String> =
+        std::fs::read_to_string(repo("conf/invalid/many_mistakes_at_once.yaml"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: ").map(str::to_owned))
+            .collect();
     assert!(expected.len() >= 5, "the fixture names its errors");
     for e in &expected {
         assert!(stderr.contains(e.as_str()), "missing {e:?} in:\n{stderr}");
@@ -52,15 +67,24 @@ fn check_names_unreadable_certificate_files() {
         "imap:\n  listeners:\n    - {address: \"127.0.0.1:0\", tls: implicit}\n  upstream: {address: \"127.0.0.1:1\"}\ntls:\n  certificate: /nonexistent/cert.pem\n  private_key: /nonexistent/key.pem\n",
     )
     .unwrap();
-    let out = bin().args(["check", "--config", config.to_str().unwrap()]).output().expect("run");
+    let out = bin()
+        .args(["check", "--config", config.to_str().unwrap()])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("tls: ") && stderr.contains("/nonexistent/cert.pem"), "{stderr}");
+    assert!(
+        stderr.contains("tls: ") && stderr.contains("/nonexistent/cert.pem"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_missing_config_file_is_a_config_error() {
-    let out = bin().args(["check", "--config", "/nonexistent/coi-proxy.yaml"]).output().expect("run");
+    let out = bin()
+        .args(["check", "--config", "/nonexistent/coi-proxy.yaml"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(64));
 }
 
@@ -88,7 +112,12 @@ async fn sigterm_drains_then_says_bye_and_exits_zero() {
     )
     .unwrap();
     let mut child = Child(
-        bin().args(["run", "--config", config.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn"),
+        bin()
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
     );
     let stdout = child.0.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -100,7 +129,9 @@ async fn sigterm_drains_then_says_bye_and_exits_zero() {
     let mut imap: Option<SocketAddr> = None;
     let mut admin: Option<SocketAddr> = None;
     while imap.is_none() || admin.is_none() {
-        let line = rx.recv_timeout(Duration::from_secs(10)).expect("listening lines");
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("listening lines");
         let words: Vec<&str> = line.split(' ').collect();
         match words.as_slice() {
             ["listening", "imap", _, addr] => imap = addr.parse().ok(),
@@ -111,23 +142,39 @@ async fn sigterm_drains_then_says_bye_and_exits_zero() {
     let (imap, admin) = (imap.unwrap(), admin.unwrap());
     let mut session = LineClient::connect(imap).await.unwrap();
     session.read_line().await.unwrap();
-    assert_eq!(tagged_status(&session.imap("a", "LOGIN alice secret-alice").await.unwrap()), "OK");
+    assert_eq!(
+        tagged_status(&session.imap("a", "LOGIN alice secret-alice").await.unwrap()),
+        "OK"
+    );
     assert!(http_get(admin, "/readyz").await.starts_with("HTTP/1.1 200"));
 
     let sent_at = Instant::now();
-    let status = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
     // Draining: the existing session still works; new connections are refused.
     let deadline = Instant::now() + Duration::from_secs(5);
     while tokio::net::TcpStream::connect(imap).await.is_ok() {
-        assert!(Instant::now() < deadline, "the listener still accepts after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the listener still accepts after SIGTERM"
+        );
         tokio::task::yield_now().await;
     }
-    assert_eq!(tagged_status(&session.imap("b", "NOOP").await.unwrap()), "OK", "sessions go on during the grace period");
+    assert_eq!(
+        tagged_status(&session.imap("b", "NOOP").await.unwrap()),
+        "OK",
+        "sessions go on during the grace period"
+    );
     // After the grace period: BYE, then the process exits cleanly.
     let bye = session.read_line().await.expect("BYE before close");
     assert_eq!(bye, "* BYE [UNAVAILABLE] Server shutting down");
-    assert!(sent_at.elapsed() >= Duration::from_secs(1), "not before the grace period");
+    assert!(
+        sent_at.elapsed() >= Duration::from_secs(1),
+        "not before the grace period"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = child.0.try_wait().unwrap() {
@@ -142,8 +189,13 @@ async fn sigterm_drains_then_says_bye_and_exits_zero() {
 async fn http_get(addr: SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     out
 }

@@ -437,16 +437,12 @@ sessions! {
     append_trycreate => "append-trycreate",
     authenticate_cancel => "authenticate-cancel",
     authenticate_login => "authenticate-login",
-    authenticate_login_initial_response => "authenticate-login-initial-response"
-        (ignore "proxy bug: AUTHENTICATE LOGIN with SASL-IR is refused"),
-    authenticate_login_invalid_response => "authenticate-login-invalid-response"
-        (ignore "proxy bug: non-base64 SASL line ends the session"),
+    authenticate_login_initial_response => "authenticate-login-initial-response",
+    authenticate_login_invalid_response => "authenticate-login-invalid-response",
     authenticate_plain_continuation => "authenticate-plain-continuation",
-    authenticate_plain_invalid => "authenticate-plain-invalid"
-        (ignore "proxy bug: own NO texts/codes for malformed PLAIN responses"),
+    authenticate_plain_invalid => "authenticate-plain-invalid",
     authenticate_plain_sasl_ir => "authenticate-plain-sasl-ir",
-    authenticate_unknown_mechanism => "authenticate-unknown-mechanism"
-        (ignore "proxy bug: its own NO for an unknown mechanism lacks [ALERT]"),
+    authenticate_unknown_mechanism => "authenticate-unknown-mechanism",
     capability_authenticate => "capability-authenticate",
     check => "check",
     close_unselect => "close-unselect",
@@ -454,16 +450,13 @@ sessions! {
     create_delete => "create-delete",
     create_hierarchy => "create-hierarchy",
     enable => "enable",
-    error_bad_command_limit => "error-bad-command-limit"
-        (ignore "proxy bug: its own BADs skip Dovecot's post-login bad-command limit"),
-    error_bad_login_syntax => "error-bad-login-syntax"
-        (ignore "proxy bug: its own BADs skip Dovecot's pre-login bad-command limit"),
+    error_bad_command_limit => "error-bad-command-limit",
+    error_bad_login_syntax => "error-bad-login-syntax",
     error_bad_sequence_set => "error-bad-sequence-set",
     error_fetch_before_select => "error-fetch-before-select",
     error_gibberish => "error-gibberish",
     error_login_parse_errors => "error-login-parse-errors",
-    error_lone_word => "error-lone-word"
-        (ignore "proxy bug: one-word line gets `* BAD`, Dovecot uses the word as tag"),
+    error_lone_word => "error-lone-word",
     error_mailbox_commands_before_login => "error-mailbox-commands-before-login",
     error_missing_arguments => "error-missing-arguments",
     error_prelogin_bad_limit => "error-prelogin-bad-limit",
@@ -481,8 +474,7 @@ sessions! {
     id => "id",
     idle => "idle",
     idle_done_pipelined => "idle-done-pipelined",
-    idle_not_done => "idle-not-done"
-        (ignore "proxy bug: non-DONE line in IDLE ends the session (Dovecot: BAD, goes on)"),
+    idle_not_done => "idle-not-done",
     list_extended => "list-extended",
     list_plain => "list-plain",
     list_quoted_names => "list-quoted-names",

@@ -12,8 +12,14 @@ use support::mbsync::{self, ImapAccount, MaildirListing};
 use support::proxy::{Options, Proxy};
 
 async fn sync(addr: SocketAddr, maildir: &Path, what: &str) {
-    let account = ImapAccount { addr, user: "alice", password: "secret-alice" };
-    let out = mbsync::sync(&account, maildir, mbsync::SYNC_TIMEOUT).await.expect(what);
+    let account = ImapAccount {
+        addr,
+        user: "alice",
+        password: "secret-alice",
+    };
+    let out = mbsync::sync(&account, maildir, mbsync::SYNC_TIMEOUT)
+        .await
+        .expect(what);
     assert!(out.success(), "{what} failed: {out:#?}");
 }
 
@@ -31,7 +37,10 @@ async fn round_trip(addr: SocketAddr) -> MaildirListing {
     sync(addr, copy.path(), "sync down").await;
     let listing = mbsync::canonical_listing(copy.path()).expect("listing");
     let original = mbsync::canonical_listing(local.path()).expect("listing");
-    assert_eq!(listing, original, "the tree synced down equals the tree synced up");
+    assert_eq!(
+        listing, original,
+        "the tree synced down equals the tree synced up"
+    );
     listing
 }
 
@@ -39,10 +48,21 @@ async fn round_trip(addr: SocketAddr) -> MaildirListing {
 async fn mbsync_through_the_proxy_equals_mbsync_direct() {
     let direct_dovecot = Dovecot::start().expect("dovecot");
     let proxied_dovecot = Dovecot::start().expect("dovecot");
-    let proxy = Proxy::start(proxied_dovecot.imap_addr(), Options { plaintext_auth: true, ..Options::default() }).await;
+    let proxy = Proxy::start(
+        proxied_dovecot.imap_addr(),
+        Options {
+            plaintext_auth: true,
+            ..Options::default()
+        },
+    )
+    .await;
     let direct = round_trip(direct_dovecot.imap_addr()).await;
     let proxied = round_trip(proxy.plain).await;
     assert_eq!(direct.message_count(), 8);
-    assert!(direct.folders.contains_key("Archive/2024") && direct.folders.contains_key("Later"), "{:?}", direct.folders.keys());
+    assert!(
+        direct.folders.contains_key("Archive/2024") && direct.folders.contains_key("Later"),
+        "{:?}",
+        direct.folders.keys()
+    );
     assert_eq!(proxied, direct);
 }

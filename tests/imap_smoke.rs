@@ -42,15 +42,30 @@ async fn login_select_and_coi_capability_through_the_proxy() {
 #[tokio::test]
 async fn dovecot_sees_the_clients_address_not_the_proxys() {
     let dovecot = Dovecot::start().expect("dovecot");
-    let proxy = Proxy::start(dovecot.imap_addr(), Options { plaintext_auth: true, ..Options::default() }).await;
+    let proxy = Proxy::start(
+        dovecot.imap_addr(),
+        Options {
+            plaintext_auth: true,
+            ..Options::default()
+        },
+    )
+    .await;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.77:0".parse().unwrap()).unwrap();
-    let stream = support::io::step("connect", socket.connect(proxy.plain)).await.unwrap();
+    let stream = support::io::step("connect", socket.connect(proxy.plain))
+        .await
+        .unwrap();
     let mut c = LineClient::from_stream(stream);
     c.read_line().await.unwrap();
-    assert_eq!(tagged_status(&c.imap("a", "LOGIN alice secret-alice").await.unwrap()), "OK");
+    assert_eq!(
+        tagged_status(&c.imap("a", "LOGIN alice secret-alice").await.unwrap()),
+        "OK"
+    );
     let log = dovecot.log_contents();
-    let login = log.lines().find(|l| l.contains("Login: user=<alice>")).unwrap_or_else(|| panic!("no login line in:\n{log}"));
+    let login = log
+        .lines()
+        .find(|l| l.contains("Login: user=<alice>"))
+        .unwrap_or_else(|| panic!("no login line in:\n{log}"));
     assert!(login.contains("rip=127.0.0.77"), "{login}");
 }
 
@@ -59,14 +74,34 @@ async fn dovecot_sees_the_clients_address_not_the_proxys() {
 #[tokio::test]
 async fn shutdown_ends_an_idle_session_with_bye() {
     let dovecot = Dovecot::start().expect("dovecot");
-    let proxy = Proxy::start(dovecot.imap_addr(), Options { plaintext_auth: true, ..Options::default() }).await;
+    let proxy = Proxy::start(
+        dovecot.imap_addr(),
+        Options {
+            plaintext_auth: true,
+            ..Options::default()
+        },
+    )
+    .await;
     let mut c = LineClient::connect(proxy.plain).await.unwrap();
     c.read_line().await.unwrap();
-    assert_eq!(tagged_status(&c.imap("a", "LOGIN alice secret-alice").await.unwrap()), "OK");
-    assert_eq!(tagged_status(&c.imap("b", "SELECT INBOX").await.unwrap()), "OK");
+    assert_eq!(
+        tagged_status(&c.imap("a", "LOGIN alice secret-alice").await.unwrap()),
+        "OK"
+    );
+    assert_eq!(
+        tagged_status(&c.imap("b", "SELECT INBOX").await.unwrap()),
+        "OK"
+    );
     c.write_line("c IDLE").await.unwrap();
     assert!(c.read_line().await.unwrap().starts_with('+'));
     let stopping = tokio::spawn(proxy.stop(std::time::Duration::from_millis(100)));
-    assert_eq!(c.read_line().await.unwrap(), "* BYE [UNAVAILABLE] Server shutting down");
-    support::io::step("shutdown", async { stopping.await.map_err(std::io::Error::other) }).await.unwrap();
+    assert_eq!(
+        c.read_line().await.unwrap(),
+        "* BYE [UNAVAILABLE] Server shutting down"
+    );
+    support::io::step("shutdown", async {
+        stopping.await.map_err(std::io::Error::other)
+    })
+    .await
+    .unwrap();
 }

@@ -115,7 +115,9 @@ pub fn filter<'a>(
         if cap.is_empty() || !cap.iter().all(|&b| is_atom_char(b)) {
             continue;
         }
-        let Ok(text) = std::str::from_utf8(cap) else { continue };
+        let Ok(text) = std::str::from_utf8(cap) else {
+            continue;
+        };
         let upper = text.to_ascii_uppercase();
         if let Some(mechanism) = upper.strip_prefix("AUTH=") {
             if view.auth_allowed() && !view.authenticated && SASL_ALLOWED.contains(&mechanism) {
@@ -212,7 +214,10 @@ mod tests {
 
     #[test]
     fn capabilities_that_are_not_atoms_are_dropped() {
-        assert_eq!(run("IMAP4rev1 SORT=\x01 THREAD=R{FS RIGHTS=x]y ID", &view()), "IMAP4rev1 ID STARTTLS LOGINDISABLED APPENDLIMIT=1000");
+        assert_eq!(
+            run("IMAP4rev1 SORT=\x01 THREAD=R{FS RIGHTS=x]y ID", &view()),
+            "IMAP4rev1 ID STARTTLS LOGINDISABLED APPENDLIMIT=1000"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! Parsers are named after the ABNF rules of RFC 9051 / RFC 5464 and quote them.
 
 use nom::branch::alt;
-use nom::bytes::complete::{tag, tag_no_case, take, take_while, take_while1};
+use nom::bytes::complete::{tag, tag_no_case, take, take_while1};
 use nom::character::complete::{char, digit1};
 use nom::combinator::{map, map_res, opt, value};
 use nom::multi::separated_list1;
@@ -150,13 +150,15 @@ pub fn command_head(line: &[u8]) -> Result<CommandHead<'_>, CommandError> {
 /// Extracts whatever looks like a tag from a line that failed to parse, so that a `BAD`
 /// can be tagged; `None` means the reply must be untagged.
 pub fn salvage_tag(line: &[u8]) -> Option<&[u8]> {
-    let end = line.iter().position(|&b| b == b' ')?;
+    // A lone word is a tag without a command; Dovecot tags its BAD with it too.
+    let end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
     let candidate = &line[..end];
     (!candidate.is_empty() && candidate.len() <= 64 && candidate.iter().all(|&b| is_tag_char(b)))
         .then_some(candidate)
 }
 
-fn is_forbidden_control(b: u8) -> bool {
+/// CTLs other than TAB, which are never valid outside a literal.
+pub fn is_forbidden_control(b: u8) -> bool {
     (b < 0x20 && b != b'\t') || b == 0x7f
 }
 
@@ -304,14 +306,14 @@ pub fn intercepted(name: CommandName, args: &[u8]) -> Result<Intercepted, Comman
     let parsed = match name {
         CommandName::GetMetadata => getmetadata(args),
         CommandName::SetMetadata => setmetadata(args),
-        CommandName::Create => map((mailbox, take_while(|_| true)), |(mailbox, _params)| {
+        CommandName::Create => map((mailbox, trailing_params), |(mailbox, ())| {
             Intercepted::Create { mailbox }
         })
         .parse(args),
         CommandName::Delete => map(mailbox, |mailbox| Intercepted::Delete { mailbox }).parse(args),
         CommandName::Rename => map(
-            (mailbox, char(' '), mailbox, take_while(|_| true)),
-            |(from, _, to, _)| Intercepted::Rename { from, to },
+            (mailbox, char(' '), mailbox, trailing_params),
+            |(from, _, to, ())| Intercepted::Rename { from, to },
         )
         .parse(args),
         _ => return Err(CommandError::BadArguments),
@@ -319,6 +321,24 @@ pub fn intercepted(name: CommandName, args: &[u8]) -> Result<Intercepted, Comman
     match parsed {
         Ok(([], command)) => Ok(command),
         _ => Err(CommandError::BadArguments),
+    }
+}
+
+/// Optional extension parameters after the arguments, e.g. RFC 6154
+/// `create-param = "USE" SP "(" ... ")"`: a parenthesised list on one line, passed on
+/// unexamined but never containing a literal or a control character.
+fn trailing_params(i: &[u8]) -> IResult<&[u8], ()> {
+    let acceptable = i.is_empty()
+        || (i.starts_with(b" (")
+            && i.ends_with(b")")
+            && !i.iter().any(|&b| b == b'{' || is_forbidden_control(b)));
+    if acceptable {
+        Ok((&i[i.len()..], ()))
+    } else {
+        Err(nom::Err::Error(nom::error::Error::new(
+            i,
+            nom::error::ErrorKind::Verify,
+        )))
     }
 }
 

@@ -48,7 +48,13 @@ fn nul_or_cr_outside_literals_is_refused() {
 #[test]
 fn salvaged_tags_are_valid_tags_only() {
     assert_eq!(salvage_tag(b"a1 LOGIN \"x\0\""), Some(&b"a1"[..]));
-    assert_eq!(salvage_tag(b"gibberish"), None);
+    assert_eq!(
+        salvage_tag(b"gibberish"),
+        Some(&b"gibberish"[..]),
+        "a lone word is a tag"
+    );
+    assert_eq!(salvage_tag(b""), None);
+    assert_eq!(salvage_tag(b"(x) y"), None);
     assert_eq!(salvage_tag(b"a{ NOOP"), None);
 }
 
@@ -147,6 +153,20 @@ fn mailbox_management() {
             mailbox: b"COI/Chats".to_vec()
         }
     );
+    for smuggled in [
+        &b"x {5}\r\nhello"[..],
+        b"x garbage",
+        b"x (USE (\\Drafts)) more",
+        b"x (a\0b)",
+        b"x ({3}\r\nabc)",
+    ] {
+        assert_eq!(
+            intercepted(CommandName::Create, smuggled),
+            Err(CommandError::BadArguments),
+            "{smuggled:?}"
+        );
+    }
+    assert!(intercepted(CommandName::Create, b"x (USE (\\Drafts \\Sent) X (y))").is_ok());
     assert_eq!(
         intercepted(CommandName::Rename, b"COI/Chats Trash/old").unwrap(),
         Intercepted::Rename {

@@ -15,8 +15,15 @@ pub enum LiteralStyle {
 }
 
 /// Appends `value` as an IMAP `string` (quoted or literal).
+///
+/// Quoted strings carry printable ASCII only (IMAP4rev1 without UTF8=ACCEPT); anything
+/// else is a literal.
 pub fn string(out: &mut Vec<u8>, value: &[u8], style: LiteralStyle) {
-    let quotable = value.len() <= 1024 && value.iter().all(|&b| b >= 0x20 && b != 0x7f);
+    string_or_literal8(out, value, style, false);
+}
+
+fn string_or_literal8(out: &mut Vec<u8>, value: &[u8], style: LiteralStyle, literal8: bool) {
+    let quotable = value.len() <= 1024 && value.iter().all(|&b| (0x20..0x7f).contains(&b));
     if quotable {
         out.push(b'"');
         for &b in value {
@@ -32,7 +39,12 @@ pub fn string(out: &mut Vec<u8>, value: &[u8], style: LiteralStyle) {
         } else {
             ""
         };
-        out.extend_from_slice(format!("{{{}{plus}}}\r\n", value.len()).as_bytes());
+        let binary = if literal8 && value.contains(&0) {
+            "~"
+        } else {
+            ""
+        };
+        out.extend_from_slice(format!("{binary}{{{}{plus}}}\r\n", value.len()).as_bytes());
         out.extend_from_slice(value);
     }
 }
@@ -46,10 +58,12 @@ pub fn astring(out: &mut Vec<u8>, value: &[u8], style: LiteralStyle) {
     }
 }
 
-/// Appends `value` as an `nstring`: NIL for `None`.
+/// Appends `value` as a METADATA `value = nstring / literal8` (RFC 5464): NIL for `None`,
+/// and a literal8 (`~{n}`, RFC 3516) for a value containing NUL, the only form that may
+/// carry it.
 pub fn nstring(out: &mut Vec<u8>, value: Option<&[u8]>, style: LiteralStyle) {
     match value {
-        Some(v) => string(out, v, style),
+        Some(v) => string_or_literal8(out, v, style, true),
         None => out.extend_from_slice(b"NIL"),
     }
 }
@@ -90,6 +104,14 @@ mod tests {
             encoded(b"\r\na1 OK", LiteralStyle::NonSync),
             b"{7+}\r\n\r\na1 OK"
         );
+        assert_eq!(
+            encoded(b"caf\xc3\xa9", LiteralStyle::Response),
+            b"{5}\r\ncaf\xc3\xa9",
+            "8-bit is never quoted"
+        );
+        let mut value = Vec::new();
+        nstring(&mut value, Some(b"a\0b"), LiteralStyle::NonSync);
+        assert_eq!(value, b"~{3+}\r\na\0b", "a value with NUL needs literal8");
     }
 
     #[test]

@@ -272,8 +272,7 @@ impl Framer {
         let is_status = if streamed {
             self.streamed_is_status
         } else {
-            head
-                && self.options.stream == StreamKind::Responses
+            head && self.options.stream == StreamKind::Responses
                 && is_status_response(&line, self.options.max_line)
         };
         let literal = if is_status {

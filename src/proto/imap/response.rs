@@ -253,7 +253,15 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed() {
-        for line in [&b""[..], b"* ", b"a PREAUTH x", b"a HELLO", b"* (x)", b" OK x", b" OK [READ-WR"] {
+        for line in [
+            &b""[..],
+            b"* ",
+            b"a PREAUTH x",
+            b"a HELLO",
+            b"* (x)",
+            b" OK x",
+            b" OK [READ-WR",
+        ] {
             assert_eq!(
                 response_head(line),
                 Err(MalformedResponse),

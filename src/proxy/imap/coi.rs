@@ -437,11 +437,7 @@ pub(super) async fn move_seen(session: &mut Session, candidates: &[u32]) -> Resu
     if candidates.is_empty() || session.state.selected.as_deref() != Some(b"INBOX".as_slice()) {
         return Ok(());
     }
-    let set = candidates
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let set = sequence_set(candidates);
     let reply = session
         .upstream_command(format!("UID SEARCH SEEN KEYWORD $Chat {set}").as_bytes())
         .await?;
@@ -449,11 +445,7 @@ pub(super) async fn move_seen(session: &mut Session, candidates: &[u32]) -> Resu
     if uids.is_empty() {
         return Ok(());
     }
-    let uids = uids
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let uids = sequence_set(&uids);
     let chats = chats(session).await?;
     for attempt in 0..2 {
         let mut command = format!("UID MOVE {uids} ").into_bytes();
@@ -492,6 +484,32 @@ async fn copy_flag_expunge(session: &mut Session, uids: &str, chats: &[u8]) -> R
         .upstream_command(format!("UID EXPUNGE {uids}").as_bytes())
         .await?;
     Ok(())
+}
+
+/// A compact `sequence-set` (RFC 9051): sorted, without duplicates, runs as ranges, so
+/// that a "mark all as read" of thousands of messages stays one short line.
+fn sequence_set(numbers: &[u32]) -> String {
+    let mut sorted = numbers.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        while i + 1 < sorted.len() && sorted[i + 1] == sorted[i] + 1 {
+            i += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if sorted[i] == start {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{}", sorted[i]));
+        }
+        i += 1;
+    }
+    out
 }
 
 /// The numbers of the `* SEARCH` responses of a reply.
@@ -659,6 +677,13 @@ fn metadata_line(entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequence_sets_are_sorted_deduplicated_ranges() {
+        assert_eq!(sequence_set(&[5, 1, 2, 3, 3, 9, 10, 7]), "1:3,5,7,9:10");
+        assert_eq!(sequence_set(&[4]), "4");
+        assert_eq!(sequence_set(&(1..=5000).collect::<Vec<_>>()), "1:5000");
+    }
 
     #[test]
     fn list_delimiter_is_read_from_the_list_response() {

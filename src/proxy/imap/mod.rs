@@ -58,7 +58,11 @@ pub async fn serve(
         next_id += 1;
         let Ok(permit) = sessions.clone().try_acquire_owned() else {
             debug!(%peer, "session limit reached");
-            tokio::spawn(refuse(stream));
+            // On an implicit-TLS listener a plaintext BYE would be garbage to the client's
+            // TLS stack: there the connection is just closed.
+            if tls != ListenerTls::Implicit {
+                tokio::spawn(refuse(stream));
+            }
             continue;
         };
         let shared = shared.clone();

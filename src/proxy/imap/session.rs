@@ -43,6 +43,12 @@ const READ_CHUNK: usize = 64 * 1024;
 /// AUTHENTICATE, METADATA, mailbox commands): they are small by nature.
 const ASSEMBLE_LIMIT: usize = 64 * 1024;
 
+/// Invalid commands in a row that end a session, as Dovecot counts them
+/// (`CLIENT_MAX_BAD_COMMANDS` of imap-login and of imap): the proxy answers some BADs
+/// itself, which Dovecot never sees, so it must count too.
+const MAX_BAD_COMMANDS_BEFORE_LOGIN: u32 = 3;
+const MAX_BAD_COMMANDS: u32 = 20;
+
 /// Upper bound for one untagged response to a command of the proxy's own (METADATA values
 /// of the COI entries are a few bytes; anything near this is a misbehaving upstream).
 const INTERNAL_REPLY_LIMIT: usize = 1024 * 1024;
@@ -176,7 +182,9 @@ enum ContinuationPurpose {
     /// as synchronising, so the upstream itself agrees to read it; `client_waits` says
     /// whether the client used `{n}` too (then it sees the `+`) or `{n+}` (then the `+`
     /// is the proxy's alone).
-    Literal { client_waits: bool },
+    Literal {
+        client_waits: bool,
+    },
     Sasl,
     Idle,
 }
@@ -224,10 +232,17 @@ enum Effect {
         mailbox: Vec<u8>,
         read_only: bool,
     },
-    /// A STORE or FETCH that may set `\Seen` on these unseen `$Chat` messages (UIDs).
+    /// A STORE or FETCH that may set `\Seen` on these unseen `$Chat` messages (sequence
+    /// numbers, valid until the next command that allows EXPUNGE).
     SeenCandidates(Vec<u32>),
     Unselect,
     Logout,
+}
+
+impl Effect {
+    fn changes_state(&self) -> bool {
+        !matches!(self, Effect::None)
+    }
 }
 
 /// How the current multi-part upstream response is handled.
@@ -247,7 +262,7 @@ pub(super) struct State {
     pub read_only: bool,
     /// The user's COI configuration, read once per selected mailbox.
     pub coi: Option<crate::coi::config::UserConfig>,
-    /// UIDs of INBOX `$Chat` messages that may have become `\Seen` and wait for the
+    /// Sequence numbers of INBOX `$Chat` messages that may have become `\Seen` and wait for the
     /// next command during which the seen filter may move them (RFC 9051 §7.4.1 forbids
     /// EXPUNGE responses at other times).
     pub seen_pending: Vec<u32>,
@@ -273,8 +288,10 @@ pub(super) struct Session {
     pub(super) separator: Option<u8>,
     /// An assembled command waiting for its barrier.
     pending: Option<Assembly>,
+    /// BAD replies since the last command that was not BAD.
+    bad_commands: u32,
     /// A command head to handle again after the barrier work (the seen filter's moves).
-    replay: Option<(Bytes, Option<LiteralHeader>)>,
+    replay: Option<(Bytes, LineEnding, Option<LiteralHeader>)>,
     /// While true, mailbox updates from internal commands are not relayed (the client is
     /// leaving the mailbox they concern).
     pub(super) swallow_updates: bool,
@@ -329,6 +346,7 @@ impl Session {
             shutdown,
             separator: None,
             pending: None,
+            bad_commands: 0,
             replay: None,
             swallow_updates: false,
         }
@@ -390,7 +408,11 @@ impl Session {
         loop {
             if let Some(fragment) = self.upstream.framer.next_fragment() {
                 return match fragment {
-                    Fragment::Line { line, literal: None, .. } => self.on_upstream_head(line),
+                    Fragment::Line {
+                        line,
+                        literal: None,
+                        ..
+                    } => self.on_upstream_head(line),
                     _ => Err(upstream(ErrorKind::Protocol, "malformed greeting")),
                 };
             }
@@ -435,7 +457,11 @@ impl Session {
             // The grace period is over: commands still running (an IDLE, a slow FETCH)
             // end with the session.
             if self.shutdown.phase() >= Phase::Closing {
-                return Err(SessionError::new(Side::Internal, ErrorKind::Shutdown, "shutdown"));
+                return Err(SessionError::new(
+                    Side::Internal,
+                    ErrorKind::Shutdown,
+                    "shutdown",
+                ));
             }
             // Unprocessed client input is bounded by one read beyond the line limit, so an
             // incomplete line of any allowed length can still be completed.
@@ -522,13 +548,79 @@ impl Session {
     // === client → upstream ===
 
     fn process_client(&mut self) -> SessionResult<()> {
-        while self.wait.is_none() && !self.state.logout {
+        while self.wait.is_none() && !self.state.logout && !self.client_input_held() {
             let Some(fragment) = self.client.framer.next_fragment() else {
                 break;
             };
             self.on_client_fragment(fragment)?;
+            self.check_bad_commands()?;
         }
         Ok(())
+    }
+
+    fn count_reply(&mut self, bad: bool) {
+        self.bad_commands = if bad { self.bad_commands + 1 } else { 0 };
+    }
+
+    fn bad_command_limit(&self) -> u32 {
+        if self.state.user.is_some() {
+            MAX_BAD_COMMANDS
+        } else {
+            MAX_BAD_COMMANDS_BEFORE_LOGIN
+        }
+    }
+
+    fn check_bad_commands(&self) -> SessionResult<()> {
+        if self.bad_commands >= self.bad_command_limit() {
+            return Err(downstream(ErrorKind::Protocol, "too many invalid commands"));
+        }
+        Ok(())
+    }
+
+    /// Whether the next client fragment must wait:
+    /// - while a response is half relayed, a reply of the proxy's own would land inside it;
+    /// - at a command boundary, while a command that changes the session's state (login,
+    ///   mailbox selection, a seen-filter STORE) is in flight, the next command must be
+    ///   judged in the state that command leaves behind.
+    fn client_input_held(&self) -> bool {
+        let relaying = self.outbound == OutboundMessage::Relaying;
+        let boundary =
+            matches!(self.inbound, Inbound::Between) && self.line_mode == LineMode::Command;
+        relaying || (boundary && self.in_flight.iter().any(|f| f.effect.changes_state()))
+    }
+
+    /// Whether a new command must wait for a barrier before it is handled:
+    /// - the seen filter has moves to run and this command allows EXPUNGE responses;
+    /// - the proxy would answer it itself while earlier commands are still in flight: its
+    ///   reply must not overtake theirs.
+    fn must_hold(&self, line: &[u8], ending: LineEnding) -> bool {
+        if self.line_mode != LineMode::Command {
+            return false;
+        }
+        let seen_moves = !self.state.seen_pending.is_empty() && allows_expunge(line);
+        seen_moves || (!self.in_flight.is_empty() && !self.forwards_unchanged(line, ending))
+    }
+
+    /// Whether a command is simply relayed (so it may be pipelined behind others).
+    fn forwards_unchanged(&self, line: &[u8], ending: LineEnding) -> bool {
+        if ending == LineEnding::BareLf && self.shared.config.bare_lf == BareLfPolicy::Reject {
+            return false;
+        }
+        match command::command_head(line) {
+            Ok(head) => !matches!(
+                head.name,
+                CommandName::Authenticate
+                    | CommandName::Compress
+                    | CommandName::Create
+                    | CommandName::Delete
+                    | CommandName::GetMetadata
+                    | CommandName::Login
+                    | CommandName::Rename
+                    | CommandName::SetMetadata
+                    | CommandName::Starttls
+            ),
+            Err(_) => false,
+        }
     }
 
     fn on_client_fragment(&mut self, fragment: Fragment) -> SessionResult<()> {
@@ -555,6 +647,18 @@ impl Session {
                 ..
             } => (line, ending, literal),
         };
+        if matches!(self.inbound, Inbound::Between) && self.must_hold(&line, ending) {
+            // Handled again at the barrier, when every earlier command is answered.
+            self.replay = Some((line, ending, literal));
+            self.pending = Some(Assembly {
+                tag: Vec::new(),
+                name: CommandName::Other,
+                args: Vec::new(),
+                forward: Vec::new(),
+            });
+            self.wait = Some(Wait::Barrier);
+            return Ok(());
+        }
         if ending == LineEnding::BareLf && self.shared.config.bare_lf == BareLfPolicy::Reject {
             let tag = match &self.inbound {
                 Inbound::Assembling(a) => Some(a.tag.clone()),
@@ -573,11 +677,28 @@ impl Session {
         match std::mem::replace(&mut self.inbound, Inbound::Between) {
             Inbound::Between => self.on_client_head(&line, literal),
             Inbound::Forwarding => {
+                if line.iter().any(|&b| command::is_forbidden_control(b)) {
+                    // The command's start is upstream already; it cannot be answered BAD.
+                    return Err(downstream(
+                        ErrorKind::Protocol,
+                        "control character in a command",
+                    ));
+                }
                 self.upstream.send_cow(&line, synchronising(&line, literal));
                 self.inbound = Inbound::Forwarding;
                 self.after_forwarded_line(literal, false)
             }
             Inbound::Assembling(mut a) => {
+                if line.iter().any(|&b| command::is_forbidden_control(b)) {
+                    // Nothing of it went upstream yet: refuse it like a bad first line.
+                    self.reply_local(
+                        &a.tag,
+                        class_of(a.name),
+                        "BAD",
+                        &command::CommandError::ControlCharacter.to_string(),
+                    );
+                    return self.finish_rejected(literal);
+                }
                 a.args.extend_from_slice(&line);
                 a.forward.extend_from_slice(&forwardable(&line, literal));
                 self.continue_assembly(a, literal)
@@ -593,18 +714,6 @@ impl Session {
         literal: Option<LiteralHeader>,
     ) -> SessionResult<()> {
         match std::mem::replace(&mut self.line_mode, LineMode::Command) {
-            LineMode::Command if !self.state.seen_pending.is_empty() && allows_expunge(line) => {
-                // Run the seen filter's moves first, then handle this command.
-                self.replay = Some((line.clone(), literal));
-                self.pending = Some(Assembly {
-                    tag: Vec::new(),
-                    name: CommandName::Other,
-                    args: line.to_vec(),
-                    forward: Vec::new(),
-                });
-                self.wait = Some(Wait::Barrier);
-                return Ok(());
-            }
             LineMode::Command => {}
             LineMode::IdleDone { tag } => return self.on_idle_done(line, literal, tag),
             LineMode::SaslResponse { tag, mechanism } => {
@@ -861,14 +970,20 @@ impl Session {
         let Some(a) = self.pending.take() else {
             return Ok(());
         };
-        if let Some((line, literal)) = self.replay.take() {
-            let pending = std::mem::take(&mut self.state.seen_pending);
-            let leaving = leaves_mailbox(&line);
-            self.swallow_updates = leaving;
-            let moved = coi::move_seen(self, &pending).await;
-            self.swallow_updates = false;
-            moved?;
-            return self.on_client_head(&line, literal);
+        if let Some((line, ending, literal)) = self.replay.take() {
+            if !self.state.seen_pending.is_empty() && allows_expunge(&line) {
+                let pending = std::mem::take(&mut self.state.seen_pending);
+                self.swallow_updates = leaves_mailbox(&line);
+                let moved = coi::move_seen(self, &pending).await;
+                self.swallow_updates = false;
+                moved?;
+            }
+            return self.on_client_fragment(Fragment::Line {
+                line,
+                ending,
+                head: true,
+                literal,
+            });
         }
         match a.name {
             CommandName::Store | CommandName::Fetch => {
@@ -1065,14 +1180,23 @@ impl Session {
                 }
             };
         }
-        if mechanism.eq_ignore_ascii_case(b"LOGIN") && initial.is_none() {
+        if mechanism.eq_ignore_ascii_case(b"LOGIN") {
+            // AUTH=LOGIN: the user name is the initial response or the first answer.
+            let user = initial
+                .filter(|ir| *ir != b"=")
+                .and_then(|ir| base64::engine::general_purpose::STANDARD.decode(ir).ok())
+                .map(|name| String::from_utf8_lossy(&name).into_owned());
             let mut line = tag.clone();
             line.extend_from_slice(b" AUTHENTICATE LOGIN");
+            if let Some(ir) = initial {
+                line.push(b' ');
+                line.extend_from_slice(ir);
+            }
             self.upstream.send_line(&line);
             self.in_flight.push_back(InFlight {
                 tag: tag.clone(),
                 class: CommandClass::Authenticate,
-                effect: Effect::Authenticate { user: None },
+                effect: Effect::Authenticate { user },
                 started: Instant::now(),
             });
             self.wait = Some(Wait::Continuation {
@@ -1081,11 +1205,12 @@ impl Session {
             });
             return Ok(());
         }
+        // Dovecot's own words for a mechanism it does not offer.
         self.reply_local(
             &tag,
             CommandClass::Authenticate,
             "NO",
-            "Unsupported authentication mechanism",
+            "[ALERT] Unsupported authentication mechanism.",
         );
         Ok(())
     }
@@ -1121,44 +1246,38 @@ impl Session {
     /// authorization identity must be empty or equal to the authentication identity,
     /// because the proxy learns who the user is from it.
     fn forward_plain(&mut self, tag: &[u8], response: &[u8]) -> SessionResult<()> {
-        let decoded = if response == b"=" {
-            Some(Vec::new())
-        } else {
-            base64::engine::general_purpose::STANDARD
-                .decode(response)
-                .ok()
-        };
-        let Some(decoded) = decoded else {
-            self.reply_local(
-                tag,
-                CommandClass::Authenticate,
-                "BAD",
-                "Invalid base64 data",
-            );
-            return Ok(());
-        };
-        let mut parts = decoded.split(|&b| b == 0);
-        let (Some(authzid), Some(authcid), Some(_password), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            self.reply_local(
-                tag,
-                CommandClass::Authenticate,
-                "NO",
-                "[AUTHENTICATIONFAILED] Invalid PLAIN response",
-            );
-            return Ok(());
-        };
-        if !authzid.is_empty() && authzid != authcid {
-            self.reply_local(
-                tag,
-                CommandClass::Authenticate,
-                "NO",
-                "[AUTHORIZATIONFAILED] Authorization identity must equal the authentication identity",
-            );
-            return Ok(());
+        if response.iter().any(|&b| command::is_forbidden_control(b)) {
+            return Err(downstream(
+                ErrorKind::Protocol,
+                "invalid SASL response line",
+            ));
         }
-        let user = String::from_utf8_lossy(authcid).into_owned();
+        let decoded = match response {
+            b"=" => Some(Vec::new()),
+            _ => base64::engine::general_purpose::STANDARD
+                .decode(response)
+                .ok(),
+        };
+        let mut user = None;
+        if let Some(decoded) = decoded {
+            let mut parts = decoded.split(|&b| b == 0);
+            if let (Some(authzid), Some(authcid), Some(_password), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            {
+                if !authzid.is_empty() && authzid != authcid {
+                    self.reply_local(
+                        tag,
+                        CommandClass::Authenticate,
+                        "NO",
+                        "[AUTHORIZATIONFAILED] Authorization identity must equal the authentication identity",
+                    );
+                    return Ok(());
+                }
+                user = Some(String::from_utf8_lossy(authcid).into_owned());
+            }
+        }
+        // A malformed response goes on as well: Dovecot refuses it in its own words, and
+        // without a user name an OK would end the session anyway.
         let mut line = tag.to_vec();
         line.extend_from_slice(b" AUTHENTICATE PLAIN ");
         line.extend_from_slice(response);
@@ -1166,7 +1285,7 @@ impl Session {
         self.in_flight.push_back(InFlight {
             tag: tag.to_vec(),
             class: CommandClass::Authenticate,
-            effect: Effect::Authenticate { user: Some(user) },
+            effect: Effect::Authenticate { user },
             started: Instant::now(),
         });
         Ok(())
@@ -1179,12 +1298,9 @@ impl Session {
         tag: Vec<u8>,
         mechanism: SaslMechanism,
     ) -> SessionResult<()> {
-        let valid = literal.is_none()
-            && (line == b"*"
-                || line
-                    .iter()
-                    .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='));
-        if !valid {
+        // The line is framed and holds no control character; whether it is valid base64
+        // is Dovecot's to judge (it answers NO and the session goes on).
+        if literal.is_some() || line.iter().any(|&b| command::is_forbidden_control(b)) {
             return Err(downstream(
                 ErrorKind::Protocol,
                 "invalid SASL response line",
@@ -1197,10 +1313,9 @@ impl Session {
             ..
         }) = self.in_flight.iter_mut().find(|f| f.tag == tag)
         {
-            let name = base64::engine::general_purpose::STANDARD
-                .decode(line)
-                .unwrap_or_default();
-            *user = Some(String::from_utf8_lossy(&name).into_owned());
+            if let Ok(name) = base64::engine::general_purpose::STANDARD.decode(line) {
+                *user = Some(String::from_utf8_lossy(&name).into_owned());
+            }
         }
         self.upstream.send_line(line);
         self.wait = Some(Wait::Continuation {
@@ -1216,13 +1331,14 @@ impl Session {
         literal: Option<LiteralHeader>,
         tag: Vec<u8>,
     ) -> SessionResult<()> {
-        if literal.is_some() || !line.eq_ignore_ascii_case(b"DONE") {
-            // RFC 2177: anything but DONE is a protocol error; Dovecot answers BAD too.
+        let _ = tag;
+        if literal.is_some() || line.iter().any(|&b| command::is_forbidden_control(b)) {
             self.upstream.send_line(b"DONE");
             return Err(downstream(ErrorKind::Protocol, "expected DONE during IDLE"));
         }
-        let _ = tag;
-        self.upstream.send_line(b"DONE");
+        // Anything but DONE ends the IDLE too: Dovecot answers `BAD Expected DONE.` and
+        // goes on (RFC 2177), so the checked line is passed on for it to judge.
+        self.upstream.send_line(line);
         Ok(())
     }
 
@@ -1232,6 +1348,7 @@ impl Session {
         while let Some(fragment) = self.upstream.framer.next_fragment() {
             self.on_upstream_fragment(fragment)?;
         }
+        self.check_bad_commands()?;
         Ok(())
     }
 
@@ -1331,7 +1448,9 @@ impl Session {
                 self.client.framer.accept_literal();
             }
             // The client sent `{n+}` and its bytes are already on their way.
-            ContinuationPurpose::Literal { client_waits: false } => {}
+            ContinuationPurpose::Literal {
+                client_waits: false,
+            } => {}
             ContinuationPurpose::Sasl => {
                 self.client.send_line(line);
                 self.line_mode = LineMode::SaslResponse {
@@ -1350,6 +1469,7 @@ impl Session {
     /// A tagged reply ends a command: apply its effect and, if the client was waiting
     /// for a continuation of that command, the command is over.
     fn on_tagged(&mut self, tag: &[u8], status: Status) {
+        self.count_reply(status == Status::Bad);
         if let Some(Wait::Continuation {
             tag: waiting,
             purpose,
@@ -1363,7 +1483,9 @@ impl Session {
                     }
                     // Refused before its literal: the bytes the client already sent
                     // are dropped, never run.
-                    ContinuationPurpose::Literal { client_waits: false } => {
+                    ContinuationPurpose::Literal {
+                        client_waits: false,
+                    } => {
                         self.inbound = Inbound::Discarding;
                     }
                     ContinuationPurpose::Sasl | ContinuationPurpose::Idle => {}
@@ -1420,7 +1542,11 @@ impl Session {
         }
     }
 
-    fn rewrite_capability_code<'l>(&self, line: &'l [u8], head: &ResponseHead<'_>) -> std::borrow::Cow<'l, [u8]> {
+    fn rewrite_capability_code<'l>(
+        &self,
+        line: &'l [u8],
+        head: &ResponseHead<'_>,
+    ) -> std::borrow::Cow<'l, [u8]> {
         let code = match head {
             ResponseHead::Tagged {
                 code: Some(code), ..
@@ -1472,7 +1598,12 @@ impl Session {
         line.extend_from_slice(status.as_bytes());
         line.push(b' ');
         crate::proto::imap::encode::text(&mut line, text);
-        self.client.send_line(&line);
+        self.count_reply(status == "BAD");
+        // As Dovecot does: before login the BYE that ends the session replaces the last
+        // BAD (imap-login); after login the BAD is sent, then the BYE (imap).
+        if self.bad_commands < self.bad_command_limit() || self.state.user.is_some() {
+            self.client.send_line(&line);
+        }
         let outcome = if status == "OK" {
             CommandOutcome::Ok
         } else {
@@ -1641,7 +1772,11 @@ fn leaves_mailbox(line: &[u8]) -> bool {
 /// Writes what is queued (one vectored write) and flushes once the queue is empty, in
 /// one pass. Cancel-safe: the queue advances right after the write returns, and a
 /// cancelled flush is retried because `needs_flush` stays set.
-async fn drive_write(writer: &mut WriteHalf<MaybeTls>, out: &mut OutQueue, needs_flush: &mut bool) -> std::io::Result<usize> {
+async fn drive_write(
+    writer: &mut WriteHalf<MaybeTls>,
+    out: &mut OutQueue,
+    needs_flush: &mut bool,
+) -> std::io::Result<usize> {
     let mut n = 0;
     if !out.is_empty() {
         n = write_some(writer, out).await?;
