@@ -26,10 +26,11 @@ use crate::config::types::ListenerTls;
 
 /// Upper bounds of `coi_proxy_imap_command_duration_seconds`, in seconds.
 ///
-/// From 50 µs (a command the proxy answers itself, such as CAPABILITY or NOOP) to 30 s (a
-/// large APPEND or a SEARCH over a big mailbox); roughly 1-2.5-5 per decade, which
-/// keeps quantile estimates within a factor of about two. IDLE is observed too, but its
-/// duration is the client's choice and lands in `+Inf`.
+/// From 50 µs (a fast forwarded command such as CAPABILITY or NOOP; replies the proxy
+/// writes itself are recorded as 0) to 30 s (a large APPEND or a SEARCH over a big
+/// mailbox); roughly 1-2.5-5 per decade, which keeps quantile estimates within a factor
+/// of about two. IDLE is observed too, but its duration is the client's choice and lands
+/// in `+Inf`.
 const COMMAND_DURATION_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0, 30.0,

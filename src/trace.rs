@@ -14,22 +14,22 @@
 //! ```ignore
 //! let span = tracing::info_span!(
 //!     "imap_session",
+//!     session_id = id,             // counter per listener from 1, not process-unique
 //!     peer = %peer_addr,           // client socket address, as accepted
-//!     listener = %listener.name,   // configured listener name: "imap", "imaps"
-//!     session_id = id,             // process-unique counter, to join lines of one session
+//!     listener = kind.as_label(),  // listener kind: "implicit", "plain", "starttls"
 //!     user = tracing::field::Empty // recorded once the upstream accepted the login
 //! );
 //! // later, on the upstream's tagged OK to LOGIN/AUTHENTICATE:
 //! span.record("user", user.as_str());
 //! ```
 //!
-//! - `user` is the name the *upstream* accepted, never what the client merely claimed
-//!   (DESIGN §2), and it is recorded only after success.
+//! - `user` is the login name the client sent, recorded only after the *upstream*
+//!   accepted that login, never for a login that merely was attempted (DESIGN §2).
 //! - Fields keep these names everywhere (`peer`, not `client` or `addr`), so log queries
 //!   work across the code base. Events inside the span do not repeat them.
 //! - Passwords, SASL responses, tokens and message contents are never logged, at any
-//!   level. Credentials are wrapped in the redacting `Secret` type from the moment they
-//!   are parsed, so even an accidental `?command` prints `[REDACTED]`.
+//!   level: credentials are never put in log fields. (There is no redacting wrapper
+//!   type; keeping command lines and SASL data out of log fields is the rule.)
 //! - Per-connection failures that the peer caused are `debug` or `info`; `warn` and
 //!   `error` are for what an operator should act on.
 //!

@@ -230,3 +230,31 @@ async fn a_control_character_after_an_assembled_literal_is_refused_before_anythi
     let list = c.imap("l", "LIST \"\" box-1").await.unwrap();
     assert_eq!(list.len(), 1, "nothing was created: {list:?}");
 }
+
+/// Under the default `bare_lf: reject`, a bare-LF line where no tagged BAD can answer it
+/// (the DONE of an IDLE) ends the session instead of leaving the IDLE hanging.
+#[tokio::test]
+async fn a_bare_lf_done_ends_the_session_under_the_strict_policy() {
+    let (_dovecot, proxy) = setup().await;
+    let mut c = LineClient::connect(proxy.plain).await.unwrap();
+    c.read_line().await.unwrap();
+    assert_eq!(
+        tagged_status(&c.imap("a", "LOGIN alice secret-alice").await.unwrap()),
+        "OK"
+    );
+    assert_eq!(
+        tagged_status(&c.imap("b", "SELECT INBOX").await.unwrap()),
+        "OK"
+    );
+    c.write_line("c IDLE").await.unwrap();
+    assert!(c.read_line().await.unwrap().starts_with('+'));
+    c.write_raw(b"DONE\n").await.unwrap();
+    assert_eq!(
+        c.read_line().await.unwrap(),
+        "* BYE Too many invalid IMAP commands."
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(5), c.read_line())
+        .await
+        .expect("closed in time");
+    assert!(closed.is_err(), "connection closed: {closed:?}");
+}

@@ -34,7 +34,9 @@ pub struct ImapConfig {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImapListener {
-    /// A short name used in logs and metric labels ("imap", "imaps").
+    /// A short name ("imap", "imaps") used in logs (startup, bind errors) and in the
+    /// `listening imap <name> <addr>` line; not a metric label (metrics and the session
+    /// span use the listener kind).
     pub name: String,
     pub address: SocketAddr,
     pub tls: ListenerTls,
@@ -75,7 +77,7 @@ pub enum UpstreamTls {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImapLimits {
-    /// Longest command line accepted from a client, CRLF included.
+    /// Longest command line accepted from a client, excluding the CRLF.
     pub max_line_bytes: usize,
     /// Largest literal a client may send; advertised as APPENDLIMIT.
     pub max_literal_bytes: u64,
@@ -85,9 +87,11 @@ pub struct ImapLimits {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImapTimeouts {
-    /// From accept until the TLS handshake (implicit or STARTTLS) is done.
+    /// How long a TLS handshake may take: from accept on an implicit-TLS listener, from
+    /// the STARTTLS OK on a STARTTLS listener.
     pub tls_handshake: Duration,
-    /// From accept until successful authentication.
+    /// From the moment the session starts relaying (after the implicit TLS handshake and
+    /// the upstream connect) until successful authentication; not reset by activity.
     pub pre_auth: Duration,
     /// Inactivity allowed after authentication (RFC 9051 §5.4: at least 30 minutes).
     pub idle: Duration,

@@ -82,6 +82,15 @@ impl LineClient {
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
 
+    /// Writes bytes exactly as given (no CRLF added).
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        step("write bytes", async {
+            self.writer.write_all(bytes).await?;
+            self.writer.flush().await
+        })
+        .await
+    }
+
     /// Writes `line` followed by CRLF.
     pub async fn write_line(&mut self, line: &str) -> std::io::Result<()> {
         step("write a line", async {

@@ -290,7 +290,8 @@ pub(super) struct Session {
     pending: Option<Assembly>,
     /// BAD replies since the last command that was not BAD.
     bad_commands: u32,
-    /// A command head to handle again after the barrier work (the seen filter's moves).
+    /// A command line held at a barrier (see `must_hold`), handled again once every earlier
+    /// command is answered and the seen filter's moves, if any, have run.
     replay: Option<(Bytes, LineEnding, Option<LiteralHeader>)>,
     /// While true, mailbox updates from internal commands are not relayed (the client is
     /// leaving the mailbox they concern).
@@ -658,6 +659,18 @@ impl Session {
             });
             self.wait = Some(Wait::Barrier);
             return Ok(());
+        }
+        if ending == LineEnding::BareLf
+            && self.shared.config.bare_lf == BareLfPolicy::Reject
+            && matches!(self.inbound, Inbound::Between)
+            && self.line_mode != LineMode::Command
+        {
+            // A DONE or SASL line cannot be answered with a tagged BAD; the exchange
+            // cannot go on.
+            return Err(downstream(
+                ErrorKind::Protocol,
+                "bare LF during IDLE or SASL",
+            ));
         }
         if ending == LineEnding::BareLf && self.shared.config.bare_lf == BareLfPolicy::Reject {
             let tag = match &self.inbound {
