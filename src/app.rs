@@ -64,6 +64,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         tls: acceptor,
         upstream_tls,
         metrics: metrics.clone(),
+        penalties: imap::penalty::AuthPenalties::new(config.imap.timeouts.auth_failure_delay),
     });
     let listeners = imap::bind(&config.imap).await?;
     let admin_listener = match config.admin.address {

@@ -33,11 +33,14 @@ pub enum ErrorKind {
     Connect,
     /// The process is shutting down.
     Shutdown,
+    /// Too many failed authentications in one session.
+    AuthenticationFailures,
 }
 
 impl ErrorKind {
     pub fn as_label(self) -> &'static str {
         match self {
+            ErrorKind::AuthenticationFailures => "authentication_failures",
             ErrorKind::Closed => "closed",
             ErrorKind::Connect => "connect",
             ErrorKind::Io => "io",
@@ -94,6 +97,9 @@ impl SessionError {
             (Side::Downstream, ErrorKind::Closed | ErrorKind::Io | ErrorKind::Tls) => None,
             (Side::Downstream, ErrorKind::Timeout) => Some("* BYE Autologout; idle for too long"),
             (Side::Downstream, ErrorKind::TooBig) => Some("* BYE [TOOBIG] Input exceeds a limit"),
+            (Side::Downstream, ErrorKind::AuthenticationFailures) => {
+                Some("* BYE [AUTHENTICATIONFAILED] Too many failed authentications")
+            }
             // Dovecot's words for the same situation.
             (Side::Downstream, _) => Some("* BYE Too many invalid IMAP commands."),
             (Side::Upstream, ErrorKind::Connect) => {

@@ -58,6 +58,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// only fires when the backend is wedged.
 pub const DEFAULT_UPSTREAM_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Dovecot's first auth penalty step is 2 s; the proxy applies the same per client address.
+pub const DEFAULT_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(2);
+
 /// RFC 9051 requires CRLF; refusing bare LF keeps the proxy and Dovecot from framing the
 /// same bytes differently (SECURITY-CASES: parser differentials).
 pub const DEFAULT_BARE_LF: BareLfPolicy = BareLfPolicy::Reject;

@@ -81,6 +81,7 @@ pub(super) struct RawTimeouts {
     pub pre_auth: Option<Value>,
     pub idle: Option<Value>,
     pub upstream_reply: Option<Value>,
+    pub auth_failure_delay: Option<Value>,
 }
 
 /// `tls`.

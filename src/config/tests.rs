@@ -96,6 +96,7 @@ fn minimal_config_gets_every_default_constant() {
     assert_eq!(imap.timeouts.pre_auth, DEFAULT_PRE_AUTH_TIMEOUT);
     assert_eq!(imap.timeouts.idle, DEFAULT_IDLE_TIMEOUT);
     assert_eq!(imap.timeouts.upstream_reply, DEFAULT_UPSTREAM_REPLY_TIMEOUT);
+    assert_eq!(imap.timeouts.auth_failure_delay, DEFAULT_AUTH_FAILURE_DELAY);
     assert_eq!(imap.bare_lf, DEFAULT_BARE_LF);
     assert_eq!(
         imap.insecure_allow_plaintext_auth,
@@ -119,6 +120,7 @@ fn default_constants_have_their_documented_values() {
     assert_eq!(DEFAULT_PRE_AUTH_TIMEOUT, Duration::from_secs(60));
     assert_eq!(DEFAULT_IDLE_TIMEOUT, Duration::from_secs(1800));
     assert_eq!(DEFAULT_UPSTREAM_REPLY_TIMEOUT, Duration::from_secs(30));
+    assert_eq!(DEFAULT_AUTH_FAILURE_DELAY, Duration::from_secs(2));
     assert_eq!(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs(30));
     assert_eq!(DEFAULT_ADMIN_ADDRESS.to_string(), "127.0.0.1:9090");
 }
@@ -134,6 +136,7 @@ fn default_limits_lie_inside_their_own_ranges() {
         DEFAULT_PRE_AUTH_TIMEOUT,
         DEFAULT_IDLE_TIMEOUT,
         DEFAULT_UPSTREAM_REPLY_TIMEOUT,
+        DEFAULT_AUTH_FAILURE_DELAY,
         DEFAULT_SHUTDOWN_GRACE,
     ] {
         assert!(!default.is_zero() && default <= MAX_DURATION);
@@ -209,7 +212,7 @@ imap:
     address: \"127.0.0.1:10143\"
     connect_timeout: 250ms
   limits: {max_line_bytes: 8KiB, max_literal_bytes: 1048576, max_sessions: 3}
-  timeouts: {tls_handshake: 1s, pre_auth: 2m, idle: 1h 30m, upstream_reply: 7s}
+  timeouts: {tls_handshake: 1s, pre_auth: 2m, idle: 1h 30m, upstream_reply: 7s, auth_failure_delay: 250ms}
   bare_lf: canonicalize
   insecure_allow_plaintext_auth: true
 tls: {certificate: c.pem, private_key: k.pem}
@@ -229,6 +232,7 @@ shutdown: {grace: 5s}
     assert_eq!(imap.timeouts.pre_auth, Duration::from_secs(120));
     assert_eq!(imap.timeouts.idle, Duration::from_secs(5400));
     assert_eq!(imap.timeouts.upstream_reply, Duration::from_secs(7));
+    assert_eq!(imap.timeouts.auth_failure_delay, Duration::from_millis(250));
     assert_eq!(imap.bare_lf, BareLfPolicy::Canonicalize);
     assert!(imap.insecure_allow_plaintext_auth);
     assert_eq!(
@@ -802,7 +806,7 @@ fn idle_timeout_must_be_at_least_one_second() {
 #[test]
 fn every_duration_key_is_checked_with_its_own_path() {
     let errors = errors(&minimal_with(
-        "    connect_timeout: 0s\n  timeouts: {tls_handshake: 0s, pre_auth: 0s, idle: 0s, upstream_reply: 0s}\nshutdown: {grace: 0s}\n",
+        "    connect_timeout: 0s\n  timeouts: {tls_handshake: 0s, pre_auth: 0s, idle: 0s, upstream_reply: 0s, auth_failure_delay: 0s}\nshutdown: {grace: 0s}\n",
     ));
     let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
@@ -813,6 +817,7 @@ fn every_duration_key_is_checked_with_its_own_path() {
             "imap.timeouts.pre_auth",
             "imap.timeouts.idle",
             "imap.timeouts.upstream_reply",
+            "imap.timeouts.auth_failure_delay",
             "shutdown.grace",
         ]
     );

@@ -97,6 +97,10 @@ pub struct ImapTimeouts {
     pub idle: Duration,
     /// How long the proxy waits for the upstream to answer one of its own commands.
     pub upstream_reply: Duration,
+    /// The wait imposed on the next authentication from a client address after a failed
+    /// one; it doubles with each further failure up to 15 s (Dovecot's own per-address
+    /// penalty, which behind a proxy would otherwise hit the proxy's address).
+    pub auth_failure_delay: Duration,
 }
 
 /// What a line ending in a bare LF (no CR) means on the client side.

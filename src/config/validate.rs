@@ -416,11 +416,18 @@ impl Validator {
             DEFAULT_UPSTREAM_REPLY_TIMEOUT,
             Duration::ZERO,
         );
+        let auth_failure_delay = timeout(
+            raw.auth_failure_delay,
+            "imap.timeouts.auth_failure_delay",
+            DEFAULT_AUTH_FAILURE_DELAY,
+            Duration::ZERO,
+        );
         Some(ImapTimeouts {
             tls_handshake: tls_handshake?,
             pre_auth: pre_auth?,
             idle: idle?,
             upstream_reply: upstream_reply?,
+            auth_failure_delay: auth_failure_delay?,
         })
     }
 

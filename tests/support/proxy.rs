@@ -30,6 +30,8 @@ pub struct Options {
     pub bare_lf_canonicalize: bool,
     pub max_literal_bytes: Option<u64>,
     pub max_line_bytes: Option<u64>,
+    /// `imap.timeouts.auth_failure_delay` in milliseconds (default: the proxy's 2 s).
+    pub auth_failure_delay_ms: Option<u64>,
 }
 
 impl Proxy {
@@ -52,9 +54,13 @@ impl Proxy {
                 imap_extra.push_str(&format!("    max_line_bytes: {n}\n"));
             }
         }
+        let timeouts_extra = options
+            .auth_failure_delay_ms
+            .map(|ms| format!("    auth_failure_delay: {ms}ms\n"))
+            .unwrap_or_default();
         // Distinct loopback addresses keep the listeners distinct while the ports are 0.
         let yaml = format!(
-            "imap:\n  listeners:\n    - {{name: plain, address: \"127.0.0.1:0\", tls: none}}\n    - {{name: starttls, address: \"127.0.0.2:0\", tls: starttls}}\n    - {{name: implicit, address: \"127.0.0.3:0\", tls: implicit}}\n  upstream:\n    address: \"{upstream}\"\n  timeouts:\n    upstream_reply: 10s\n{imap_extra}tls:\n  certificate: {}\n  private_key: {}\nadmin:\n  address: \"127.0.0.1:0\"\nshutdown:\n  grace: 2s\n",
+            "imap:\n  listeners:\n    - {{name: plain, address: \"127.0.0.1:0\", tls: none}}\n    - {{name: starttls, address: \"127.0.0.2:0\", tls: starttls}}\n    - {{name: implicit, address: \"127.0.0.3:0\", tls: implicit}}\n  upstream:\n    address: \"{upstream}\"\n  timeouts:\n    upstream_reply: 10s\n{timeouts_extra}{imap_extra}tls:\n  certificate: {}\n  private_key: {}\nadmin:\n  address: \"127.0.0.1:0\"\nshutdown:\n  grace: 2s\n",
             pki.cert_path.display(),
             pki.key_path.display(),
         );

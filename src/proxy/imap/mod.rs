@@ -2,6 +2,7 @@
 //! each to Dovecot, and runs a [`session::Session`] between them.
 
 mod coi;
+pub mod penalty;
 mod session;
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
     pub upstream_tls: Option<(TlsConnector, rustls_pki_types::ServerName<'static>)>,
     pub metrics: Arc<Metrics>,
+    pub penalties: penalty::AuthPenalties,
 }
 
 fn listener_kind(tls: ListenerTls) -> ListenerKind {

@@ -49,6 +49,10 @@ const ASSEMBLE_LIMIT: usize = 64 * 1024;
 const MAX_BAD_COMMANDS_BEFORE_LOGIN: u32 = 3;
 const MAX_BAD_COMMANDS: u32 = 20;
 
+/// Failed authentications that end a session (SECURITY-CASES case 30); together with the
+/// per-address penalty this makes guessing passwords through the proxy slow.
+const MAX_AUTH_FAILURES: u32 = 3;
+
 /// Upper bound for one untagged response to a command of the proxy's own (METADATA values
 /// of the COI entries are a few bytes; anything near this is a misbehaving upstream).
 const INTERNAL_REPLY_LIMIT: usize = 1024 * 1024;
@@ -290,6 +294,10 @@ pub(super) struct Session {
     pending: Option<Assembly>,
     /// BAD replies since the last command that was not BAD.
     bad_commands: u32,
+    /// Failed LOGIN/AUTHENTICATE in this session.
+    auth_failures: u32,
+    /// The client's address, for the authentication penalty.
+    peer_ip: Option<std::net::IpAddr>,
     /// A command line held at a barrier (see `must_hold`), handled again once every earlier
     /// command is answered and the seen filter's moves, if any, have run.
     replay: Option<(Bytes, LineEnding, Option<LiteralHeader>)>,
@@ -348,6 +356,8 @@ impl Session {
             separator: None,
             pending: None,
             bad_commands: 0,
+            auth_failures: 0,
+            peer_ip: None,
             replay: None,
             swallow_updates: false,
         }
@@ -356,6 +366,7 @@ impl Session {
     /// Runs the session to its end. Errors are reported to the client (BYE) where
     /// possible and returned for logging.
     pub(super) async fn run(mut self, peer: std::net::SocketAddr) -> SessionResult<()> {
+        self.peer_ip = Some(peer.ip());
         let result = match self.announce_client(peer).await {
             Ok(()) => self.run_loop().await,
             Err(e) => Err(e),
@@ -572,6 +583,12 @@ impl Session {
     }
 
     fn check_bad_commands(&self) -> SessionResult<()> {
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            return Err(downstream(
+                ErrorKind::AuthenticationFailures,
+                "too many failed authentications",
+            ));
+        }
         if self.bad_commands >= self.bad_command_limit() {
             return Err(downstream(ErrorKind::Protocol, "too many invalid commands"));
         }
@@ -599,7 +616,21 @@ impl Session {
             return false;
         }
         let seen_moves = !self.state.seen_pending.is_empty() && allows_expunge(line);
-        seen_moves || (!self.in_flight.is_empty() && !self.forwards_unchanged(line, ending))
+        seen_moves
+            || self.auth_penalty(line).is_some()
+            || (!self.in_flight.is_empty() && !self.forwards_unchanged(line, ending))
+    }
+
+    /// Until when an authentication command from this client must wait (case 30).
+    fn auth_penalty(&self, line: &[u8]) -> Option<Instant> {
+        let is_auth = matches!(
+            command::command_head(line).map(|h| h.name),
+            Ok(CommandName::Login | CommandName::Authenticate)
+        );
+        let ip = self.peer_ip?;
+        is_auth
+            .then(|| self.shared.penalties.wait_until(ip, Instant::now()))
+            .flatten()
     }
 
     /// Whether a command is simply relayed (so it may be pipelined behind others).
@@ -984,6 +1015,9 @@ impl Session {
             return Ok(());
         };
         if let Some((line, ending, literal)) = self.replay.take() {
+            if let Some(until) = self.auth_penalty(&line) {
+                tokio::time::sleep_until(until).await;
+            }
             if !self.state.seen_pending.is_empty() && allows_expunge(&line) {
                 let pending = std::mem::take(&mut self.state.seen_pending);
                 self.swallow_updates = leaves_mailbox(&line);
@@ -1278,6 +1312,11 @@ impl Session {
                 (parts.next(), parts.next(), parts.next(), parts.next())
             {
                 if !authzid.is_empty() && authzid != authcid {
+                    // An attempt to act as someone else counts as a failed authentication.
+                    self.auth_failures += 1;
+                    if let Some(ip) = self.peer_ip {
+                        self.shared.penalties.failed(ip, Instant::now());
+                    }
                     self.reply_local(
                         tag,
                         CommandClass::Authenticate,
@@ -1526,6 +1565,16 @@ impl Session {
             .metrics
             .imap
             .command_finished(done.class, outcome, done.started.elapsed());
+        if let (Effect::Authenticate { .. }, Some(ip)) = (&done.effect, self.peer_ip) {
+            match status {
+                Status::Ok => self.shared.penalties.succeeded(ip),
+                Status::No => {
+                    self.shared.penalties.failed(ip, Instant::now());
+                    self.auth_failures += 1;
+                }
+                _ => {}
+            }
+        }
         match (done.effect, status) {
             (Effect::Authenticate { user: Some(user) }, Status::Ok) => {
                 info!(user = %user, "authenticated");
