@@ -199,3 +199,83 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
         .unwrap();
     out
 }
+
+/// Credentials never reach the logs, even at `trace` level: LOGIN passwords, SASL PLAIN
+/// responses (base64 and decoded), failed attempts included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_never_appear_in_the_logs() {
+    use base64::Engine as _;
+    let dovecot = Dovecot::start().expect("dovecot");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "imap:\n  listeners:\n    - {{name: imap, address: \"127.0.0.1:0\", tls: none}}\n  upstream: {{address: \"{}\"}}\n  insecure_allow_plaintext_auth: true\n  timeouts: {{auth_failure_delay: 1ms}}\nadmin:\n  address: off\nlog:\n  level: trace\n  format: json\nshutdown:\n  grace: 1s\n",
+            dovecot.imap_addr()
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut child = Child(
+        bin()
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("listening imap"))
+    })
+    .await
+    .unwrap()
+    .expect("listening line");
+    let imap: SocketAddr = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let plain = base64::engine::general_purpose::STANDARD.encode("\0bob\0secret-bob");
+    let mut c = LineClient::connect(imap).await.unwrap();
+    c.read_line().await.unwrap();
+    assert_eq!(
+        tagged_status(&c.imap("a", "LOGIN alice wrong-secret-alice").await.unwrap()),
+        "NO"
+    );
+    assert_eq!(
+        tagged_status(&c.imap("b", "LOGIN alice secret-alice").await.unwrap()),
+        "OK"
+    );
+    c.imap("c", "LOGOUT").await.unwrap();
+    let mut c = LineClient::connect(imap).await.unwrap();
+    c.read_line().await.unwrap();
+    assert_eq!(
+        tagged_status(
+            &c.imap("d", &format!("AUTHENTICATE PLAIN {plain}"))
+                .await
+                .unwrap()
+        ),
+        "OK"
+    );
+    c.imap("e", "LOGOUT").await.unwrap();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("authenticated"),
+        "the log is being written at all:\n{log}"
+    );
+    for secret in ["secret-alice", "secret-bob", &plain] {
+        assert!(!log.contains(secret), "{secret:?} appears in the log");
+    }
+}

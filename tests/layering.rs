@@ -19,7 +19,20 @@ use std::path::{Path, PathBuf};
 
 /// Crates the sans-IO core may use (the `Cargo.toml` comment names the first four);
 /// `proptest` appears only in unit tests and does no I/O.
-const SANS_IO_CRATES: &[&str] = &["nom", "thiserror", "memchr", "bytes", "proptest"];
+/// Pure computation only: parsing, hashing (SHA3 for COI tokens), encodings, Unicode
+/// normalisation and IDNA for address canonicalisation, constant-time comparison.
+const SANS_IO_CRATES: &[&str] = &[
+    "nom",
+    "thiserror",
+    "memchr",
+    "bytes",
+    "proptest",
+    "sha3",
+    "base64",
+    "idna",
+    "unicode_normalization",
+    "subtle",
+];
 
 /// Path prefixes the sans-IO core must not use, with the reason shown on failure.
 /// Extern crates not (yet) in `Cargo.toml` are listed so that adding one is caught too.
