@@ -411,7 +411,9 @@ pub fn imap_command(data: &[u8]) {
     }
     if let Some(tag) = command::salvage_tag(data) {
         assert!(!tag.is_empty() && tag.len() <= 64, "salvaged tag {tag:?}");
-        assert!(data.starts_with(tag) && data.get(tag.len()) == Some(&b' '));
+        // The first word: followed by a space, or the whole line (a lone word is a tag
+        // without a command, which Dovecot answers with `word BAD`).
+        assert!(data.starts_with(tag) && matches!(data.get(tag.len()), Some(&b' ') | None));
     }
     // The whole input, and what follows `tag NAME ` as a command's arguments.
     let after_name = data.splitn(3, |&b| b == b' ').nth(2);
@@ -875,6 +877,16 @@ fn is_suffix(whole: &[u8], part: &[u8]) -> bool {
     part.is_empty()
         || is_within(whole, part)
             && part.as_ptr() as usize + part.len() == whole.as_ptr() as usize + whole.len()
+}
+
+/// Normalises an envelope address (the path's bytes): never panics, idempotent when Ok.
+pub fn coi_address(data: &[u8]) {
+    crate::coi::address::fuzz_normalize(data);
+}
+
+/// Parses, renders, re-issues and verifies a COI token; secrets are the §6.3 ones.
+pub fn coi_token(data: &[u8]) {
+    crate::coi::token::fuzz_token(data);
 }
 
 /// Bytes shown readably in assertion messages.

@@ -25,6 +25,8 @@ use coi_proxy::fuzzing;
 fn target(name: &str) -> Option<fn(&[u8])> {
     Some(match name {
         "capability_filter" => fuzzing::capability_filter,
+        "coi_address" => fuzzing::coi_address,
+        "coi_token" => fuzzing::coi_token,
         "coi_config" => fuzzing::coi_config,
         "config_yaml" => fuzzing::config_yaml,
         "imap_command" => fuzzing::imap_command,
