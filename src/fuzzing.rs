@@ -889,6 +889,23 @@ pub fn coi_token(data: &[u8]) {
     crate::coi::token::fuzz_token(data);
 }
 
+// === smtp ===
+
+/// See `proto::smtp::fuzz::fuzz_smtp_command`.
+pub fn smtp_command(data: &[u8]) {
+    crate::proto::smtp::fuzz::fuzz_smtp_command(data);
+}
+
+/// See `proto::smtp::fuzz::fuzz_smtp_reply`.
+pub fn smtp_reply(data: &[u8]) {
+    crate::proto::smtp::fuzz::fuzz_smtp_reply(data);
+}
+
+/// Input header documented on `proto::smtp::fuzz::fuzz_smtp_data`.
+pub fn smtp_data(data: &[u8]) {
+    crate::proto::smtp::fuzz::fuzz_smtp_data(data);
+}
+
 /// Bytes shown readably in assertion messages.
 fn escape(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()

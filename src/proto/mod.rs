@@ -1,1 +1,2 @@
 pub mod imap;
+pub mod smtp;
