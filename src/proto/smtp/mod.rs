@@ -23,6 +23,7 @@
 
 pub mod command;
 pub mod data;
+pub mod ehlo;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod line;
