@@ -889,6 +889,17 @@ pub fn coi_token(data: &[u8]) {
     crate::coi::token::fuzz_token(data);
 }
 
+/// Scanner + rewriter on an arbitrary message; byte 0 picks the chunk size (see
+/// `coi::headers::fuzz_headers`).
+pub fn coi_headers(data: &[u8]) {
+    crate::coi::headers::fuzz_headers(data);
+}
+
+/// Classifies the top-level header block; the body never counts.
+pub fn coi_classify(data: &[u8]) {
+    crate::coi::classify::fuzz_classify(data);
+}
+
 // === smtp ===
 
 /// See `proto::smtp::fuzz::fuzz_smtp_command`.

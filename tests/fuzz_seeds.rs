@@ -27,6 +27,8 @@ fn target(name: &str) -> Option<fn(&[u8])> {
         "capability_filter" => fuzzing::capability_filter,
         "coi_address" => fuzzing::coi_address,
         "coi_token" => fuzzing::coi_token,
+        "coi_headers" => fuzzing::coi_headers,
+        "coi_classify" => fuzzing::coi_classify,
         "smtp_command" => fuzzing::smtp_command,
         "smtp_data" => fuzzing::smtp_data,
         "smtp_reply" => fuzzing::smtp_reply,

@@ -3,5 +3,7 @@
 //! normalisation and the v1 tokens (pair hashes, MACs, validity) of COI-PROTOCOL.md §4.
 
 pub mod address;
+pub mod classify;
 pub mod config;
+pub mod headers;
 pub mod token;
