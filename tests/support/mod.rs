@@ -4,5 +4,6 @@ pub mod dovecot;
 pub mod io;
 pub mod mbsync;
 pub mod pki;
+pub mod postfix;
 pub mod proxy;
 pub mod raw;

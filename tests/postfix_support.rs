@@ -1,0 +1,453 @@
+//! The real-Postfix test support works: submission delivers into Dovecot by LMTP, two
+//! domains relay to each other's MX, XCLIENT from loopback is honoured (and takes the
+//! loopback trust away), the MX listener is no open relay, and an instance leaves no
+//! processes behind.
+//!
+//! Every network step is bounded (support::io::STEP); waits poll with a deadline.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::dovecot::Dovecot;
+use support::io::{tagged_status, LineClient};
+use support::postfix::{self, smtp, Postfix, PostfixOptions};
+
+/// How long a message may take from Postfix's 250 to the recipient's INBOX.
+const DELIVERY_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a log line may take to appear.
+const LOG_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Logs in to Dovecot as `user` (password from the Dovecot support).
+async fn imap_login(dovecot: &Dovecot, user: &str) -> LineClient {
+    let mut client = LineClient::connect(dovecot.imap_addr())
+        .await
+        .expect("connect to dovecot imap");
+    let greeting = client.read_line().await.expect("imap greeting");
+    assert!(greeting.starts_with("* OK"), "greeting: {greeting}");
+    let password = dovecot.password_of(user).expect("a dovecot test user");
+    let lines = client
+        .imap("l", &format!("LOGIN {user} {password}"))
+        .await
+        .expect("LOGIN");
+    assert_eq!(tagged_status(&lines), "OK", "LOGIN {user}: {lines:#?}");
+    client
+}
+
+/// `STATUS INBOX (MESSAGES)` on a logged-in session; the error carries Dovecot's
+/// answer.
+async fn inbox_messages(client: &mut LineClient) -> Result<u32, String> {
+    let lines = client
+        .imap("s", "STATUS INBOX (MESSAGES)")
+        .await
+        .map_err(|e| format!("STATUS: {e}"))?;
+    if tagged_status(&lines) != "OK" {
+        return Err(format!("STATUS: {lines:?}"));
+    }
+    lines
+        .iter()
+        .find_map(|line| {
+            let rest = line.strip_prefix("* STATUS ")?;
+            let n = rest.split("MESSAGES ").nth(1)?;
+            n.trim_end_matches(')').trim().parse().ok()
+        })
+        .ok_or_else(|| format!("no MESSAGES in {lines:?}"))
+}
+
+/// Polls `user`'s INBOX until it holds `want` messages; panics with both logs and the
+/// queue when the deadline passes.
+///
+/// A STATUS that fails is retried on a new session: while LMTP creates a user's INBOX
+/// for the first delivery, Dovecot 2.3 may answer a concurrent STATUS of that
+/// not-yet-existing INBOX with `NO [ALREADYEXISTS]` or close the session.
+async fn wait_for_inbox(dovecot: &Dovecot, user: &str, want: u32, postfixes: &[&Postfix]) {
+    let deadline = Instant::now() + DELIVERY_DEADLINE;
+    let mut client = imap_login(dovecot, user).await;
+    loop {
+        let last = match inbox_messages(&mut client).await {
+            Ok(have) if have >= want => {
+                assert_eq!(have, want, "{user}'s INBOX has more messages than expected");
+                return;
+            }
+            Ok(have) => format!("{have} messages"),
+            Err(e) => {
+                eprintln!("retrying after a failed STATUS: {e}");
+                client = imap_login(dovecot, user).await;
+                e
+            }
+        };
+        if Instant::now() >= deadline {
+            let mut report = String::new();
+            for postfix in postfixes {
+                report.push_str(&format!(
+                    "--- postfix {} queue ---\n{}\n--- postfix {} log ---\n{}\n",
+                    postfix.domain(),
+                    postfix.mailq().unwrap_or_else(|e| e.to_string()),
+                    postfix.domain(),
+                    postfix.log_contents()
+                ));
+            }
+            panic!(
+                "{user}'s INBOX: {last}, not {want}, after {DELIVERY_DEADLINE:?}\n\
+                 {report}--- dovecot log ---\n{}",
+                dovecot.log_contents()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Creates `user`'s INBOX before the first delivery (a STATUS creates it), so the
+/// test's polling cannot race with LMTP creating it (see [`wait_for_inbox`]).
+async fn prime_inbox(dovecot: &Dovecot, user: &str) {
+    let mut client = imap_login(dovecot, user).await;
+    assert_eq!(inbox_messages(&mut client).await, Ok(0), "{user}'s INBOX");
+}
+
+/// The header fields `fields` of INBOX message `seq`, as the lines IMAP returned.
+async fn fetch_header_fields(client: &mut LineClient, seq: u32, fields: &str) -> String {
+    let lines = client.imap("x", "SELECT INBOX").await.expect("SELECT");
+    assert_eq!(tagged_status(&lines), "OK", "SELECT: {lines:#?}");
+    let lines = client
+        .imap(
+            "f",
+            &format!("FETCH {seq} BODY.PEEK[HEADER.FIELDS ({fields})]"),
+        )
+        .await
+        .expect("FETCH");
+    assert_eq!(tagged_status(&lines), "OK", "FETCH: {lines:#?}");
+    lines.join("\n")
+}
+
+#[tokio::test]
+async fn submission_delivers_to_the_local_dovecot_inbox_by_lmtp() {
+    let dovecot = Dovecot::start().expect("start dovecot");
+    let started = Instant::now();
+    let postfix = Postfix::start(PostfixOptions::new("a.example", dovecot.lmtp_addr()))
+        .expect("start postfix");
+    eprintln!("postfix started in {:?}", started.elapsed());
+    prime_inbox(&dovecot, "alice").await;
+    assert_eq!(postfix.domain(), "a.example");
+    assert!(postfix.log_contents().contains("daemon started -- version"));
+
+    let sent = Instant::now();
+    let message = smtp::message(
+        "mary@a.example",
+        "alice@a.example",
+        "local-delivery",
+        "Hello Alice.\r\n.a line that starts with a dot",
+    );
+    let queue_id = smtp::submit(
+        postfix.submission_addr(),
+        "mary@a.example",
+        &["alice@a.example"],
+        &message,
+    )
+    .await
+    .expect("submit");
+    wait_for_inbox(&dovecot, "alice", 1, &[&postfix]).await;
+    eprintln!("submission -> INBOX in {:?}", sent.elapsed());
+
+    let mut client = imap_login(&dovecot, "alice").await;
+    let header = fetch_header_fields(&mut client, 1, "SUBJECT").await;
+    assert!(header.contains("Subject: local-delivery"), "{header}");
+    let line = postfix
+        .wait_for_log(&format!("{queue_id}: removed"), LOG_DEADLINE)
+        .expect("queue file removed after delivery");
+    assert!(!line.is_empty());
+    let delivered = postfix
+        .wait_for_log_line(
+            &[&format!("{queue_id}: to=<alice@a.example>"), "status=sent"],
+            LOG_DEADLINE,
+        )
+        .expect("delivery log line");
+    let lmtp = format!("relay=127.0.0.1[127.0.0.1]:{}", dovecot.lmtp_addr().port());
+    assert!(delivered.contains(&lmtp), "{delivered}");
+    postfix
+        .wait_queue_empty(DELIVERY_DEADLINE)
+        .expect("queue empty");
+}
+
+#[tokio::test]
+async fn two_domains_relay_to_each_others_mx_and_deliver_into_their_dovecot() {
+    let dovecot_a = Dovecot::start().expect("start dovecot a");
+    let dovecot_b = Dovecot::start().expect("start dovecot b");
+    // B first, so that A can route to B's MX; B learns its route to A afterwards.
+    let mut postfix_b = Postfix::start(PostfixOptions::new("b.example", dovecot_b.lmtp_addr()))
+        .expect("start postfix b");
+    let postfix_a = Postfix::start(
+        PostfixOptions::new("a.example", dovecot_a.lmtp_addr())
+            .route("b.example", postfix_b.mx_addr()),
+    )
+    .expect("start postfix a");
+
+    prime_inbox(&dovecot_b, "bob").await;
+    prime_inbox(&dovecot_a, "alice").await;
+
+    // A's submission -> A's queue -> B's MX -> B's Dovecot (bob).
+    let sent = Instant::now();
+    let queue_id = smtp::submit(
+        postfix_a.submission_addr(),
+        "mary@a.example",
+        &["bob@b.example"],
+        &smtp::message("mary@a.example", "bob@b.example", "a-to-b", "Hi Bob."),
+    )
+    .await
+    .expect("submit at a");
+    wait_for_inbox(&dovecot_b, "bob", 1, &[&postfix_a, &postfix_b]).await;
+    eprintln!("a -> b delivered in {:?}", sent.elapsed());
+    let relayed = postfix_a
+        .wait_for_log_line(
+            &[&format!("{queue_id}: to=<bob@b.example>"), "status=sent"],
+            LOG_DEADLINE,
+        )
+        .expect("a's relay log line");
+    let b_mx = format!("relay=127.0.0.1[127.0.0.1]:{}", postfix_b.mx_addr().port());
+    assert!(relayed.contains(&b_mx), "{relayed}");
+    postfix_b
+        .wait_for_log("postfix/mx/smtpd", LOG_DEADLINE)
+        .expect("b received on its MX listener");
+
+    // And back: B gets its route to A (a restart that keeps ports and queue).
+    let b_mx_before = postfix_b.mx_addr();
+    postfix_b
+        .set_relay_routes(vec![("a.example".to_owned(), postfix_a.mx_addr())])
+        .expect("route b -> a");
+    assert_eq!(postfix_b.mx_addr(), b_mx_before);
+    smtp::submit(
+        postfix_b.submission_addr(),
+        "bob@b.example",
+        &["alice@a.example"],
+        &smtp::message("bob@b.example", "alice@a.example", "b-to-a", "Hi Alice."),
+    )
+    .await
+    .expect("submit at b");
+    wait_for_inbox(&dovecot_a, "alice", 1, &[&postfix_b, &postfix_a]).await;
+
+    // Nothing was delivered to the wrong side.
+    let mut alice_b = imap_login(&dovecot_b, "alice").await;
+    assert_eq!(inbox_messages(&mut alice_b).await, Ok(0));
+    let mut bob_a = imap_login(&dovecot_a, "bob").await;
+    assert_eq!(inbox_messages(&mut bob_a).await, Ok(0));
+}
+
+#[tokio::test]
+async fn xclient_from_loopback_sets_the_client_and_drops_loopback_trust() {
+    let dovecot = Dovecot::start().expect("start dovecot");
+    let postfix = Postfix::start(PostfixOptions::new("a.example", dovecot.lmtp_addr()))
+        .expect("start postfix");
+    prime_inbox(&dovecot, "alice").await;
+
+    let mut client = smtp::connect(postfix.submission_addr())
+        .await
+        .expect("connect");
+    let ehlo = smtp::expect(&mut client, "EHLO proxy.test", 250)
+        .await
+        .expect("EHLO");
+    assert!(
+        ehlo.ehlo_keywords().iter().any(|k| k == "XCLIENT"),
+        "XCLIENT not offered to loopback: {ehlo:?}"
+    );
+    let reply = smtp::command(&mut client, "XCLIENT ADDR=192.0.2.7")
+        .await
+        .expect("XCLIENT");
+    assert_eq!(reply.code, 220, "XCLIENT: {reply:?}");
+    // XCLIENT restarts the session: EHLO again; 192.0.2.7 is not authorized for XCLIENT.
+    let ehlo = smtp::expect(&mut client, "EHLO proxy.test", 250)
+        .await
+        .expect("EHLO after XCLIENT");
+    assert!(!ehlo.ehlo_keywords().iter().any(|k| k == "XCLIENT"));
+
+    smtp::expect(&mut client, "MAIL FROM:<mary@a.example>", 250)
+        .await
+        .expect("MAIL");
+    smtp::expect(&mut client, "RCPT TO:<alice@a.example>", 250)
+        .await
+        .expect("RCPT local");
+    // The real client is not in mynetworks: relaying is refused (SECURITY-CASES §D).
+    let relay = smtp::command(&mut client, "RCPT TO:<peter@b.example>")
+        .await
+        .expect("RCPT remote");
+    assert_eq!(relay.code, 554, "relay after XCLIENT: {relay:?}");
+    assert!(relay.text().contains("Relay access denied"), "{relay:?}");
+    smtp::expect(&mut client, "DATA", 354).await.expect("DATA");
+    let message = smtp::message("mary@a.example", "alice@a.example", "via-xclient", "Hi.");
+    client
+        .write_raw(&smtp::data_payload(&message))
+        .await
+        .expect("write data");
+    let done = smtp::read_reply(&mut client).await.expect("end of data");
+    assert_eq!(done.code, 250, "{done:?}");
+    let queue_id = done.queue_id().expect("queue id");
+    smtp::expect(&mut client, "QUIT", 221).await.expect("QUIT");
+
+    let line = postfix
+        .wait_for_log(&format!("{queue_id}: client="), LOG_DEADLINE)
+        .expect("client log line");
+    assert!(line.ends_with("client=unknown[192.0.2.7]"), "{line}");
+    let reject = postfix
+        .wait_for_log("Relay access denied", LOG_DEADLINE)
+        .expect("reject log line");
+    assert!(reject.contains("RCPT from unknown[192.0.2.7]"), "{reject}");
+
+    wait_for_inbox(&dovecot, "alice", 1, &[&postfix]).await;
+    let mut alice = imap_login(&dovecot, "alice").await;
+    let received = fetch_header_fields(&mut alice, 1, "RECEIVED").await;
+    assert!(received.contains("[192.0.2.7]"), "{received}");
+}
+
+#[tokio::test]
+async fn mx_listener_is_no_open_relay_even_from_loopback() {
+    // SECURITY-CASES §D 31 against the bare backend: the MX listener has no
+    // permit_mynetworks. No Dovecot needed: nothing is delivered.
+    let unused_lmtp = "127.0.0.1:9".parse().expect("addr");
+    let postfix =
+        Postfix::start(PostfixOptions::new("a.example", unused_lmtp)).expect("start postfix");
+    let mut client = smtp::connect(postfix.mx_addr()).await.expect("connect");
+    smtp::expect(&mut client, "EHLO relay.test", 250)
+        .await
+        .expect("EHLO");
+    smtp::expect(&mut client, "MAIL FROM:<x@evil.example>", 250)
+        .await
+        .expect("MAIL");
+    let relay = smtp::command(&mut client, "RCPT TO:<y@remote.example>")
+        .await
+        .expect("RCPT");
+    assert_eq!(relay.code, 554, "{relay:?}");
+    smtp::expect(&mut client, "RCPT TO:<alice@a.example>", 250)
+        .await
+        .expect("RCPT for the local domain");
+    smtp::expect(&mut client, "QUIT", 221).await.expect("QUIT");
+    assert!(postfix.queue_ids().expect("queue ids").is_empty());
+}
+
+#[tokio::test]
+async fn mail_for_a_stopped_peer_is_deferred_and_flush_delivers_it_after_restart() {
+    let dovecot_a = Dovecot::start().expect("start dovecot a");
+    let dovecot_b = Dovecot::start().expect("start dovecot b");
+    let mut postfix_b = Postfix::start(PostfixOptions::new("b.example", dovecot_b.lmtp_addr()))
+        .expect("start postfix b");
+    let postfix_a = Postfix::start(
+        PostfixOptions::new("a.example", dovecot_a.lmtp_addr())
+            .route("b.example", postfix_b.mx_addr()),
+    )
+    .expect("start postfix a");
+
+    prime_inbox(&dovecot_b, "bob").await;
+    postfix_b.stop().expect("stop b");
+    assert!(!postfix_b.is_running());
+    assert!(postfix_b.processes().is_empty());
+    let queue_id = smtp::submit(
+        postfix_a.submission_addr(),
+        "mary@a.example",
+        &["bob@b.example"],
+        &smtp::message("mary@a.example", "bob@b.example", "deferred", "Later."),
+    )
+    .await
+    .expect("submit at a");
+    let deferred = postfix_a
+        .wait_for_log_line(
+            &[
+                &format!("{queue_id}: to=<bob@b.example>"),
+                "status=deferred",
+            ],
+            LOG_DEADLINE,
+        )
+        .expect("deferral log line");
+    assert!(deferred.contains("Connection refused"), "{deferred}");
+    assert_eq!(
+        postfix_a.queue_ids().expect("queue"),
+        vec![queue_id.clone()]
+    );
+    assert!(postfix_a.mailq().expect("mailq").contains(&queue_id));
+
+    postfix_b.restart().expect("restart b");
+    assert!(postfix_b.is_running());
+    let flushed = Instant::now();
+    postfix_a.flush().expect("flush a");
+    wait_for_inbox(&dovecot_b, "bob", 1, &[&postfix_a, &postfix_b]).await;
+    eprintln!("flush -> delivered in {:?}", flushed.elapsed());
+    postfix_a
+        .wait_queue_empty(DELIVERY_DEADLINE)
+        .expect("a's queue empty");
+}
+
+#[tokio::test]
+async fn drop_leaves_no_postfix_processes_behind() {
+    let unused_lmtp = "127.0.0.1:9".parse().expect("addr");
+    let postfix =
+        Postfix::start(PostfixOptions::new("a.example", unused_lmtp)).expect("start postfix");
+    // Make the master spawn more daemons (smtpd, cleanup, trivial-rewrite).
+    let mut client = smtp::connect(postfix.submission_addr())
+        .await
+        .expect("connect");
+    smtp::expect(&mut client, "EHLO drop.test", 250)
+        .await
+        .expect("EHLO");
+    smtp::expect(&mut client, "MAIL FROM:<mary@a.example>", 250)
+        .await
+        .expect("MAIL");
+    smtp::expect(&mut client, "RCPT TO:<alice@a.example>", 250)
+        .await
+        .expect("RCPT");
+
+    let master = postfix.master_pid().expect("master pid");
+    let processes = postfix.processes();
+    assert!(processes.contains(&master), "{processes:?}");
+    assert!(
+        processes.len() >= 4,
+        "master, pickup, qmgr, smtpd, ...: {processes:?}"
+    );
+    let dir = postfix.dir().to_owned();
+
+    let stopped = Instant::now();
+    drop(postfix);
+    eprintln!("drop took {:?}", stopped.elapsed());
+    assert!(!postfix::process_alive(master), "master {master} survived");
+    let left: Vec<u32> = processes
+        .iter()
+        .copied()
+        .filter(|pid| postfix::process_alive(*pid))
+        .filter(|pid| postfix::live_group_members(master).contains(pid))
+        .collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    assert!(postfix::live_group_members(master).is_empty());
+    assert!(!dir.exists(), "{} not removed", dir.display());
+    // The SMTP session was cut (at most a 421 first), not left hanging.
+    let next = client.read_line().await;
+    assert!(
+        next.is_err() || next.as_deref().is_ok_and(|l| l.starts_with("421")),
+        "{next:?}"
+    );
+}
+
+#[tokio::test]
+async fn kill_cuts_sessions_and_restart_serves_on_the_same_ports() {
+    let unused_lmtp = "127.0.0.1:9".parse().expect("addr");
+    let mut postfix =
+        Postfix::start(PostfixOptions::new("a.example", unused_lmtp)).expect("start postfix");
+    let submission = postfix.submission_addr();
+    let mut client = smtp::connect(submission).await.expect("connect");
+    smtp::expect(&mut client, "EHLO kill.test", 250)
+        .await
+        .expect("EHLO");
+    let master = postfix.master_pid().expect("master pid");
+
+    postfix.kill().expect("kill");
+    assert!(!postfix.is_running());
+    assert!(!postfix::process_alive(master));
+    assert!(postfix::live_group_members(master).is_empty());
+    // The open session is cut without a reply; new connections are refused.
+    let cut = smtp::command(&mut client, "NOOP").await;
+    assert!(cut.is_err(), "{cut:?}");
+    let refused = tokio::net::TcpStream::connect(submission).await;
+    assert!(refused.is_err(), "still accepting after kill");
+
+    postfix.restart().expect("restart");
+    assert_eq!(postfix.submission_addr(), submission);
+    let mut client = smtp::connect(submission).await.expect("connect again");
+    smtp::expect(&mut client, "EHLO kill.test", 250)
+        .await
+        .expect("EHLO again");
+    smtp::expect(&mut client, "QUIT", 221).await.expect("QUIT");
+}
