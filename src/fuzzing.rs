@@ -63,19 +63,7 @@ fn fragment_target(data: &[u8], stream: StreamKind) {
     };
     let reject_first = flags & 2 != 0;
 
-    let mut chunks = Vec::new();
-    let mut at = 0;
-    for size in sizes.iter().map(|&s| usize::from(s) + 1).cycle() {
-        if at >= input.len() {
-            break;
-        }
-        let end = (at + size).min(input.len());
-        chunks.push(&input[at..end]);
-        at = end;
-    }
-    if chunks.is_empty() {
-        chunks.push(input);
-    }
+    let chunks = crate::proto::split_by_sizes(input, sizes);
 
     let chunked = FramerRun::run(options, reject_first, &chunks);
     let whole = FramerRun::run(options, reject_first, &[input]);

@@ -89,15 +89,16 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use super::process::{probe_greeting, process_title, send_signal, two_free_ports, unique_token};
 
 /// A test mail user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -369,7 +370,7 @@ impl Dovecot {
                         format!("no greeting on {addr} within {READY_TIMEOUT:?}"),
                     ));
                 }
-                match probe_greeting(addr, deadline)? {
+                match probe_greeting(addr, deadline, None)? {
                     Some(line) if line.starts_with(prefix) && line.contains(&self.greeting) => {
                         break;
                     }
@@ -474,14 +475,6 @@ fn merge(into: &mut Vec<(u32, String)>, more: Vec<(u32, String)>) {
             into.push(process);
         }
     }
-}
-
-/// A process's title (argv as rewritten by Dovecot); `None` when it is gone or a zombie.
-fn process_title(pid: u32) -> Option<String> {
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let title = cmdline.split(|b| *b == 0).next()?;
-    let title = String::from_utf8_lossy(title).trim_end().to_owned();
-    (!title.is_empty()).then_some(title)
 }
 
 impl Drop for Dovecot {
@@ -672,72 +665,6 @@ fn dovecot_binary() -> io::Result<PathBuf> {
     })
 }
 
-/// Two distinct free loopback ports (both held until both are known).
-fn two_free_ports() -> io::Result<(u16, u16)> {
-    let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    let b = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
-}
-
-/// Connects and reads the first line. `None` while nothing listens yet.
-fn probe_greeting(addr: SocketAddr, deadline: Instant) -> io::Result<Option<String>> {
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    let connect_timeout = remaining.min(Duration::from_millis(500));
-    if connect_timeout.is_zero() {
-        return Ok(None);
-    }
-    let stream = match TcpStream::connect_timeout(&addr, connect_timeout) {
-        Ok(stream) => stream,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionRefused
-                    | io::ErrorKind::TimedOut
-                    | io::ErrorKind::ConnectionReset
-            ) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(e),
-    };
-    let read_timeout = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(100));
-    stream.set_read_timeout(Some(read_timeout))?;
-    let mut line = String::new();
-    match BufReader::new(stream).read_line(&mut line) {
-        Ok(0) => Ok(None),
-        Ok(_) => Ok(Some(line.trim_end().to_owned())),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionReset | io::ErrorKind::WouldBlock
-            ) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Sends `SIGsig` to `pids` with the shell's builtin `kill` (std has no SIGTERM, the
-/// crate forbids unsafe, and procps' `kill` is missing from slim images). Processes that
-/// are already gone are ignored.
-fn send_signal(sig: &str, pids: &[u32]) {
-    if pids.is_empty() {
-        return;
-    }
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill -{sig} \"$@\" 2>/dev/null"))
-        .arg("sh")
-        .args(pids.iter().map(u32::to_string))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
 /// All descendants of `pid`, from `/proc/<pid>/task/*/children`.
 fn descendants(pid: u32) -> Vec<u32> {
     let mut found = Vec::new();
@@ -792,19 +719,4 @@ fn write_file(path: &Path, text: &str, mode: u32) -> io::Result<()> {
     file.write_all(text.as_bytes())?;
     file.set_permissions(fs::Permissions::from_mode(mode))?;
     Ok(())
-}
-
-/// A token unique among instances on this machine (pid, time, counter).
-fn unique_token() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "{}-{}-{}",
-        std::process::id(),
-        nanos,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }

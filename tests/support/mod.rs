@@ -5,5 +5,6 @@ pub mod io;
 pub mod mbsync;
 pub mod pki;
 pub mod postfix;
+pub mod process;
 pub mod proxy;
 pub mod raw;

@@ -348,19 +348,7 @@ pub(crate) fn run_data(chunks: &[&[u8]], limits: DataLimits) -> DataRun {
 }
 
 fn check_data(input: &[u8], sizes: &[u8], limits: DataLimits) {
-    let mut chunks = Vec::new();
-    let mut at = 0;
-    for size in sizes.iter().map(|&s| usize::from(s) + 1).cycle() {
-        if at >= input.len() {
-            break;
-        }
-        let end = (at + size).min(input.len());
-        chunks.push(&input[at..end]);
-        at = end;
-    }
-    if chunks.is_empty() {
-        chunks.push(input);
-    }
+    let chunks = crate::proto::split_by_sizes(input, sizes);
     let whole = run_data(&[input], limits);
     assert_eq!(
         run_data(&chunks, limits),

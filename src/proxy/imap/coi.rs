@@ -46,38 +46,13 @@ pub(super) async fn run(
             }
             // Create first, then enable: the order Dovecot's plugin uses.
             let reply = session.upstream_command(unchanged).await?;
-            if reply.status == Status::Ok {
-                if let Err(no) = apply(
-                    session,
-                    &[Change {
-                        entry: Entry::Enabled,
-                        value: Some("yes"),
-                    }],
-                )
-                .await?
-                {
-                    return finish(session, tag, CommandClass::Other, &no);
-                }
-            }
-            finish(session, tag, CommandClass::Other, &reply)
+            enable_after(session, tag, reply, true).await
         }
         Intercepted::Delete { mailbox } => {
             if mailbox != chats(session).await? {
                 return relay(session, tag, CommandClass::Other, unchanged).await;
             }
-            // Disable first, then delete.
-            if let Err(no) = store(
-                session,
-                &[Change {
-                    entry: Entry::Enabled,
-                    value: None,
-                }],
-            )
-            .await?
-            {
-                return finish(session, tag, CommandClass::Other, &no);
-            }
-            relay(session, tag, CommandClass::Other, unchanged).await
+            disable_then_relay(session, tag, unchanged).await
         }
         Intercepted::Rename { from, to } => {
             let chats = chats(session).await?;
@@ -91,36 +66,44 @@ pub(super) async fn run(
                     );
                     return Ok(());
                 }
-                if let Err(no) = store(
-                    session,
-                    &[Change {
-                        entry: Entry::Enabled,
-                        value: None,
-                    }],
-                )
-                .await?
-                {
-                    return finish(session, tag, CommandClass::Other, &no);
-                }
-                return relay(session, tag, CommandClass::Other, unchanged).await;
+                return disable_then_relay(session, tag, unchanged).await;
             }
             let reply = session.upstream_command(unchanged).await?;
-            if reply.status == Status::Ok && to == chats {
-                if let Err(no) = apply(
-                    session,
-                    &[Change {
-                        entry: Entry::Enabled,
-                        value: Some("yes"),
-                    }],
-                )
-                .await?
-                {
-                    return finish(session, tag, CommandClass::Other, &no);
-                }
-            }
-            finish(session, tag, CommandClass::Other, &reply)
+            enable_after(session, tag, reply, to == chats).await
         }
     }
+}
+
+/// Finishes a command that created Chats (CREATE, or RENAME onto it): when it succeeded
+/// and `created_chats`, COI is enabled first (COI-PROTOCOL §2.5).
+async fn enable_after(
+    session: &mut Session,
+    tag: &[u8],
+    reply: InternalReply,
+    created_chats: bool,
+) -> Result<()> {
+    if reply.status == Status::Ok && created_chats {
+        let enable = [Change {
+            entry: Entry::Enabled,
+            value: Some("yes"),
+        }];
+        if let Err(no) = apply(session, &enable).await? {
+            return finish(session, tag, CommandClass::Other, &no);
+        }
+    }
+    finish(session, tag, CommandClass::Other, &reply)
+}
+
+/// Removing Chats (DELETE, or RENAME into the trash) disables COI first, then runs.
+async fn disable_then_relay(session: &mut Session, tag: &[u8], command: &[u8]) -> Result<()> {
+    let disable = [Change {
+        entry: Entry::Enabled,
+        value: None,
+    }];
+    if let Err(no) = store(session, &disable).await? {
+        return finish(session, tag, CommandClass::Other, &no);
+    }
+    relay(session, tag, CommandClass::Other, command).await
 }
 
 /// Sends the command to Dovecot unchanged and relays its replies under the client's tag.
