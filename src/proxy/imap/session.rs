@@ -197,10 +197,10 @@ enum ContinuationPurpose {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum LineMode {
     Command,
-    /// A SASL response for the relayed AUTHENTICATE with this tag.
+    /// A SASL response for the relayed AUTHENTICATE LOGIN with this tag (the only
+    /// mechanism relayed step by step; PLAIN goes upstream in one line).
     SaslResponse {
         tag: Vec<u8>,
-        mechanism: SaslMechanism,
     },
     /// A SASL PLAIN response the proxy itself asked for.
     LocalPlainResponse {
@@ -210,11 +210,6 @@ enum LineMode {
     IdleDone {
         tag: Vec<u8>,
     },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SaslMechanism {
-    Login,
 }
 
 /// A command sent upstream whose tagged reply has not arrived yet.
@@ -759,10 +754,8 @@ impl Session {
     ) -> SessionResult<()> {
         match std::mem::replace(&mut self.line_mode, LineMode::Command) {
             LineMode::Command => {}
-            LineMode::IdleDone { tag } => return self.on_idle_done(line, literal, tag),
-            LineMode::SaslResponse { tag, mechanism } => {
-                return self.on_sasl_response(line, literal, tag, mechanism)
-            }
+            LineMode::IdleDone { .. } => return self.on_idle_done(line, literal),
+            LineMode::SaslResponse { tag } => return self.on_sasl_response(line, literal, tag),
             LineMode::LocalPlainResponse { tag } => {
                 return self.on_local_plain_response(line, literal, tag)
             }
@@ -801,7 +794,7 @@ impl Session {
                 );
                 self.finish_rejected(literal)
             }
-            CommandName::Login => self.start_assembly(&head, literal),
+            CommandName::Login => self.start_assembly(line, &head, literal),
             CommandName::Authenticate => self.on_authenticate(&head, literal),
             CommandName::GetMetadata
             | CommandName::SetMetadata
@@ -810,7 +803,7 @@ impl Session {
             | CommandName::Rename
                 if authenticated =>
             {
-                self.start_assembly(&head, literal)
+                self.start_assembly(line, &head, literal)
             }
             CommandName::Idle if authenticated => {
                 self.forward_head(line, &head, Effect::None, literal)?;
@@ -956,17 +949,13 @@ impl Session {
 
     fn start_assembly(
         &mut self,
+        line: &[u8],
         head: &CommandHead<'_>,
         literal: Option<LiteralHeader>,
     ) -> SessionResult<()> {
-        // The forwarded form is rebuilt as `tag SP name [SP args]`, with synchronising
-        // literals turned into `{n+}` because the proxy has already sent the `+` itself.
-        let mut forward = head.tag.to_vec();
-        forward.push(b' ');
-        forward.extend_from_slice(command_word(head.name).as_bytes());
-        if !head.args.is_empty() {
-            forward.push(b' ');
-        }
+        // The forwarded form keeps the checked head (`tag SP name SP`) as received; a
+        // synchronising literal becomes `{n+}` because the proxy has sent the `+` itself.
+        let mut forward = line[..line.len() - head.args.len()].to_vec();
         forward.extend_from_slice(&forwardable(head.args, literal));
         let assembly = Assembly {
             tag: head.tag.to_vec(),
@@ -1348,7 +1337,6 @@ impl Session {
         line: &[u8],
         literal: Option<LiteralHeader>,
         tag: Vec<u8>,
-        mechanism: SaslMechanism,
     ) -> SessionResult<()> {
         // The line is framed and holds no control character; whether it is valid base64
         // is Dovecot's to judge (it answers NO and the session goes on).
@@ -1359,7 +1347,6 @@ impl Session {
             ));
         }
         // AUTH=LOGIN: the first response is the user name.
-        let SaslMechanism::Login = mechanism;
         if let Some(InFlight {
             effect: Effect::Authenticate { user: user @ None },
             ..
@@ -1377,13 +1364,7 @@ impl Session {
         Ok(())
     }
 
-    fn on_idle_done(
-        &mut self,
-        line: &[u8],
-        literal: Option<LiteralHeader>,
-        tag: Vec<u8>,
-    ) -> SessionResult<()> {
-        let _ = tag;
+    fn on_idle_done(&mut self, line: &[u8], literal: Option<LiteralHeader>) -> SessionResult<()> {
         if literal.is_some() || line.iter().any(|&b| command::is_forbidden_control(b)) {
             self.upstream.send_line(b"DONE");
             return Err(downstream(ErrorKind::Protocol, "expected DONE during IDLE"));
@@ -1505,10 +1486,7 @@ impl Session {
             } => {}
             ContinuationPurpose::Sasl => {
                 self.client.send_line(line);
-                self.line_mode = LineMode::SaslResponse {
-                    tag,
-                    mechanism: SaslMechanism::Login,
-                }
+                self.line_mode = LineMode::SaslResponse { tag }
             }
             ContinuationPurpose::Idle => {
                 self.client.send_line(line);
@@ -1875,18 +1853,6 @@ fn forwardable(line: &[u8], literal: Option<LiteralHeader>) -> Vec<u8> {
             out
         }
         _ => line.to_vec(),
-    }
-}
-
-fn command_word(name: CommandName) -> &'static str {
-    match name {
-        CommandName::Create => "CREATE",
-        CommandName::Delete => "DELETE",
-        CommandName::GetMetadata => "GETMETADATA",
-        CommandName::Login => "LOGIN",
-        CommandName::Rename => "RENAME",
-        CommandName::SetMetadata => "SETMETADATA",
-        _ => "NOOP",
     }
 }
 
