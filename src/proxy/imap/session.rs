@@ -610,32 +610,28 @@ impl Session {
         if self.line_mode != LineMode::Command {
             return false;
         }
-        let seen_moves = !self.state.seen_pending.is_empty() && allows_expunge(line);
+        let verb = Verb::of(line);
+        let seen_moves = !self.state.seen_pending.is_empty() && Verb::allows_expunge(verb);
         seen_moves
-            || self.auth_penalty(line).is_some()
-            || (!self.in_flight.is_empty() && !self.forwards_unchanged(line, ending))
+            || (Verb::authenticates(verb) && self.auth_penalty().is_some())
+            || (!self.in_flight.is_empty() && !self.forwards_unchanged(verb, ending))
     }
 
-    /// Until when an authentication command from this client must wait (case 30).
-    fn auth_penalty(&self, line: &[u8]) -> Option<Instant> {
-        let is_auth = matches!(
-            command::command_head(line).map(|h| h.name),
-            Ok(CommandName::Login | CommandName::Authenticate)
-        );
-        let ip = self.peer_ip?;
-        is_auth
-            .then(|| self.shared.penalties.wait_until(ip, Instant::now()))
-            .flatten()
+    /// Until when an authentication from this client must wait (case 30).
+    fn auth_penalty(&self) -> Option<Instant> {
+        self.shared
+            .penalties
+            .wait_until(self.peer_ip?, Instant::now())
     }
 
     /// Whether a command is simply relayed (so it may be pipelined behind others).
-    fn forwards_unchanged(&self, line: &[u8], ending: LineEnding) -> bool {
+    fn forwards_unchanged(&self, verb: Option<Verb>, ending: LineEnding) -> bool {
         if ending == LineEnding::BareLf && self.shared.config.bare_lf == BareLfPolicy::Reject {
             return false;
         }
-        match command::command_head(line) {
-            Ok(head) => !matches!(
-                head.name,
+        verb.is_some_and(|v| {
+            !matches!(
+                v.name,
                 CommandName::Authenticate
                     | CommandName::Compress
                     | CommandName::Create
@@ -645,9 +641,8 @@ impl Session {
                     | CommandName::Rename
                     | CommandName::SetMetadata
                     | CommandName::Starttls
-            ),
-            Err(_) => false,
-        }
+            )
+        })
     }
 
     fn on_client_fragment(&mut self, fragment: Fragment) -> SessionResult<()> {
@@ -1004,12 +999,13 @@ impl Session {
             return Ok(());
         };
         if let Some((line, ending, literal)) = self.replay.take() {
-            if let Some(until) = self.auth_penalty(&line) {
+            let verb = Verb::of(&line);
+            if let Some(until) = self.auth_penalty().filter(|_| Verb::authenticates(verb)) {
                 tokio::time::sleep_until(until).await;
             }
-            if !self.state.seen_pending.is_empty() && allows_expunge(&line) {
+            if !self.state.seen_pending.is_empty() && Verb::allows_expunge(verb) {
                 let pending = std::mem::take(&mut self.state.seen_pending);
-                self.swallow_updates = leaves_mailbox(&line);
+                self.swallow_updates = Verb::leaves_mailbox(verb);
                 let moved = coi::move_seen(self, &pending).await;
                 self.swallow_updates = false;
                 moved?;
@@ -1782,31 +1778,50 @@ impl Session {
     }
 }
 
-/// Commands during which EXPUNGE responses may be sent (RFC 9051 §7.4.1: not while
-/// responding to FETCH, STORE or SEARCH, the sequence-number forms).
-fn allows_expunge(line: &[u8]) -> bool {
-    match command::command_head(line) {
-        Ok(head) => {
-            head.uid
-                || !matches!(
-                    head.name,
-                    CommandName::Fetch | CommandName::Store | CommandName::Search
-                )
-        }
-        Err(_) => false,
-    }
+/// The command of a line, parsed once for the decisions taken before it is handled.
+#[derive(Clone, Copy, Debug)]
+struct Verb {
+    name: CommandName,
+    uid: bool,
 }
 
-/// Commands after which the selected mailbox's updates no longer concern the client.
-fn leaves_mailbox(line: &[u8]) -> bool {
-    matches!(
-        command::command_head(line).map(|h| h.name),
-        Ok(CommandName::Select
-            | CommandName::Examine
-            | CommandName::Close
-            | CommandName::Unselect
-            | CommandName::Logout)
-    )
+impl Verb {
+    fn of(line: &[u8]) -> Option<Verb> {
+        command::command_head(line).ok().map(|h| Verb {
+            name: h.name,
+            uid: h.uid,
+        })
+    }
+
+    /// EXPUNGE responses may be sent during it (RFC 9051 §7.4.1: not while responding
+    /// to FETCH, STORE or SEARCH, the sequence-number forms).
+    fn allows_expunge(verb: Option<Verb>) -> bool {
+        verb.is_some_and(|v| {
+            v.uid
+                || !matches!(
+                    v.name,
+                    CommandName::Fetch | CommandName::Store | CommandName::Search
+                )
+        })
+    }
+
+    /// After it the selected mailbox's updates no longer concern the client.
+    fn leaves_mailbox(verb: Option<Verb>) -> bool {
+        verb.is_some_and(|v| {
+            matches!(
+                v.name,
+                CommandName::Select
+                    | CommandName::Examine
+                    | CommandName::Close
+                    | CommandName::Unselect
+                    | CommandName::Logout
+            )
+        })
+    }
+
+    fn authenticates(verb: Option<Verb>) -> bool {
+        verb.is_some_and(|v| matches!(v.name, CommandName::Login | CommandName::Authenticate))
+    }
 }
 
 /// Writes what is queued (one vectored write) and flushes once the queue is empty, in
