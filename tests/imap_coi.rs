@@ -10,18 +10,6 @@ use support::proxy::{Options, Proxy};
 
 const CONFIG: &str = "/private/vendor/vendor.dovecot/coi/config";
 
-async fn login(addr: std::net::SocketAddr, user: &str) -> LineClient {
-    let mut c = LineClient::connect(addr).await.expect("connect");
-    let greeting = c.read_line().await.expect("greeting");
-    assert!(greeting.starts_with("* OK"), "{greeting}");
-    let reply = c
-        .imap("l", &format!("LOGIN {user} secret-{user}"))
-        .await
-        .expect("login");
-    assert_eq!(tagged_status(&reply), "OK", "{reply:?}");
-    c
-}
-
 async fn ok(c: &mut LineClient, command: &str) -> Vec<String> {
     let reply = c.imap("t", command).await.expect(command);
     assert_eq!(tagged_status(&reply), "OK", "{command}: {reply:?}");
@@ -67,7 +55,7 @@ async fn fresh_user_sees_only_the_mailbox_root() {
         },
     )
     .await;
-    let mut c = login(proxy.plain, "alice").await;
+    let mut c = LineClient::logged_in(proxy.plain, "alice").await;
     assert_eq!(
         config_values(&mut c).await,
         format!("* METADATA \"\" ({CONFIG}/mailbox-root \"COI\")")
@@ -91,7 +79,7 @@ async fn enabling_creates_folders_and_survives_a_proxy_restart() {
         },
     )
     .await;
-    let mut c = login(proxy.plain, "alice").await;
+    let mut c = LineClient::logged_in(proxy.plain, "alice").await;
     ok(
         &mut c,
         &format!("SETMETADATA \"\" ({CONFIG}/enabled \"yes\" {CONFIG}/message-filter \"active\")"),
@@ -115,13 +103,13 @@ async fn enabling_creates_folders_and_survives_a_proxy_restart() {
     drop(c);
 
     let proxy = proxy.restart().await;
-    let mut c = login(proxy.plain, "alice").await;
+    let mut c = LineClient::logged_in(proxy.plain, "alice").await;
     assert_eq!(
         config_values(&mut c).await,
         format!("* METADATA \"\" ({CONFIG}/enabled \"yes\" {CONFIG}/message-filter \"active\" {CONFIG}/mailbox-root \"COI\")")
     );
     // Another user's configuration is their own.
-    let mut other = login(proxy.plain, "bob").await;
+    let mut other = LineClient::logged_in(proxy.plain, "bob").await;
     assert_eq!(
         config_values(&mut other).await,
         format!("* METADATA \"\" ({CONFIG}/mailbox-root \"COI\")")
@@ -139,7 +127,7 @@ async fn invalid_values_are_refused_with_cannot_and_change_nothing() {
         },
     )
     .await;
-    let mut c = login(proxy.plain, "alice").await;
+    let mut c = LineClient::logged_in(proxy.plain, "alice").await;
     let text = no(
         &mut c,
         &format!("SETMETADATA \"\" ({CONFIG}/enabled \"true\")"),
@@ -188,7 +176,7 @@ async fn disabling_and_nil_filter_remove_the_entries() {
         },
     )
     .await;
-    let mut c = login(proxy.plain, "alice").await;
+    let mut c = LineClient::logged_in(proxy.plain, "alice").await;
     ok(
         &mut c,
         &format!("SETMETADATA \"\" ({CONFIG}/enabled \"yes\" {CONFIG}/message-filter \"seen\")"),
@@ -221,7 +209,7 @@ async fn literal_values_are_accepted_like_quoted_ones() {
         },
     )
     .await;
-    let mut c = login(proxy.plain, "alice").await;
+    let mut c = LineClient::logged_in(proxy.plain, "alice").await;
     c.write_line(&format!("s SETMETADATA \"\" ({CONFIG}/enabled {{3}}"))
         .await
         .unwrap();
@@ -244,7 +232,7 @@ async fn creating_chats_enables_coi_and_deleting_it_disables() {
         },
     )
     .await;
-    let mut c = login(proxy.plain, "alice").await;
+    let mut c = LineClient::logged_in(proxy.plain, "alice").await;
     ok(&mut c, "CREATE COI/Chats").await;
     assert!(config_values(&mut c).await.contains("/enabled \"yes\""));
     assert_eq!(
@@ -270,7 +258,7 @@ async fn chats_can_be_renamed_only_into_the_trash() {
         },
     )
     .await;
-    let mut c = login(proxy.plain, "alice").await;
+    let mut c = LineClient::logged_in(proxy.plain, "alice").await;
     ok(
         &mut c,
         &format!("SETMETADATA \"\" ({CONFIG}/enabled \"yes\")"),
@@ -307,7 +295,7 @@ async fn the_proxys_storage_stays_hidden_and_other_metadata_passes() {
         },
     )
     .await;
-    let mut c = login(proxy.plain, "alice").await;
+    let mut c = LineClient::logged_in(proxy.plain, "alice").await;
     ok(
         &mut c,
         &format!("SETMETADATA \"\" ({CONFIG}/enabled \"yes\" /private/comment \"hello\")"),
@@ -341,7 +329,7 @@ async fn the_proxys_storage_stays_hidden_and_other_metadata_passes() {
     )
     .await;
     // Through a direct connection the value is where the proxy keeps it.
-    let mut direct = login(dovecot.imap_addr(), "alice").await;
+    let mut direct = LineClient::logged_in(dovecot.imap_addr(), "alice").await;
     let stored = ok(
         &mut direct,
         "GETMETADATA \"\" /private/vendor/coi-proxy/config/enabled",
@@ -380,7 +368,7 @@ async fn count(c: &mut LineClient, mailbox: &str) -> usize {
 }
 
 async fn seen_filter_user(proxy: &Proxy, filter: &str) -> LineClient {
-    let mut c = login(proxy.plain, "alice").await;
+    let mut c = LineClient::logged_in(proxy.plain, "alice").await;
     ok(
         &mut c,
         &format!(

@@ -182,12 +182,7 @@ async fn a_select_pipelined_behind_a_seen_store_still_gets_the_move() {
 #[tokio::test]
 async fn a_control_character_after_a_relayed_literal_closes_the_session() {
     let (dovecot, proxy) = setup().await;
-    let mut c = LineClient::connect(proxy.plain).await.unwrap();
-    c.read_line().await.unwrap();
-    assert_eq!(
-        tagged_status(&c.imap("a", "LOGIN alice secret-alice").await.unwrap()),
-        "OK"
-    );
+    let mut c = LineClient::logged_in(proxy.plain, "alice").await;
     c.write_line("b APPEND INBOX {5}").await.unwrap();
     assert!(
         c.read_line().await.unwrap().starts_with('+'),
@@ -216,12 +211,7 @@ async fn a_control_character_after_a_relayed_literal_closes_the_session() {
 #[tokio::test]
 async fn a_control_character_after_an_assembled_literal_is_refused_before_anything_runs() {
     let (_dovecot, proxy) = setup().await;
-    let mut c = LineClient::connect(proxy.plain).await.unwrap();
-    c.read_line().await.unwrap();
-    assert_eq!(
-        tagged_status(&c.imap("a", "LOGIN alice secret-alice").await.unwrap()),
-        "OK"
-    );
+    let mut c = LineClient::logged_in(proxy.plain, "alice").await;
     c.write_line("b CREATE {5}").await.unwrap();
     assert!(c.read_line().await.unwrap().starts_with('+'));
     c.write_line("box-1 (x\0y)").await.unwrap();
@@ -236,12 +226,7 @@ async fn a_control_character_after_an_assembled_literal_is_refused_before_anythi
 #[tokio::test]
 async fn a_bare_lf_done_ends_the_session_under_the_strict_policy() {
     let (_dovecot, proxy) = setup().await;
-    let mut c = LineClient::connect(proxy.plain).await.unwrap();
-    c.read_line().await.unwrap();
-    assert_eq!(
-        tagged_status(&c.imap("a", "LOGIN alice secret-alice").await.unwrap()),
-        "OK"
-    );
+    let mut c = LineClient::logged_in(proxy.plain, "alice").await;
     assert_eq!(
         tagged_status(&c.imap("b", "SELECT INBOX").await.unwrap()),
         "OK"

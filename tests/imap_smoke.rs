@@ -82,12 +82,7 @@ async fn shutdown_ends_an_idle_session_with_bye() {
         },
     )
     .await;
-    let mut c = LineClient::connect(proxy.plain).await.unwrap();
-    c.read_line().await.unwrap();
-    assert_eq!(
-        tagged_status(&c.imap("a", "LOGIN alice secret-alice").await.unwrap()),
-        "OK"
-    );
+    let mut c = LineClient::logged_in(proxy.plain, "alice").await;
     assert_eq!(
         tagged_status(&c.imap("b", "SELECT INBOX").await.unwrap()),
         "OK"

@@ -98,7 +98,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::process::{probe_greeting, process_title, send_signal, two_free_ports, unique_token};
+use super::process::{on_free_ports, probe_greeting, process_title, send_signal, unique_token};
 
 /// A test mail user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,8 +140,6 @@ const POLL: Duration = Duration::from_millis(10);
 /// Set this environment variable to keep the instance directories (configuration, log,
 /// mail) after the tests for debugging; their paths are printed to stderr.
 pub const KEEP_ENV: &str = "COI_TEST_KEEP_DOVECOT";
-/// Start attempts with fresh ports when a port was taken between choosing and binding.
-const PORT_ATTEMPTS: usize = 4;
 
 /// A running private Dovecot. Dropping it stops the processes (SIGTERM, then SIGKILL
 /// after a bounded wait) and removes the directory (unless [`KEEP_ENV`] is set).
@@ -164,17 +162,11 @@ impl Dovecot {
     /// Errors include the Dovecot log when the process exits early or never greets.
     pub fn start() -> io::Result<Dovecot> {
         let binary = dovecot_binary()?;
-        let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let (imap_port, lmtp_port) = two_free_ports()?;
+        on_free_ports(|imap_port, lmtp_port| {
             let mut dovecot = Dovecot::prepare(imap_port, lmtp_port)?;
-            match dovecot.spawn(&binary) {
-                Ok(()) => return Ok(dovecot),
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_error = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| io::Error::other("no start attempt was made")))
+            dovecot.spawn(&binary)?;
+            Ok(dovecot)
+        })
     }
 
     /// Stops the instance gracefully (SIGTERM: clients get `* BYE`, listeners close),

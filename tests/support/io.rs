@@ -53,6 +53,20 @@ impl LineClient {
         })
     }
 
+    /// Connects, checks the greeting and logs in as `user` (password `secret-<user>`, the
+    /// test Dovecot's convention), asserting the OK.
+    pub async fn logged_in(addr: SocketAddr, user: &str) -> Self {
+        let mut client = Self::connect(addr).await.expect("connect");
+        let greeting = client.read_line().await.expect("greeting");
+        assert!(greeting.starts_with("* OK"), "greeting: {greeting}");
+        let reply = client
+            .imap("login", &format!("LOGIN {user} secret-{user}"))
+            .await
+            .expect("login");
+        assert_eq!(tagged_status(&reply), "OK", "LOGIN {user}: {reply:?}");
+        client
+    }
+
     /// Wraps an already connected stream (e.g. one bound to a chosen source address).
     pub fn from_stream(stream: TcpStream) -> Self {
         let _ = stream.set_nodelay(true);

@@ -116,7 +116,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tempfile::TempDir;
 
-use super::process::{probe_greeting, process_title, send_signal, two_free_ports, unique_token};
+use super::process::{on_free_ports, probe_greeting, process_title, send_signal, unique_token};
 
 /// How long [`Postfix::start`] waits for both listeners to greet.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -129,8 +129,6 @@ const POLL: Duration = Duration::from_millis(10);
 /// Set this environment variable to keep the instance directory (configuration, queue,
 /// log) after the test; its path is printed to stderr.
 pub const KEEP_ENV: &str = "COI_TEST_KEEP_POSTFIX";
-/// Start attempts with fresh ports when a port was taken between choosing and binding.
-const PORT_ATTEMPTS: usize = 4;
 /// `message_size_limit` of the test instances (the 100 MB message of issue 3 fits).
 pub const MESSAGE_SIZE_LIMIT: u64 = 200 * 1024 * 1024;
 
@@ -190,17 +188,11 @@ impl Postfix {
     pub fn start(options: PostfixOptions) -> io::Result<Postfix> {
         require_root()?;
         let binary = postfix_binary("postfix")?;
-        let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let (mx_port, submission_port) = two_free_ports()?;
+        on_free_ports(|mx_port, submission_port| {
             let mut postfix = Postfix::prepare(options.clone(), mx_port, submission_port)?;
-            match postfix.spawn(&binary) {
-                Ok(()) => return Ok(postfix),
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_error = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| io::Error::other("no start attempt was made")))
+            postfix.spawn(&binary)?;
+            Ok(postfix)
+        })
     }
 
     /// Stops the instance gracefully (SIGTERM to the master, which stops its daemons),

@@ -57,6 +57,24 @@ pub fn unique_token() -> String {
     )
 }
 
+/// How often an instance is started on fresh ports when another process took one of
+/// them between choosing and binding.
+const PORT_ATTEMPTS: usize = 4;
+
+/// Runs `start` with two free loopback ports, again with fresh ones (up to
+/// `PORT_ATTEMPTS` times) while it fails with `AddrInUse`.
+pub fn on_free_ports<T>(mut start: impl FnMut(u16, u16) -> io::Result<T>) -> io::Result<T> {
+    let mut last_error = None;
+    for _ in 0..PORT_ATTEMPTS {
+        let (a, b) = two_free_ports()?;
+        match start(a, b) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_error = Some(e),
+            done => return done,
+        }
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::other("no start attempt was made")))
+}
+
 /// Connects and reads the greeting line, then sends `goodbye` if given (so the server
 /// does not log a lost connection). `None` while nothing listens yet.
 pub fn probe_greeting(
