@@ -1,6 +1,6 @@
 //! The real-Dovecot test support works: login, METADATA, `/` separator, master user,
-//! LMTP, stop/restart, and an mbsync round trip straight to Dovecot (the baseline the
-//! proxy tests compare against).
+//! LMTP, the auth listener Postfix uses for SMTP AUTH, stop/restart, and an mbsync
+//! round trip straight to Dovecot (the baseline the proxy tests compare against).
 
 mod support;
 
@@ -304,4 +304,48 @@ async fn mbsync_round_trip_through_dovecot_reproduces_every_message_and_flag() {
     let copied = mbsync::canonical_listing(copy.path()).expect("list copy");
     assert_eq!(after_up, before, "syncing up changed the source");
     assert_eq!(copied, before, "the copy differs from the source");
+}
+
+#[tokio::test]
+async fn auth_listener_checks_passwords_over_the_auth_client_protocol() {
+    // What Postfix's `smtpd_sasl_type = dovecot` does on `inet:` (Dovecot's auth-client
+    // protocol, LF-terminated, tab-separated).
+    let dovecot = Dovecot::start().expect("start dovecot");
+    let mut auth = LineClient::connect(dovecot.auth_addr())
+        .await
+        .expect("connect to dovecot auth");
+    let mut handshake = Vec::new();
+    loop {
+        let line = auth.read_line().await.expect("auth handshake");
+        if line == "DONE" {
+            break;
+        }
+        handshake.push(line);
+    }
+    assert!(handshake[0].starts_with("VERSION\t1\t"), "{handshake:#?}");
+    for mech in ["PLAIN", "LOGIN"] {
+        assert!(
+            handshake
+                .iter()
+                .any(|l| l.split('\t').take(2).eq(["MECH", mech])),
+            "{mech} not offered: {handshake:#?}"
+        );
+    }
+    auth.write_raw(b"VERSION\t1\t2\nCPID\t4242\n")
+        .await
+        .expect("client handshake");
+
+    let good = sasl_plain("", "alice", "secret-alice");
+    auth.write_raw(format!("AUTH\t1\tPLAIN\tservice=smtp\tresp={good}\n").as_bytes())
+        .await
+        .expect("AUTH 1");
+    let reply = auth.read_line().await.expect("AUTH 1 reply");
+    assert!(reply.starts_with("OK\t1\tuser=alice"), "{reply}");
+
+    let bad = sasl_plain("", "alice", "secret-bob");
+    auth.write_raw(format!("AUTH\t2\tPLAIN\tservice=smtp\tresp={bad}\n").as_bytes())
+        .await
+        .expect("AUTH 2");
+    let reply = auth.read_line().await.expect("AUTH 2 reply");
+    assert!(reply.starts_with("FAIL\t2"), "{reply}");
 }

@@ -1,12 +1,14 @@
 //! The real-Postfix test support works: submission delivers into Dovecot by LMTP, two
 //! domains relay to each other's MX, XCLIENT from loopback is honoured (and takes the
-//! loopback trust away), the MX listener is no open relay, and an instance leaves no
-//! processes behind.
+//! loopback trust away), the MX listener is no open relay, SMTP AUTH on the submission
+//! listener is checked by Dovecot (and is then the only way to relay), and an instance
+//! leaves no processes behind.
 //!
 //! Every network step is bounded (support::io::STEP); waits poll with a deadline.
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::dovecot::Dovecot;
@@ -450,4 +452,230 @@ async fn kill_cuts_sessions_and_restart_serves_on_the_same_ports() {
         .await
         .expect("EHLO again");
     smtp::expect(&mut client, "QUIT", 221).await.expect("QUIT");
+}
+
+/// A Postfix for `a.example` whose submission listener takes SMTP AUTH, checked by
+/// `dovecot`, with relay `routes` to other domains.
+fn start_sasl_postfix(dovecot: &Dovecot, routes: &[(&str, SocketAddr)]) -> Postfix {
+    let mut options =
+        PostfixOptions::new("a.example", dovecot.lmtp_addr()).sasl(dovecot.auth_addr());
+    for (domain, addr) in routes {
+        options = options.route(domain, *addr);
+    }
+    Postfix::start(options).expect("start postfix with sasl")
+}
+
+/// Connects to `addr` and says EHLO; returns the client and the EHLO reply.
+async fn ehlo_session(addr: SocketAddr) -> (LineClient, smtp::Reply) {
+    let mut client = smtp::connect(addr).await.expect("connect");
+    let ehlo = smtp::expect(&mut client, "EHLO client.test", 250)
+        .await
+        .expect("EHLO");
+    (client, ehlo)
+}
+
+/// The mechanisms of the EHLO `AUTH` line (empty when AUTH is not offered).
+fn auth_mechanisms(ehlo: &smtp::Reply) -> Vec<String> {
+    ehlo.lines
+        .iter()
+        .skip(1)
+        .find(|line| line.to_ascii_uppercase().starts_with("AUTH "))
+        .map(|line| line.split_whitespace().skip(1).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn sasl_submission_answers_auth_plain_235_for_dovecot_users_and_535_for_a_wrong_password() {
+    let dovecot = Dovecot::start().expect("start dovecot");
+    let postfix = start_sasl_postfix(&dovecot, &[]);
+
+    let (mut client, ehlo) = ehlo_session(postfix.submission_addr()).await;
+    let mechanisms = auth_mechanisms(&ehlo);
+    assert!(
+        mechanisms.iter().any(|m| m == "PLAIN") && mechanisms.iter().any(|m| m == "LOGIN"),
+        "AUTH PLAIN LOGIN not offered in plaintext: {ehlo:?}"
+    );
+    let wrong = smtp::auth_plain(&mut client, "alice", "secret-bob")
+        .await
+        .expect("AUTH PLAIN, wrong password");
+    assert_eq!(wrong.code, 535, "{wrong:?}");
+    assert!(wrong.text().starts_with("5.7.8"), "{wrong:?}");
+    // A failure leaves the session usable: the right password in the same session.
+    let alice = dovecot.password_of("alice").expect("alice");
+    let good = smtp::auth_plain(&mut client, "alice", alice)
+        .await
+        .expect("AUTH PLAIN");
+    assert_eq!(good.code, 235, "{good:?}");
+    assert!(good.text().starts_with("2.7.0"), "{good:?}");
+    smtp::expect(&mut client, "QUIT", 221).await.expect("QUIT");
+
+    // Every Dovecot test user, each in a session of its own.
+    for user in dovecot.users() {
+        let (mut client, _) = ehlo_session(postfix.submission_addr()).await;
+        let reply = smtp::auth_plain(&mut client, user.name, user.password)
+            .await
+            .expect("AUTH PLAIN");
+        assert_eq!(reply.code, 235, "{}: {reply:?}", user.name);
+    }
+    let unknown = {
+        let (mut client, _) = ehlo_session(postfix.submission_addr()).await;
+        smtp::auth_plain(&mut client, "mallory", "secret-mallory")
+            .await
+            .expect("AUTH PLAIN, unknown user")
+    };
+    assert_eq!(unknown.code, 535, "{unknown:?}");
+
+    // The MX listener never offers AUTH.
+    let (_, mx_ehlo) = ehlo_session(postfix.mx_addr()).await;
+    assert!(auth_mechanisms(&mx_ehlo).is_empty(), "{mx_ehlo:?}");
+    let failed = postfix
+        .wait_for_log("SASL PLAIN authentication failed", LOG_DEADLINE)
+        .expect("auth failure log line");
+    assert!(failed.contains("postfix/submission/smtpd"), "{failed}");
+}
+
+#[tokio::test]
+async fn sasl_submission_answers_auth_login_235_for_good_and_535_for_bad_credentials() {
+    let dovecot = Dovecot::start().expect("start dovecot");
+    let postfix = start_sasl_postfix(&dovecot, &[]);
+
+    let (mut client, _) = ehlo_session(postfix.submission_addr()).await;
+    let wrong = smtp::auth_login(&mut client, "bob", "secret-alice")
+        .await
+        .expect("AUTH LOGIN, wrong password");
+    assert_eq!(wrong.code, 535, "{wrong:?}");
+    let bob = dovecot.password_of("bob").expect("bob");
+    let good = smtp::auth_login(&mut client, "bob", bob)
+        .await
+        .expect("AUTH LOGIN");
+    assert_eq!(good.code, 235, "{good:?}");
+    // One successful AUTH per session (RFC 4954): a second one is refused.
+    let again = smtp::auth_login(&mut client, "bob", bob)
+        .await
+        .expect("second AUTH");
+    assert_eq!(again.code, 503, "{again:?}");
+    smtp::expect(&mut client, "QUIT", 221).await.expect("QUIT");
+}
+
+#[tokio::test]
+async fn sasl_submission_relays_for_authenticated_clients_and_denies_unauthenticated_loopback() {
+    // One Dovecot behind both domains: bob@b.example lands in its `bob`.
+    let dovecot = Dovecot::start().expect("start dovecot");
+    let postfix_b = Postfix::start(PostfixOptions::new("b.example", dovecot.lmtp_addr()))
+        .expect("start postfix b");
+    let postfix_a = start_sasl_postfix(&dovecot, &[("b.example", postfix_b.mx_addr())]);
+    prime_inbox(&dovecot, "bob").await;
+
+    // Without AUTH, loopback is not trusted to relay on this listener (it still
+    // receives for its own domain).
+    let (mut client, _) = ehlo_session(postfix_a.submission_addr()).await;
+    smtp::expect(&mut client, "MAIL FROM:<alice@a.example>", 250)
+        .await
+        .expect("MAIL");
+    let relay = smtp::command(&mut client, "RCPT TO:<bob@b.example>")
+        .await
+        .expect("RCPT remote");
+    assert_eq!(relay.code, 554, "unauthenticated relay: {relay:?}");
+    assert!(
+        relay.text().starts_with("5.7.1") && relay.text().contains("Relay access denied"),
+        "{relay:?}"
+    );
+    smtp::expect(&mut client, "RCPT TO:<alice@a.example>", 250)
+        .await
+        .expect("RCPT for the local domain");
+    smtp::expect(&mut client, "QUIT", 221).await.expect("QUIT");
+    let reject = postfix_a
+        .wait_for_log("Relay access denied", LOG_DEADLINE)
+        .expect("reject log line");
+    assert!(reject.contains("RCPT from unknown[127.0.0.1]"), "{reject}");
+
+    // After AUTH the same recipient is accepted and the message goes to b's MX.
+    let (mut client, _) = ehlo_session(postfix_a.submission_addr()).await;
+    let alice = dovecot.password_of("alice").expect("alice");
+    let auth = smtp::auth_plain(&mut client, "alice", alice)
+        .await
+        .expect("AUTH PLAIN");
+    assert_eq!(auth.code, 235, "{auth:?}");
+    let message = smtp::message("alice@a.example", "bob@b.example", "sasl-relay", "Hi Bob.");
+    let done = smtp::send_in_session(&mut client, "alice@a.example", &["bob@b.example"], &message)
+        .await
+        .expect("authenticated relay");
+    let queue_id = done.queue_id().expect("queue id");
+    smtp::expect(&mut client, "QUIT", 221).await.expect("QUIT");
+
+    let received = postfix_a
+        .wait_for_log(&format!("{queue_id}: client="), LOG_DEADLINE)
+        .expect("client log line");
+    assert!(
+        received.ends_with("client=unknown[127.0.0.1], sasl_method=PLAIN, sasl_username=alice"),
+        "{received}"
+    );
+    let relayed = postfix_a
+        .wait_for_log_line(
+            &[&format!("{queue_id}: to=<bob@b.example>"), "status=sent"],
+            LOG_DEADLINE,
+        )
+        .expect("a's relay log line");
+    let b_mx = format!("relay=127.0.0.1[127.0.0.1]:{}", postfix_b.mx_addr().port());
+    assert!(relayed.contains(&b_mx), "{relayed}");
+    wait_for_inbox(&dovecot, "bob", 1, &[&postfix_a, &postfix_b]).await;
+}
+
+#[tokio::test]
+async fn xclient_then_ehlo_then_auth_authenticates_the_real_client() {
+    // The proxy's order: greeting, EHLO, XCLIENT, EHLO, then the client's AUTH.
+    let dovecot = Dovecot::start().expect("start dovecot");
+    // A route, so that Postfix accepts b.example recipients (without one it rejects
+    // them at RCPT); nothing is sent there.
+    let unused_mx = "127.0.0.1:9".parse().expect("addr");
+    let postfix = start_sasl_postfix(&dovecot, &[("b.example", unused_mx)]);
+    prime_inbox(&dovecot, "alice").await;
+
+    let (mut client, _) = ehlo_session(postfix.submission_addr()).await;
+    let reply = smtp::command(&mut client, "XCLIENT ADDR=192.0.2.7")
+        .await
+        .expect("XCLIENT");
+    assert_eq!(reply.code, 220, "XCLIENT: {reply:?}");
+    let ehlo = smtp::expect(&mut client, "EHLO client.test", 250)
+        .await
+        .expect("EHLO after XCLIENT");
+    assert!(
+        auth_mechanisms(&ehlo).iter().any(|m| m == "PLAIN"),
+        "AUTH PLAIN not offered after XCLIENT: {ehlo:?}"
+    );
+    let carol = dovecot.password_of("carol").expect("carol");
+    let auth = smtp::auth_plain(&mut client, "carol", carol)
+        .await
+        .expect("AUTH PLAIN");
+    assert_eq!(auth.code, 235, "{auth:?}");
+
+    // Authenticated, the real client may relay ...
+    smtp::expect(&mut client, "MAIL FROM:<carol@a.example>", 250)
+        .await
+        .expect("MAIL");
+    smtp::expect(&mut client, "RCPT TO:<peter@b.example>", 250)
+        .await
+        .expect("RCPT remote after AUTH");
+    // ... (the recipient is dropped again, never sent) and delivers locally.
+    smtp::expect(&mut client, "RSET", 250).await.expect("RSET");
+    let message = smtp::message("carol@a.example", "alice@a.example", "xclient-auth", "Hi.");
+    let done = smtp::send_in_session(
+        &mut client,
+        "carol@a.example",
+        &["alice@a.example"],
+        &message,
+    )
+    .await
+    .expect("send after XCLIENT and AUTH");
+    let queue_id = done.queue_id().expect("queue id");
+    smtp::expect(&mut client, "QUIT", 221).await.expect("QUIT");
+
+    let line = postfix
+        .wait_for_log(&format!("{queue_id}: client="), LOG_DEADLINE)
+        .expect("client log line");
+    assert!(
+        line.ends_with("client=unknown[192.0.2.7], sasl_method=PLAIN, sasl_username=carol"),
+        "{line}"
+    );
+    wait_for_inbox(&dovecot, "alice", 1, &[&postfix]).await;
 }

@@ -763,6 +763,21 @@ pub fn visible_recipients(header: &HeaderBlock) -> Vec<String> {
     out
 }
 
+/// The addresses of every `name` field (e.g. `From`), read like [`visible_recipients`]
+/// reads `To` and `Cc`, at most [`MAX_VISIBLE_RECIPIENTS`]. An entry that is not clearly
+/// one address is skipped.
+pub fn field_addresses(header: &HeaderBlock, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for field in header.all(name) {
+        parse_address_list(&field.unfolded_value(), &mut out);
+        if out.len() >= MAX_VISIBLE_RECIPIENTS {
+            out.truncate(MAX_VISIBLE_RECIPIENTS);
+            break;
+        }
+    }
+    out
+}
+
 /// Issues one temporary token per distinct recipient for a message from `sender` (the
 /// authenticated envelope sender, normalised), bound to `H(recipient ":" sender)`: the
 /// token lets the recipient's side deliver back to the sender. Recipients that do not

@@ -6,4 +6,5 @@ pub mod address;
 pub mod classify;
 pub mod config;
 pub mod headers;
+pub mod submit;
 pub mod token;

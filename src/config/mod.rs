@@ -73,6 +73,48 @@ pub const DEFAULT_INSECURE_ALLOW_PLAINTEXT_AUTH: bool = false;
 /// `COI/Contacts`).
 pub const DEFAULT_MAILBOX_ROOT: &str = "COI";
 
+/// Prefix of an unnamed submission listener's default name ("submission-0", ...).
+pub const DEFAULT_SUBMISSION_LISTENER_NAME_PREFIX: &str = "submission-";
+
+/// Postfix's `line_length_limit` default is 2048: RFC 5321's 512 is too tight for MAIL
+/// FROM with DSN, SMTPUTF8 and AUTH= parameters, and 2048 is what the backend accepts.
+pub const DEFAULT_SUBMISSION_MAX_LINE_BYTES: usize = 2048;
+
+/// Allowed `submission.limits.max_line_bytes`: RFC 5321 §4.5.3.1.4's 512 is the floor
+/// every client may rely on; 64 KiB bounds what a line can pin (it is buffered whole).
+pub const SUBMISSION_MAX_LINE_BYTES_RANGE: RangeInclusive<usize> = 512..=64 * 1024;
+
+/// The usual provider ceiling of 25-35 MB attachments after base64 growth, and the IMAP
+/// front's APPENDLIMIT, so what can be sent can also be saved to Sent.
+pub const DEFAULT_SUBMISSION_MAX_MESSAGE_BYTES: u64 = DEFAULT_MAX_LITERAL_BYTES;
+
+/// Allowed `submission.limits.max_message_bytes` (see [`MAX_LITERAL_BYTES_RANGE`]).
+pub const SUBMISSION_MAX_MESSAGE_BYTES_RANGE: RangeInclusive<u64> = MAX_LITERAL_BYTES_RANGE;
+
+/// Postfix's `smtpd_recipient_limit` default: a client that needs more already fails
+/// against the backend (SECURITY-CASES case 37).
+pub const DEFAULT_SUBMISSION_MAX_RECIPIENTS: usize = 1000;
+
+/// RFC 5321 §4.5.3.2.7: a server waits at least 5 minutes for the next command.
+pub const DEFAULT_SUBMISSION_COMMAND_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// Postfix answers the end of data in milliseconds (it queues, it does not deliver); 60 s
+/// only fires when it is wedged, and stays well inside the client's own 10-minute wait
+/// for that reply (RFC 5321 §4.5.3.2.6), so the client hears 451 rather than timing out.
+pub const DEFAULT_SUBMISSION_UPSTREAM_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// COI-PROTOCOL / DESIGN §3: temporary tokens in outgoing chat mail live 30 days, long
+/// enough for a conversation to start, short enough that a leaked one expires.
+pub const DEFAULT_TEMPORARY_TOKEN_VALIDITY: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Longest accepted token validity: a permanent token lives 365 days (COI-PROTOCOL
+/// §4.6); a temporary one should not outlive it.
+pub const MAX_TOKEN_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Shortest token secret: a MAC key is only as strong as its entropy, and 16 bytes of
+/// random text (`openssl rand -base64 24` gives 32) is the least worth calling a key.
+pub const MIN_TOKEN_SECRET_LEN: usize = 16;
+
 /// Loopback, so metrics and health endpoints are never exposed by accident; 9090 is the
 /// conventional Prometheus port.
 pub const DEFAULT_ADMIN_ADDRESS: SocketAddr =

@@ -27,6 +27,7 @@ pub(super) struct RawConfig {
     pub imap: Option<Value>,
     pub tls: Option<Value>,
     pub coi: Option<Value>,
+    pub submission: Option<Value>,
     pub admin: Option<Value>,
     pub log: Option<Value>,
     pub shutdown: Option<Value>,
@@ -44,7 +45,7 @@ pub(super) struct RawImap {
     pub insecure_allow_plaintext_auth: Option<Value>,
 }
 
-/// One entry of `imap.listeners`.
+/// One entry of `imap.listeners` or `submission.listeners`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawListener {
@@ -53,7 +54,7 @@ pub(super) struct RawListener {
     pub tls: Option<Value>,
 }
 
-/// `imap.upstream`.
+/// `imap.upstream` or `submission.upstream`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
@@ -97,6 +98,51 @@ pub(super) struct RawTls {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCoi {
     pub mailbox_root: Option<Value>,
+    pub tokens: Option<Value>,
+    pub server: Option<Value>,
+}
+
+/// `coi.tokens`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTokens {
+    pub temporary_secrets: Option<Value>,
+    pub permanent_secrets: Option<Value>,
+    pub temporary_validity: Option<Value>,
+}
+
+/// `submission`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSubmission {
+    pub listeners: Option<Value>,
+    pub upstream: Option<Value>,
+    pub hostname: Option<Value>,
+    pub sender_domains: Option<Value>,
+    pub limits: Option<Value>,
+    pub timeouts: Option<Value>,
+    pub insecure_allow_plaintext_auth: Option<Value>,
+    pub insecure_allow_any_sender: Option<Value>,
+}
+
+/// `submission.limits`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSubmissionLimits {
+    pub max_line_bytes: Option<Value>,
+    pub max_message_bytes: Option<Value>,
+    pub max_recipients: Option<Value>,
+    pub max_sessions: Option<Value>,
+}
+
+/// `submission.timeouts`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSubmissionTimeouts {
+    pub tls_handshake: Option<Value>,
+    pub pre_auth: Option<Value>,
+    pub command: Option<Value>,
+    pub upstream_reply: Option<Value>,
 }
 
 /// `admin`.

@@ -13,6 +13,8 @@ pub struct Config {
     /// uses TLS (implicit or STARTTLS).
     pub tls: Option<TlsFiles>,
     pub coi: CoiConfig,
+    /// The submission front; `None` when the section is absent (IMAP only).
+    pub submission: Option<SubmissionConfig>,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
@@ -21,8 +23,8 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImapConfig {
     /// At least one listener.
-    pub listeners: Vec<ImapListener>,
-    pub upstream: ImapUpstream,
+    pub listeners: Vec<Listener>,
+    pub upstream: Upstream,
     pub limits: ImapLimits,
     pub timeouts: ImapTimeouts,
     pub bare_lf: BareLfPolicy,
@@ -32,11 +34,12 @@ pub struct ImapConfig {
     pub insecure_allow_plaintext_auth: bool,
 }
 
+/// A listening socket of a front (IMAP or submission).
 #[derive(Clone, Debug, PartialEq)]
-pub struct ImapListener {
-    /// A short name ("imap", "imaps") used in logs (startup, bind errors) and in the
-    /// `listening imap <name> <addr>` line; not a metric label (metrics and the session
-    /// span use the listener kind).
+pub struct Listener {
+    /// A short name ("imap", "submissions") used in logs (startup, bind errors) and in
+    /// the `listening <front> <name> <addr>` line; not a metric label (metrics and the
+    /// session span use the listener kind).
     pub name: String,
     pub address: SocketAddr,
     pub tls: ListenerTls,
@@ -52,9 +55,10 @@ pub enum ListenerTls {
     Implicit,
 }
 
+/// The backend service a front connects to (Dovecot IMAP, Postfix submission).
 #[derive(Clone, Debug, PartialEq)]
-pub struct ImapUpstream {
-    /// Host name or IP literal and port of Dovecot's IMAP service.
+pub struct Upstream {
+    /// Host name or IP literal and port of the backend service.
     pub host: String,
     pub port: u16,
     pub tls: UpstreamTls,
@@ -124,6 +128,79 @@ pub struct CoiConfig {
     /// Root of the COI folders, e.g. "COI" → "COI/Chats", "COI/Contacts". Read-only for
     /// clients (COI-PROTOCOL §2.2).
     pub mailbox_root: String,
+    pub tokens: TokenConfig,
+    /// The `X-COI-Server: host:port` hint added to outgoing chat messages: where other
+    /// domains' proxies reach this one. `None`: no hint.
+    pub server: Option<String>,
+}
+
+/// Token secrets and lifetimes (COI-PROTOCOL §4.5–4.6).
+#[derive(Clone, Debug)]
+pub struct TokenConfig {
+    /// The first of each list issues, all of them verify (rotation: prepend a new one).
+    /// Without temporary secrets no token is injected into outgoing mail.
+    pub secrets: crate::coi::token::Secrets,
+    /// Validity of the temporary tokens injected into outgoing chat mail.
+    pub temporary_validity: Duration,
+}
+
+impl PartialEq for TokenConfig {
+    /// Secrets never compare (they have no `PartialEq`, so that no code compares them
+    /// in variable time); configurations compare by their number and the validity.
+    fn eq(&self, other: &Self) -> bool {
+        self.secrets.temporary.len() == other.secrets.temporary.len()
+            && self.secrets.permanent.len() == other.secrets.permanent.len()
+            && self.temporary_validity == other.temporary_validity
+    }
+}
+
+/// The submission front (RFC 6409): clients submit mail here, the proxy relays it to
+/// Postfix's submission service with the COI headers rewritten.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubmissionConfig {
+    /// At least one listener (587 with STARTTLS, 465 implicit TLS).
+    pub listeners: Vec<Listener>,
+    /// Postfix's submission listener reserved for the proxy: SASL enabled, XCLIENT
+    /// authorized for the proxy's address.
+    pub upstream: Upstream,
+    /// The name in the proxy's greeting and in its EHLO to Postfix.
+    pub hostname: String,
+    /// Domains whose addresses a user who logged in without a domain owns
+    /// (`alice` → `alice@<each domain>`); a login with `@` owns exactly that address.
+    pub sender_domains: Vec<String>,
+    pub limits: SubmissionLimits,
+    pub timeouts: SubmissionTimeouts,
+    /// Allows AUTH on a connection that is not protected by TLS.
+    pub insecure_allow_plaintext_auth: bool,
+    /// Lets an authenticated user send with any envelope sender and `From` (tokens sign
+    /// the sender, so this makes forging them possible).
+    pub insecure_allow_any_sender: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubmissionLimits {
+    /// Longest command line, CRLF excluded.
+    pub max_line_bytes: usize,
+    /// Largest message (RFC 1870 SIZE), advertised in EHLO.
+    pub max_message_bytes: u64,
+    /// Most recipients per transaction; more get 452 4.5.3.
+    pub max_recipients: usize,
+    /// Concurrent client sessions per listener.
+    pub max_sessions: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubmissionTimeouts {
+    /// From accept (implicit TLS) or the STARTTLS reply until the handshake is done.
+    pub tls_handshake: Duration,
+    /// From the greeting until successful AUTH; not reset by activity.
+    pub pre_auth: Duration,
+    /// After AUTH, how long the proxy waits for the next command or the next part of a
+    /// message (RFC 5321 §4.5.3.2.7: at least 5 minutes).
+    pub command: Duration,
+    /// How long the proxy waits for Postfix to answer a command; after the end of data
+    /// the client then gets 451 4.3.0 (SECURITY-CASES §4 rule 2).
+    pub upstream_reply: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -15,9 +15,11 @@ use tracing_subscriber::filter::Directive;
 
 use super::raw::{
     self, HostPort, RawAdmin, RawCoi, RawConfig, RawImap, RawLimits, RawListener, RawLog,
-    RawShutdown, RawTimeouts, RawTls, RawUpstream,
+    RawShutdown, RawSubmission, RawSubmissionLimits, RawSubmissionTimeouts, RawTimeouts, RawTls,
+    RawTokens, RawUpstream,
 };
 use super::*;
+use crate::coi::token::{Secret, Secrets};
 
 /// Validates a parsed document. `Err` holds every problem found, never none.
 pub(super) fn validate(document: &Value) -> Result<Config, ConfigErrors> {
@@ -58,17 +60,30 @@ impl Validator {
         let imap = self.imap(root.imap.as_ref());
         let tls = self.tls(root.tls.as_ref());
         let coi = self.coi(root.coi.as_ref());
+        let submission = self.submission(root.submission.as_ref());
         let admin = self.admin(root.admin.as_ref());
         let log = self.log(root.log.as_ref());
         let shutdown = self.shutdown(root.shutdown.as_ref());
+        // Every listener of every front, with its path, for the cross-front checks.
+        let mut bound: Vec<(String, SocketAddr)> = Vec::new();
+        if let Some(imap) = &imap {
+            bound.extend(indexed("imap.listeners", &imap.listeners));
+        }
+        if let (Some(imap), Some(Some(submission))) = (&imap, &submission) {
+            self.check_fronts_do_not_overlap(&imap.listeners, &submission.listeners);
+        }
+        if let Some(Some(submission)) = &submission {
+            bound.extend(indexed("submission.listeners", &submission.listeners));
+        }
         let admin_address = admin.as_ref().and_then(|admin| admin.address);
-        if let (Some(imap), Some(address)) = (&imap, admin_address) {
-            self.check_admin_is_not_a_listener(address, &imap.listeners);
+        if let Some(address) = admin_address {
+            self.check_admin_is_not_a_listener(address, &bound);
         }
         Some(Config {
             imap: imap?,
             tls: tls?,
             coi: coi?,
+            submission: submission?,
             admin: admin?,
             log: log?,
             shutdown: shutdown?,
@@ -77,8 +92,12 @@ impl Validator {
 
     fn imap(&mut self, value: Option<&Value>) -> Option<ImapConfig> {
         let raw: RawImap = self.required_section(value, "imap")?;
-        let listeners = self.listeners(raw.listeners.as_ref());
-        let upstream = self.upstream(raw.upstream.as_ref());
+        let listeners = self.listeners(
+            raw.listeners.as_ref(),
+            "imap.listeners",
+            DEFAULT_LISTENER_NAME_PREFIX,
+        );
+        let upstream = self.upstream(raw.upstream.as_ref(), "imap.upstream");
         let limits = self.limits(raw.limits.as_ref());
         let timeouts = self.timeouts(raw.timeouts.as_ref());
         let bare_lf = self.optional(raw.bare_lf.as_ref(), "imap.bare_lf", DEFAULT_BARE_LF, |v| {
@@ -98,7 +117,7 @@ impl Validator {
             raw::boolean,
         );
         if let (Some(listeners), Some(upstream)) = (&listeners, &upstream) {
-            self.check_upstream_is_not_a_listener(upstream, listeners);
+            self.check_upstream_is_not_a_listener(upstream, "imap", listeners);
         }
         Some(ImapConfig {
             listeners: listeners?,
@@ -110,31 +129,39 @@ impl Validator {
         })
     }
 
-    fn listeners(&mut self, value: Option<&Value>) -> Option<Vec<ImapListener>> {
-        const PATH: &str = "imap.listeners";
-        let items = self.required(value, PATH, raw::sequence)?;
+    /// The listeners at `path` (`imap.listeners`, `submission.listeners`); unnamed ones
+    /// are called `<name_prefix><index>`.
+    fn listeners(
+        &mut self,
+        value: Option<&Value>,
+        path: &str,
+        name_prefix: &str,
+    ) -> Option<Vec<Listener>> {
+        let items = self.required(value, path, raw::sequence)?;
         if items.is_empty() {
-            self.error(PATH, "must list at least one listener");
+            self.error(path, "must list at least one listener");
             return None;
         }
         let partial: Vec<PartialListener> = items
             .iter()
             .enumerate()
-            .map(|(index, item)| self.listener(item, raw::element(PATH, index), index))
+            .map(|(index, item)| self.listener(item, raw::element(path, index), name_prefix, index))
             .collect();
 
         self.check_listeners_unique(&partial);
-        self.tls_required_by = partial.iter().find_map(|l| match l.tls {
-            Some(mode @ (ListenerTls::Starttls | ListenerTls::Implicit)) => {
-                Some((l.path.clone(), mode))
-            }
-            _ => None,
-        });
+        if self.tls_required_by.is_none() {
+            self.tls_required_by = partial.iter().find_map(|l| match l.tls {
+                Some(mode @ (ListenerTls::Starttls | ListenerTls::Implicit)) => {
+                    Some((l.path.clone(), mode))
+                }
+                _ => None,
+            });
+        }
 
         partial
             .into_iter()
             .map(|l| {
-                Some(ImapListener {
+                Some(Listener {
                     name: l.name?,
                     address: l.address?,
                     tls: l.tls?,
@@ -143,7 +170,13 @@ impl Validator {
             .collect()
     }
 
-    fn listener(&mut self, value: &Value, path: String, index: usize) -> PartialListener {
+    fn listener(
+        &mut self,
+        value: &Value,
+        path: String,
+        name_prefix: &str,
+        index: usize,
+    ) -> PartialListener {
         let Some(raw) = self.section::<RawListener>(value, &path) else {
             return PartialListener {
                 path,
@@ -155,7 +188,7 @@ impl Validator {
         let name = self.optional(
             raw.name.as_ref(),
             &raw::child(&path, "name"),
-            format!("{DEFAULT_LISTENER_NAME_PREFIX}{index}"),
+            format!("{name_prefix}{index}"),
             listener_name,
         );
         let address = self.required(
@@ -216,14 +249,15 @@ impl Validator {
         }
     }
 
-    fn upstream(&mut self, value: Option<&Value>) -> Option<ImapUpstream> {
-        let raw: RawUpstream = self.required_section(value, "imap.upstream")?;
-        let address = self.required(raw.address.as_ref(), "imap.upstream.address", |v| {
+    fn upstream(&mut self, value: Option<&Value>, path: &str) -> Option<Upstream> {
+        let raw: RawUpstream = self.required_section(value, path)?;
+        let key = |name: &str| raw::child(path, name);
+        let address = self.required(raw.address.as_ref(), &key("address"), |v| {
             HostPort::parse(raw::string(v)?)
         });
         let implicit = self.optional(
             raw.tls.as_ref(),
-            "imap.upstream.tls",
+            &key("tls"),
             matches!(DEFAULT_UPSTREAM_TLS, UpstreamTls::Implicit { .. }),
             |v| {
                 raw::keyword(
@@ -233,30 +267,23 @@ impl Validator {
                 )
             },
         );
-        let server_name = self.present(
-            raw.server_name.as_ref(),
-            "imap.upstream.server_name",
-            server_name,
-        );
-        let ca_file = self.present(raw.ca_file.as_ref(), "imap.upstream.ca_file", file_path);
+        let server_name = self.present(raw.server_name.as_ref(), &key("server_name"), server_name);
+        let ca_file = self.present(raw.ca_file.as_ref(), &key("ca_file"), file_path);
         let connect_timeout = self.optional(
             raw.connect_timeout.as_ref(),
-            "imap.upstream.connect_timeout",
+            &key("connect_timeout"),
             DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
             |v| bounded_duration(v, Duration::ZERO),
         );
 
         let tls = match implicit? {
             false => {
-                for (given, path) in [
-                    (
-                        matches!(server_name, Some(Some(_))),
-                        "imap.upstream.server_name",
-                    ),
-                    (matches!(ca_file, Some(Some(_))), "imap.upstream.ca_file"),
+                for (given, name) in [
+                    (matches!(server_name, Some(Some(_))), "server_name"),
+                    (matches!(ca_file, Some(Some(_))), "ca_file"),
                 ] {
                     if given {
-                        self.error(path, "only allowed with tls: implicit");
+                        self.error(key(name), "only allowed with tls: implicit");
                     }
                 }
                 Some(UpstreamTls::None)
@@ -267,10 +294,7 @@ impl Validator {
                     Some(None) => {
                         // The process trusts no system roots for the upstream, so without
                         // a CA file no upstream certificate could ever verify.
-                        self.error(
-                            "imap.upstream.ca_file",
-                            "missing: required with tls: implicit",
-                        );
+                        self.error(key("ca_file"), "missing: required with tls: implicit");
                         None
                     }
                     None => None,
@@ -285,7 +309,7 @@ impl Validator {
                                 "{e}; the default is the upstream host, set server_name explicitly"
                             )
                         });
-                        self.record("imap.upstream.server_name", name)
+                        self.record(&key("server_name"), name)
                     }
                     _ => None,
                 };
@@ -300,7 +324,7 @@ impl Validator {
         };
 
         let address = address?;
-        Some(ImapUpstream {
+        Some(Upstream {
             host: address.host,
             port: address.port,
             tls: tls?,
@@ -309,11 +333,12 @@ impl Validator {
     }
 
     /// An upstream that is one of our own listeners would make every session connect to
-    /// the proxy itself, recursively.
+    /// the proxy itself, recursively. `front` is the section: "imap", "submission".
     fn check_upstream_is_not_a_listener(
         &mut self,
-        upstream: &ImapUpstream,
-        listeners: &[ImapListener],
+        upstream: &Upstream,
+        front: &str,
+        listeners: &[Listener],
     ) {
         let Ok(ip) = upstream.host.parse::<IpAddr>() else {
             return;
@@ -332,10 +357,10 @@ impl Validator {
             .find(|(_, l)| reaches(l.address))
         {
             self.error(
-                "imap.upstream.address",
+                format!("{front}.upstream.address"),
                 format!(
                     "{target} is the proxy's own listener {} ({}): sessions would loop back into the proxy",
-                    raw::element("imap.listeners", index),
+                    raw::element(&format!("{front}.listeners"), index),
                     listener.address
                 ),
             );
@@ -374,11 +399,7 @@ impl Validator {
             raw.max_sessions.as_ref(),
             "imap.limits.max_sessions",
             DEFAULT_MAX_SESSIONS,
-            |v| match usize::try_from(raw::unsigned(v)?) {
-                Ok(0) => Err("must be at least 1".to_owned()),
-                Ok(n) => Ok(n),
-                Err(_) => Err("too large for this platform".to_owned()),
-            },
+            at_least_one,
         );
         Some(ImapLimits {
             max_line_bytes: max_line_bytes?,
@@ -460,8 +481,210 @@ impl Validator {
             "coi.mailbox_root",
             DEFAULT_MAILBOX_ROOT.to_owned(),
             mailbox_root,
-        )?;
-        Some(CoiConfig { mailbox_root })
+        );
+        let tokens = self.tokens(raw.tokens.as_ref());
+        let server = self.present(raw.server.as_ref(), "coi.server", |v| {
+            let text = raw::string(v)?;
+            crate::coi::headers::HeaderRewriter::new(Some(text))
+                .map(|_| text.to_owned())
+                .map_err(|_| {
+                    format!("invalid {text:?} (expected host:port, e.g. \"coi.example.org:4433\")")
+                })
+        });
+        Some(CoiConfig {
+            mailbox_root: mailbox_root?,
+            tokens: tokens?,
+            server: server?,
+        })
+    }
+
+    fn tokens(&mut self, value: Option<&Value>) -> Option<TokenConfig> {
+        let raw: RawTokens = self.optional_section(value, "coi.tokens")?;
+        let temporary = self.secrets(
+            raw.temporary_secrets.as_ref(),
+            "coi.tokens.temporary_secrets",
+        );
+        let permanent = self.secrets(
+            raw.permanent_secrets.as_ref(),
+            "coi.tokens.permanent_secrets",
+        );
+        let temporary_validity = self.optional(
+            raw.temporary_validity.as_ref(),
+            "coi.tokens.temporary_validity",
+            DEFAULT_TEMPORARY_TOKEN_VALIDITY,
+            token_validity,
+        );
+        Some(TokenConfig {
+            secrets: Secrets {
+                temporary: temporary?,
+                permanent: permanent?,
+            },
+            temporary_validity: temporary_validity?,
+        })
+    }
+
+    /// A list of token secrets, each at least [`MIN_TOKEN_SECRET_LEN`] bytes, no
+    /// duplicates; absent means none. A bad secret is never echoed in the message.
+    fn secrets(&mut self, value: Option<&Value>, path: &str) -> Option<Vec<Secret>> {
+        let items = self.optional(value, path, &[][..], raw::sequence)?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (index, item) in items.iter().enumerate() {
+            let at = raw::element(path, index);
+            let secret = raw::string(item).and_then(|text| {
+                if text.len() < MIN_TOKEN_SECRET_LEN {
+                    return Err(format!(
+                        "too short ({} bytes; at least {MIN_TOKEN_SECRET_LEN})",
+                        text.len()
+                    ));
+                }
+                if items[..index]
+                    .iter()
+                    .any(|earlier| earlier.as_str() == Some(text))
+                {
+                    return Err("duplicate secret".to_owned());
+                }
+                Secret::new(text.as_bytes().to_vec()).map_err(|e| e.to_string())
+            });
+            match self.record(&at, secret) {
+                Some(secret) => out.push(secret),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// `None` inside: the section is absent (no submission front).
+    fn submission(&mut self, value: Option<&Value>) -> Option<Option<SubmissionConfig>> {
+        const PATH: &str = "submission";
+        let Some(value) = value else {
+            return Some(None);
+        };
+        let raw: RawSubmission = self.section(value, PATH)?;
+        let listeners = self.listeners(
+            raw.listeners.as_ref(),
+            "submission.listeners",
+            DEFAULT_SUBMISSION_LISTENER_NAME_PREFIX,
+        );
+        let upstream = self.upstream(raw.upstream.as_ref(), "submission.upstream");
+        let hostname = self.required(raw.hostname.as_ref(), "submission.hostname", |v| {
+            let name = raw::string(v)?;
+            domain_name(name)
+        });
+        let sender_domains = self.optional(
+            raw.sender_domains.as_ref(),
+            "submission.sender_domains",
+            Vec::new(),
+            |v| {
+                raw::sequence(v)?
+                    .iter()
+                    .map(|item| domain_name(raw::string(item)?).map(|d| d.to_ascii_lowercase()))
+                    .collect()
+            },
+        );
+        let limits = self.submission_limits(raw.limits.as_ref());
+        let timeouts = self.submission_timeouts(raw.timeouts.as_ref());
+        let insecure_allow_plaintext_auth = self.optional(
+            raw.insecure_allow_plaintext_auth.as_ref(),
+            "submission.insecure_allow_plaintext_auth",
+            DEFAULT_INSECURE_ALLOW_PLAINTEXT_AUTH,
+            raw::boolean,
+        );
+        let insecure_allow_any_sender = self.optional(
+            raw.insecure_allow_any_sender.as_ref(),
+            "submission.insecure_allow_any_sender",
+            false,
+            raw::boolean,
+        );
+        if let (Some(listeners), Some(upstream)) = (&listeners, &upstream) {
+            self.check_upstream_is_not_a_listener(upstream, PATH, listeners);
+        }
+        Some(Some(SubmissionConfig {
+            listeners: listeners?,
+            upstream: upstream?,
+            hostname: hostname?,
+            sender_domains: sender_domains?,
+            limits: limits?,
+            timeouts: timeouts?,
+            insecure_allow_plaintext_auth: insecure_allow_plaintext_auth?,
+            insecure_allow_any_sender: insecure_allow_any_sender?,
+        }))
+    }
+
+    fn submission_limits(&mut self, value: Option<&Value>) -> Option<SubmissionLimits> {
+        let raw: RawSubmissionLimits = self.optional_section(value, "submission.limits")?;
+        let max_line_bytes = self.optional(
+            raw.max_line_bytes.as_ref(),
+            "submission.limits.max_line_bytes",
+            DEFAULT_SUBMISSION_MAX_LINE_BYTES,
+            |v| {
+                let n = raw::byte_size(v)?;
+                let range = &SUBMISSION_MAX_LINE_BYTES_RANGE;
+                usize::try_from(n)
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .ok_or_else(|| out_of_range(n, *range.start() as u64, *range.end() as u64))
+            },
+        );
+        let max_message_bytes = self.optional(
+            raw.max_message_bytes.as_ref(),
+            "submission.limits.max_message_bytes",
+            DEFAULT_SUBMISSION_MAX_MESSAGE_BYTES,
+            |v| {
+                let n = raw::byte_size(v)?;
+                let range = &SUBMISSION_MAX_MESSAGE_BYTES_RANGE;
+                if !range.contains(&n) {
+                    return Err(out_of_range(n, *range.start(), *range.end()));
+                }
+                Ok(n)
+            },
+        );
+        let max_recipients = self.optional(
+            raw.max_recipients.as_ref(),
+            "submission.limits.max_recipients",
+            DEFAULT_SUBMISSION_MAX_RECIPIENTS,
+            at_least_one,
+        );
+        let max_sessions = self.optional(
+            raw.max_sessions.as_ref(),
+            "submission.limits.max_sessions",
+            DEFAULT_MAX_SESSIONS,
+            at_least_one,
+        );
+        Some(SubmissionLimits {
+            max_line_bytes: max_line_bytes?,
+            max_message_bytes: max_message_bytes?,
+            max_recipients: max_recipients?,
+            max_sessions: max_sessions?,
+        })
+    }
+
+    fn submission_timeouts(&mut self, value: Option<&Value>) -> Option<SubmissionTimeouts> {
+        let raw: RawSubmissionTimeouts = self.optional_section(value, "submission.timeouts")?;
+        let mut timeout = |value: Option<Value>, name: &str, default: Duration| {
+            let path = raw::child("submission.timeouts", name);
+            self.optional(value.as_ref(), &path, default, |v| {
+                bounded_duration(v, Duration::ZERO)
+            })
+        };
+        let tls_handshake = timeout(
+            raw.tls_handshake,
+            "tls_handshake",
+            DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+        );
+        let pre_auth = timeout(raw.pre_auth, "pre_auth", DEFAULT_PRE_AUTH_TIMEOUT);
+        let command = timeout(raw.command, "command", DEFAULT_SUBMISSION_COMMAND_TIMEOUT);
+        let upstream_reply = timeout(
+            raw.upstream_reply,
+            "upstream_reply",
+            DEFAULT_SUBMISSION_UPSTREAM_REPLY_TIMEOUT,
+        );
+        Some(SubmissionTimeouts {
+            tls_handshake: tls_handshake?,
+            pre_auth: pre_auth?,
+            command: command?,
+            upstream_reply: upstream_reply?,
+        })
     }
 
     fn admin(&mut self, value: Option<&Value>) -> Option<AdminConfig> {
@@ -482,21 +705,34 @@ impl Validator {
         Some(AdminConfig { address })
     }
 
-    /// The admin endpoint and an IMAP listener cannot share a bound address.
-    fn check_admin_is_not_a_listener(&mut self, admin: SocketAddr, listeners: &[ImapListener]) {
-        if let Some((index, listener)) = listeners
-            .iter()
-            .enumerate()
-            .find(|(_, l)| bind_conflict(l.address, admin))
-        {
+    /// The admin endpoint and a front's listener cannot share a bound address.
+    fn check_admin_is_not_a_listener(&mut self, admin: SocketAddr, bound: &[(String, SocketAddr)]) {
+        if let Some((path, address)) = bound.iter().find(|(_, a)| bind_conflict(*a, admin)) {
             self.error(
                 "admin.address",
-                format!(
-                    "{admin} overlaps {} of {}",
-                    listener.address,
-                    raw::element("imap.listeners", index)
-                ),
+                format!("{admin} overlaps {address} of {path}"),
             );
+        }
+    }
+
+    /// An IMAP and a submission listener cannot share a bound address.
+    fn check_fronts_do_not_overlap(&mut self, imap: &[Listener], submission: &[Listener]) {
+        for (index, listener) in submission.iter().enumerate() {
+            if let Some((first, other)) = imap
+                .iter()
+                .enumerate()
+                .find(|(_, l)| bind_conflict(l.address, listener.address))
+            {
+                self.error(
+                    raw::child(&raw::element("submission.listeners", index), "address"),
+                    format!(
+                        "address {} overlaps {} of {}",
+                        listener.address,
+                        other.address,
+                        raw::element("imap.listeners", first)
+                    ),
+                );
+            }
         }
     }
 
@@ -716,6 +952,60 @@ fn bounded_duration(value: &Value, min: Duration) -> Result<Duration, String> {
             "{} is too long (at most {})",
             humantime::format_duration(duration),
             humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(duration)
+}
+
+/// A count of at least one (sessions, recipients).
+fn at_least_one(value: &Value) -> Result<usize, String> {
+    match usize::try_from(raw::unsigned(value)?) {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("too large for this platform".to_owned()),
+    }
+}
+
+/// The paths of a front's listeners, for messages naming them.
+fn indexed<'a>(
+    path: &'a str,
+    listeners: &'a [Listener],
+) -> impl Iterator<Item = (String, SocketAddr)> + 'a {
+    listeners
+        .iter()
+        .enumerate()
+        .map(move |(index, l)| (raw::element(path, index), l.address))
+}
+
+/// A DNS name as used in a greeting or an address: letters, digits, '-', '.', 1-253
+/// bytes, no empty label.
+fn domain_name(name: &str) -> Result<String, String> {
+    let valid = (1..=253).contains(&name.len())
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(format!("invalid domain name {name:?}"))
+    }
+}
+
+/// A token validity: more than zero, at most [`MAX_TOKEN_VALIDITY`], whole seconds
+/// (tokens carry seconds).
+fn token_validity(value: &Value) -> Result<Duration, String> {
+    let duration = raw::duration(value)?;
+    if duration < Duration::from_secs(1) {
+        return Err("must be at least 1s".to_owned());
+    }
+    if duration > MAX_TOKEN_VALIDITY {
+        return Err(format!(
+            "{} is too long (at most {})",
+            humantime::format_duration(duration),
+            humantime::format_duration(MAX_TOKEN_VALIDITY)
         ));
     }
     Ok(duration)

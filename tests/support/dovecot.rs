@@ -54,7 +54,12 @@
 //!
 //! Everything lives under a fresh directory `/tmp/coi-dovecot-XXXX` (configuration,
 //! `base_dir`, `state_dir`, log, passwd files, mail), and `dovecot -F -c <conf>` runs as
-//! a child of the test process. IMAP (no TLS) and LMTP listen on free loopback ports.
+//! a child of the test process. IMAP (no TLS), LMTP and the auth service listen on free
+//! loopback ports. The auth listener ([`Dovecot::auth_addr`]) speaks Dovecot's
+//! auth-client protocol, which Postfix uses for SMTP AUTH (`smtpd_sasl_type = dovecot`,
+//! `smtpd_sasl_path = inet:127.0.0.1:<port>`, see [`super::postfix`]); a unix socket
+//! would do in production, but the test Postfix cannot reach one here without sharing
+//! paths and owners with this instance.
 //! Mail is maildir with `LAYOUT=fs`, so the hierarchy separator is `/`. The greeting
 //! carries a per-instance token, which the readiness probe checks.
 //!
@@ -130,7 +135,7 @@ pub const MASTER_PASSWORD: &str = "master-secret";
 /// `auth_master_user_separator`: `LOGIN alice*proxy-master master-secret`.
 pub const MASTER_SEPARATOR: char = '*';
 
-/// How long [`Dovecot::start`] waits for the IMAP and LMTP greetings.
+/// How long [`Dovecot::start`] waits for the IMAP, LMTP and auth greetings.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a graceful stop (SIGTERM) may take before SIGKILL; it usually takes a few
 /// milliseconds.
@@ -148,6 +153,7 @@ pub struct Dovecot {
     child: Option<Child>,
     imap_addr: SocketAddr,
     lmtp_addr: SocketAddr,
+    auth_addr: SocketAddr,
     /// Unique text in the greeting, so readiness probes cannot mistake another
     /// instance that grabbed our port for this one.
     greeting: String,
@@ -156,14 +162,18 @@ pub struct Dovecot {
 }
 
 impl Dovecot {
-    /// Starts a fresh instance and waits (at most [`READY_TIMEOUT`]) until both its IMAP
-    /// and LMTP listeners greet. Blocking; it typically takes a few tens of milliseconds.
+    /// Starts a fresh instance and waits (at most [`READY_TIMEOUT`]) until its IMAP, LMTP
+    /// and auth listeners greet. Blocking; it typically takes a few tens of milliseconds.
     ///
     /// Errors include the Dovecot log when the process exits early or never greets.
     pub fn start() -> io::Result<Dovecot> {
         let binary = dovecot_binary()?;
         on_free_ports(|imap_port, lmtp_port| {
-            let mut dovecot = Dovecot::prepare(imap_port, lmtp_port)?;
+            // A third port, chosen afresh on every attempt: if another process takes
+            // it before Dovecot binds, the start fails with AddrInUse and the loop
+            // retries with three new ports.
+            let auth_port = free_port_other_than(&[imap_port, lmtp_port])?;
+            let mut dovecot = Dovecot::prepare(imap_port, lmtp_port, auth_port)?;
             dovecot.spawn(&binary)?;
             Ok(dovecot)
         })
@@ -206,6 +216,14 @@ impl Dovecot {
     /// up with `auth_username_format = %Ln`, so `alice@example.org` is `alice`.
     pub fn lmtp_addr(&self) -> SocketAddr {
         self.lmtp_addr
+    }
+
+    /// The auth service's inet listener (127.0.0.1), for Postfix's SMTP AUTH
+    /// (`smtpd_sasl_type = dovecot`, `smtpd_sasl_path = inet:127.0.0.1:<port>`). It
+    /// speaks Dovecot's auth-client protocol and knows the same users and passwords as
+    /// IMAP, master user included.
+    pub fn auth_addr(&self) -> SocketAddr {
+        self.auth_addr
     }
 
     /// The instance's private directory.
@@ -262,7 +280,7 @@ impl Dovecot {
     }
 
     /// Creates the directory tree, passwd files and configuration.
-    fn prepare(imap_port: u16, lmtp_port: u16) -> io::Result<Dovecot> {
+    fn prepare(imap_port: u16, lmtp_port: u16, auth_port: u16) -> io::Result<Dovecot> {
         let dir = tempfile::Builder::new()
             .prefix("coi-dovecot-")
             .tempdir_in("/tmp")?;
@@ -305,19 +323,26 @@ impl Dovecot {
         let greeting = format!("coi-test-dovecot {}", unique_token());
         let imap_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, imap_port));
         let lmtp_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, lmtp_port));
-        let config = render_config(root, &owner, imap_port, lmtp_port, &greeting);
+        let auth_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, auth_port));
+        let ports = Ports {
+            imap: imap_port,
+            lmtp: lmtp_port,
+            auth: auth_port,
+        };
+        let config = render_config(root, &owner, ports, &greeting);
         write_file(&root.join("dovecot.conf"), &config, 0o644)?;
 
         Ok(Dovecot {
             child: None,
             imap_addr,
             lmtp_addr,
+            auth_addr,
             greeting,
             dir,
         })
     }
 
-    /// Starts `dovecot -F` and waits for both greetings.
+    /// Starts `dovecot -F` and waits for the greetings.
     fn spawn(&mut self, binary: &Path) -> io::Result<()> {
         let output = fs::OpenOptions::new()
             .create(true)
@@ -350,10 +375,19 @@ impl Dovecot {
         }
     }
 
-    /// Polls the IMAP and then the LMTP port until each sends our greeting.
+    /// Polls the IMAP, the LMTP and then the auth port until each sends our greeting.
+    ///
+    /// The auth service's handshake (`VERSION\t1\t<minor>`, then `MECH` lines) has no
+    /// place for our token; the master binds every listener before any process greets,
+    /// so once IMAP greeted with our token the auth port is ours too.
     fn wait_ready(&mut self, deadline: Instant) -> io::Result<()> {
-        let probes = [(self.imap_addr, "* OK "), (self.lmtp_addr, "220 ")];
-        for (addr, prefix) in probes {
+        // (address, first bytes, whether the line must carry our token)
+        let probes = [
+            (self.imap_addr, "* OK ", true),
+            (self.lmtp_addr, "220 ", true),
+            (self.auth_addr, "VERSION\t1\t", false),
+        ];
+        for (addr, prefix, tokened) in probes {
             loop {
                 self.check_alive()?;
                 if Instant::now() >= deadline {
@@ -363,7 +397,10 @@ impl Dovecot {
                     ));
                 }
                 match probe_greeting(addr, deadline, None)? {
-                    Some(line) if line.starts_with(prefix) && line.contains(&self.greeting) => {
+                    Some(line)
+                        if line.starts_with(prefix)
+                            && (!tokened || line.contains(&self.greeting)) =>
+                    {
                         break;
                     }
                     Some(line) => {
@@ -521,14 +558,21 @@ impl Owner {
     }
 }
 
+/// The loopback ports of one instance.
+#[derive(Clone, Copy, Debug)]
+struct Ports {
+    imap: u16,
+    lmtp: u16,
+    auth: u16,
+}
+
 /// The complete `dovecot.conf` of a test instance.
-fn render_config(
-    root: &Path,
-    owner: &Owner,
-    imap_port: u16,
-    lmtp_port: u16,
-    greeting: &str,
-) -> String {
+fn render_config(root: &Path, owner: &Owner, ports: Ports, greeting: &str) -> String {
+    let Ports {
+        imap: imap_port,
+        lmtp: lmtp_port,
+        auth: auth_port,
+    } = ports;
     let root = root.display();
     let uid = owner.mail_uid;
     let gid = owner.mail_gid;
@@ -633,8 +677,32 @@ service lmtp {{
     port = {lmtp_port}
   }}
 }}
+# SMTP AUTH for the test Postfix (smtpd_sasl_path = inet:127.0.0.1:{auth_port}): the
+# auth-client protocol over TCP, next to the service's usual unix sockets.
+service auth {{
+  inet_listener auth-client-inet {{
+    address = 127.0.0.1
+    port = {auth_port}
+  }}
+}}
 {rootless}"#
     )
+}
+
+/// A free loopback port that is none of `taken` (ports just released by
+/// [`on_free_ports`], which the kernel could hand out again).
+fn free_port_other_than(taken: &[u16]) -> io::Result<u16> {
+    for _ in 0..8 {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = listener.local_addr()?.port();
+        if !taken.contains(&port) {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("no free loopback port other than {taken:?}"),
+    ))
 }
 
 /// The dovecot binary (in /usr/sbin, which is not on every user's PATH).

@@ -4,8 +4,8 @@
 //!
 //! The README copies this block. Everything else in the generated test configuration
 //! (paths, ports, test domains, queue timings) is specific to the tests. The test
-//! instance runs the same listener lines without SASL (see "How the test instance is
-//! built").
+//! instance runs the same listener lines, with SASL only when asked to
+//! ([`PostfixOptions::sasl`]; see "How the test instance is built").
 //!
 //! ```text
 //! # --- master.cf ---
@@ -29,6 +29,14 @@
 //!   -o smtpd_relay_restrictions=permit_sasl_authenticated,reject_unauth_destination
 //!
 //! # --- main.cf ---
+//! # SMTP AUTH through Dovecot: the proxy relays the client's AUTH PLAIN/LOGIN and
+//! # Postfix checks it. Keep your existing settings; a Dovecot on another host (or in
+//! # another container) needs an inet path, e.g. inet:127.0.0.1:12345, and on the
+//! # Dovecot side: service auth { inet_listener { address = ... port = 12345 } }.
+//! smtpd_sasl_type = dovecot
+//! smtpd_sasl_path = private/auth
+//! broken_sasl_auth_clients = no
+//!
 //! # If the proxy also fronts port 25 (MX), the port 25 listener needs the same
 //! # authorization (or add it there with -o, like above):
 //! # smtpd_authorized_xclient_hosts = 127.0.0.1/32
@@ -65,10 +73,19 @@
 //!   and a `quick-start` file in the queue tells `postfix-script` to skip its
 //!   installation checks (post-install, postsuper, a dozen `find`s).
 //!
-//! Listeners (127.0.0.1, free ports, no TLS, no SASL):
+//! Listeners (127.0.0.1, free ports, no TLS):
 //! - "MX" ([`Postfix::mx_addr`]): receives for the instance's domain only; relaying is
-//!   refused even from loopback (no `permit_mynetworks`), like a real port 25.
-//! - "submission" ([`Postfix::submission_addr`]): relays for `mynetworks = 127.0.0.0/8`.
+//!   refused even from loopback (no `permit_mynetworks`), like a real port 25. Never
+//!   offers AUTH.
+//! - "submission" ([`Postfix::submission_addr`]): without SASL (the default) it relays
+//!   for `mynetworks = 127.0.0.0/8`. With [`PostfixOptions::sasl`] it runs the
+//!   operator's lines above: AUTH PLAIN and LOGIN, checked by the test Dovecot's auth
+//!   listener (`smtpd_sasl_path = inet:127.0.0.1:<port>`, from
+//!   [`Dovecot::auth_addr`](super::dovecot::Dovecot::auth_addr)), in plaintext
+//!   (`smtpd_tls_auth_only = no`: the proxy terminates TLS), and it relays for
+//!   authenticated clients only: `permit_sasl_authenticated, reject_unauth_destination`,
+//!   so a loopback client without AUTH gets `554 5.7.1 Relay access denied` for a
+//!   foreign recipient.
 //!
 //! Both accept `XCLIENT` from 127.0.0.0/8. Mail for the domain (a virtual mailbox
 //! domain, every local part accepted) goes to [`PostfixOptions::lmtp`]; the Dovecot
@@ -143,6 +160,9 @@ pub struct PostfixOptions {
     /// Other test domains and the SMTP server that receives their mail (another
     /// instance's [`Postfix::mx_addr`], or a proxy's MX front).
     pub relay_routes: Vec<(String, SocketAddr)>,
+    /// SMTP AUTH on the submission listener, checked by the Dovecot auth listener at
+    /// this address (`None`: no AUTH, relaying for loopback). See [`Self::sasl`].
+    pub sasl: Option<SocketAddr>,
 }
 
 impl PostfixOptions {
@@ -152,7 +172,17 @@ impl PostfixOptions {
             domain: domain.to_owned(),
             lmtp,
             relay_routes: Vec::new(),
+            sasl: None,
         }
+    }
+
+    /// Turns on SMTP AUTH (PLAIN, LOGIN; no TLS needed) on the submission listener,
+    /// checked by the Dovecot auth listener at `auth_addr`
+    /// ([`Dovecot::auth_addr`](super::dovecot::Dovecot::auth_addr)), and lets only
+    /// authenticated clients relay there: loopback is no longer trusted to relay.
+    pub fn sasl(mut self, auth_addr: SocketAddr) -> PostfixOptions {
+        self.sasl = Some(auth_addr);
+        self
     }
 
     /// Adds a relay route: mail for `domain` goes to the SMTP server at `addr`.
@@ -247,7 +277,8 @@ impl Postfix {
         self.mx_addr
     }
 
-    /// The "port 587" listener (127.0.0.1): relays for 127.0.0.0/8, accepts XCLIENT.
+    /// The "port 587" listener (127.0.0.1): accepts XCLIENT from 127.0.0.0/8; relays
+    /// for 127.0.0.0/8, or with [`PostfixOptions::sasl`] for authenticated clients only.
     pub fn submission_addr(&self) -> SocketAddr {
         self.submission_addr
     }
@@ -416,7 +447,7 @@ impl Postfix {
         )?;
         write_file(
             &conf.join("master.cf"),
-            &render_master_cf(mx_port, submission_port),
+            &render_master_cf(mx_port, submission_port, options.sasl.is_some()),
             0o644,
         )?;
         write_file(&conf.join("transport"), &render_transport(&options), 0o644)?;
@@ -591,6 +622,19 @@ fn render_main_cf(root: &Path, options: &PostfixOptions, greeting: &str) -> Stri
     let root = root.display();
     let domain = &options.domain;
     let lmtp = options.lmtp;
+    // Empty without SASL: the file is then exactly as before SASL existed.
+    let sasl = match options.sasl {
+        None => String::new(),
+        Some(auth) => format!(
+            "\n# SMTP AUTH (enabled on the submission listener in master.cf), checked by\n\
+             # the test Dovecot's auth listener.\n\
+             smtpd_sasl_type = dovecot\n\
+             smtpd_sasl_path = inet:{ip}:{port}\n\
+             broken_sasl_auth_clients = no",
+            ip = auth.ip(),
+            port = auth.port(),
+        ),
+    };
     format!(
         r#"# Generated by tests/support/postfix.rs for one test. Do not edit.
 compatibility_level = 3.6
@@ -627,7 +671,7 @@ smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_authorized_xclient_hosts = 127.0.0.0/8
 smtpd_tls_security_level = none
 smtp_tls_security_level = none
-
+{sasl}
 # The domain: every local part accepted, delivered by LMTP (the Dovecot support's
 # LMTP strips the domain).
 mydestination =
@@ -654,8 +698,28 @@ message_size_limit = {MESSAGE_SIZE_LIMIT}
 }
 
 /// The complete `master.cf`: the two listeners plus the services Postfix needs, all
-/// without chroot.
-fn render_master_cf(mx_port: u16, submission_port: u16) -> String {
+/// without chroot. With `sasl`, the submission listener takes AUTH and relays for
+/// authenticated clients only.
+fn render_master_cf(mx_port: u16, submission_port: u16, sasl: bool) -> String {
+    let submission = if sasl {
+        format!(
+            "# \"Submission\": SMTP AUTH through Dovecot, in plaintext (the proxy terminates\n\
+             # TLS); relays for authenticated clients only, loopback gets no trust.\n\
+             127.0.0.1:{submission_port} inet n - n - - smtpd\n  \
+               -o syslog_name=postfix/submission\n  \
+               -o smtpd_sasl_auth_enable=yes\n  \
+               -o smtpd_tls_auth_only=no\n  \
+               -o smtpd_relay_restrictions=permit_sasl_authenticated,reject_unauth_destination"
+        )
+    } else {
+        // Exactly the lines from before SASL existed.
+        format!(
+            "# \"Submission\": relays for mynetworks; like the proxy's backend listener \
+             (no SASL).\n\
+             127.0.0.1:{submission_port} inet n - n - - smtpd\n  \
+               -o syslog_name=postfix/submission"
+        )
+    };
     format!(
         r#"# Generated by tests/support/postfix.rs for one test. Do not edit.
 # service type  private unpriv  chroot  wakeup  maxproc command + args
@@ -663,9 +727,7 @@ fn render_master_cf(mx_port: u16, submission_port: u16) -> String {
 127.0.0.1:{mx_port} inet n - n - - smtpd
   -o syslog_name=postfix/mx
   -o smtpd_relay_restrictions=reject_unauth_destination
-# "Submission": relays for mynetworks; like the proxy's backend listener (no SASL).
-127.0.0.1:{submission_port} inet n - n - - smtpd
-  -o syslog_name=postfix/submission
+{submission}
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -934,6 +996,9 @@ pub mod smtp {
     use std::io;
     use std::net::SocketAddr;
 
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use base64::Engine as _;
+
     use super::super::io::LineClient;
 
     /// One SMTP reply: the code and the text of every line (without `250-`/`250 `).
@@ -1021,6 +1086,54 @@ pub mod smtp {
             )));
         }
         Ok(client)
+    }
+
+    /// `AUTH PLAIN <initial response>` for `user` (empty authzid) and returns the
+    /// final reply as it is: `235` for good credentials, `535` for bad ones.
+    pub async fn auth_plain(
+        client: &mut LineClient,
+        user: &str,
+        password: &str,
+    ) -> io::Result<Reply> {
+        command(
+            client,
+            &format!("AUTH PLAIN {}", plain_response("", user, password)),
+        )
+        .await
+    }
+
+    /// `AUTH LOGIN`, then the user name and the password, each after its `334`
+    /// challenge. Returns the final reply as it is (`235`, `535`), or the first reply
+    /// that is not the expected challenge.
+    pub async fn auth_login(
+        client: &mut LineClient,
+        user: &str,
+        password: &str,
+    ) -> io::Result<Reply> {
+        let reply = command(client, "AUTH LOGIN").await?;
+        if !is_challenge(&reply, "Username:") {
+            return Ok(reply);
+        }
+        let reply = command(client, &BASE64.encode(user)).await?;
+        if !is_challenge(&reply, "Password:") {
+            return Ok(reply);
+        }
+        command(client, &BASE64.encode(password)).await
+    }
+
+    /// The SASL PLAIN response `authzid NUL authcid NUL password`, base64-encoded.
+    pub fn plain_response(authzid: &str, authcid: &str, password: &str) -> String {
+        BASE64.encode(format!("{authzid}\0{authcid}\0{password}"))
+    }
+
+    /// Whether `reply` is a `334` challenge whose base64 text decodes to `prompt`.
+    fn is_challenge(reply: &Reply, prompt: &str) -> bool {
+        reply.code == 334
+            && reply
+                .lines
+                .first()
+                .and_then(|text| BASE64.decode(text.trim()).ok())
+                .is_some_and(|decoded| decoded == prompt.as_bytes())
     }
 
     /// The DATA payload for `message`: CRLF line ends, dot-stuffed, ending in
