@@ -6,15 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsAcceptor;
 use tracing::info;
 
 use crate::admin::{self, Readiness};
-use crate::config::{Config, UpstreamTls};
+use crate::coi::headers::HeaderRewriter;
+use crate::coi::submit::SubmitRules;
+use crate::config::{Config, SubmissionConfig};
 use crate::metrics::Metrics;
+use crate::net::connect::Connector;
 use crate::net::shutdown::{self, Phase, Trigger};
 use crate::net::tls::{self, TlsError};
-use crate::proxy::imap;
+use crate::proto::smtp::data::{DataLimits, TEXT_LINE_MAX};
+use crate::proxy::{imap, submission};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +27,10 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("imap.upstream.ca_file: {0}")]
     UpstreamTls(TlsError),
+    #[error("submission.upstream.ca_file: {0}")]
+    SubmissionUpstreamTls(TlsError),
+    #[error("coi.server: {0}")]
+    CoiServer(String),
     #[error("{0}")]
     Bind(#[from] std::io::Error),
 }
@@ -31,6 +39,8 @@ pub enum StartError {
 pub struct Running {
     /// Bound IMAP listeners: configured name and actual address (port 0 resolved).
     pub imap: Vec<(String, SocketAddr)>,
+    /// Bound submission listeners, likewise; empty without a `submission` section.
+    pub submission: Vec<(String, SocketAddr)>,
     pub admin: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
@@ -47,26 +57,29 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         Some(files) => Some(TlsAcceptor::from(tls::server_config(files)?)),
         None => None,
     };
-    let upstream_tls = match &config.imap.upstream.tls {
-        UpstreamTls::None => None,
-        UpstreamTls::Implicit {
-            server_name,
-            ca_file,
-        } => {
-            let client = tls::client_config(ca_file).map_err(StartError::UpstreamTls)?;
-            let name = tls::server_name(server_name).map_err(StartError::UpstreamTls)?;
-            Some((TlsConnector::from(client), name))
-        }
-    };
+    let upstream = Connector::new(&config.imap.upstream).map_err(StartError::UpstreamTls)?;
     let shared = Arc::new(imap::Shared {
         config: config.imap.clone(),
         coi: config.coi.clone(),
-        tls: acceptor,
-        upstream_tls,
+        tls: acceptor.clone(),
+        upstream,
         metrics: metrics.clone(),
         penalties: imap::penalty::AuthPenalties::new(config.imap.timeouts.auth_failure_delay),
     });
+    let submission_shared = match &config.submission {
+        Some(submission) => Some(Arc::new(submission_shared(
+            config,
+            submission,
+            acceptor.clone(),
+            metrics.clone(),
+        )?)),
+        None => None,
+    };
     let listeners = imap::bind(&config.imap).await?;
+    let submission_listeners = match &config.submission {
+        Some(submission) => submission::bind(submission).await?,
+        None => Vec::new(),
+    };
     let admin_listener = match config.admin.address {
         Some(address) => Some(tokio::net::TcpListener::bind(address).await.map_err(|e| {
             std::io::Error::new(
@@ -93,6 +106,21 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             shutdown.clone(),
         ));
     }
+    let mut submission_addrs = Vec::new();
+    if let (Some(shared), Some(submission)) = (&submission_shared, &config.submission) {
+        for ((listener, kind, address), configured) in
+            submission_listeners.into_iter().zip(&submission.listeners)
+        {
+            info!(listener = %configured.name, %address, "submission listener ready");
+            submission_addrs.push((configured.name.clone(), address));
+            tasks.spawn(submission::serve(
+                listener,
+                kind,
+                shared.clone(),
+                shutdown.clone(),
+            ));
+        }
+    }
     let admin = match admin_listener {
         Some(listener) => {
             let address = listener.local_addr()?;
@@ -112,6 +140,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     readiness.set_ready(true);
     Ok(Running {
         imap: imap_addrs,
+        submission: submission_addrs,
         admin,
         metrics,
         readiness,
@@ -119,6 +148,35 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         admin_stop,
         tasks,
     })
+}
+
+/// The submission front's shared state: the rewriting rules and the Postfix connector.
+fn submission_shared(
+    config: &Config,
+    submission: &SubmissionConfig,
+    acceptor: Option<TlsAcceptor>,
+    metrics: Arc<Metrics>,
+) -> Result<submission::Shared, StartError> {
+    let upstream =
+        Connector::new(&submission.upstream).map_err(StartError::SubmissionUpstreamTls)?;
+    let rewriter = HeaderRewriter::new(config.coi.server.as_deref())
+        .map_err(|e| StartError::CoiServer(e.to_string()))?;
+    let rules = SubmitRules {
+        rewriter,
+        secrets: config.coi.tokens.secrets.clone(),
+        temporary_validity: config.coi.tokens.temporary_validity.as_secs(),
+        limits: DataLimits {
+            max_line: TEXT_LINE_MAX,
+            max_size: submission.limits.max_message_bytes,
+        },
+    };
+    Ok(submission::Shared::new(
+        submission.clone(),
+        Arc::new(rules),
+        acceptor,
+        upstream,
+        metrics,
+    ))
 }
 
 impl Running {

@@ -112,4 +112,33 @@ impl SessionError {
             (Side::Internal, _) => Some("* BYE [SERVERBUG] Internal error"),
         }
     }
+
+    /// The SMTP reply the client gets before the proxy closes, if it can still be told
+    /// anything (RFC 5321 §3.8: 421 when the service closes the channel). This is the
+    /// only place that chooses these texts.
+    pub fn smtp_reply(&self) -> Option<crate::proto::smtp::reply::Reply> {
+        use crate::proto::smtp::reply::Reply;
+        let reply = |code, enhanced, text: &str| Some(Reply::new(code, Some(enhanced), text));
+        match (self.side, self.kind) {
+            (Side::Downstream, ErrorKind::Closed | ErrorKind::Io | ErrorKind::Tls) => None,
+            (Side::Downstream, ErrorKind::Timeout) => {
+                reply(421, (4, 4, 2), "Error: timeout exceeded; closing")
+            }
+            (Side::Downstream, ErrorKind::AuthenticationFailures) => reply(
+                421,
+                (4, 7, 0),
+                "Error: too many failed authentications; closing",
+            ),
+            (Side::Downstream, _) => reply(421, (4, 7, 0), "Error: too many errors; closing"),
+            (Side::Upstream, _) => reply(
+                421,
+                (4, 3, 0),
+                "Mail system temporarily unavailable; try again later",
+            ),
+            (Side::Internal, ErrorKind::Shutdown) => {
+                reply(421, (4, 3, 2), "Service shutting down; try again later")
+            }
+            (Side::Internal, _) => reply(421, (4, 3, 0), "Temporary internal error; closing"),
+        }
+    }
 }

@@ -50,6 +50,8 @@ pub struct Metrics {
     registry: Registry,
     /// The IMAP front's metrics.
     pub imap: ImapMetrics,
+    /// The submission front's metrics.
+    pub submission: SubmissionMetrics,
 }
 
 impl Metrics {
@@ -71,7 +73,12 @@ impl Metrics {
             .set(1);
 
         let imap = ImapMetrics::new(&registry);
-        Metrics { registry, imap }
+        let submission = SubmissionMetrics::new(&registry);
+        Metrics {
+            registry,
+            imap,
+            submission,
+        }
     }
 
     /// The current value of every metric in the Prometheus text exposition format
@@ -287,6 +294,220 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.current.dec();
         self.duration.observe(self.opened.elapsed().as_secs_f64());
+    }
+}
+
+// === Submission ===
+
+/// Metrics of the submission front (client → proxy → Postfix).
+pub struct SubmissionMetrics {
+    connections_current: [IntGauge; ListenerKind::ALL.len()],
+    connections_total: [IntCounter; ListenerKind::ALL.len()],
+    session_duration: [Histogram; ListenerKind::ALL.len()],
+    tls_handshakes_total: [[IntCounter; TlsOutcome::ALL.len()]; ListenerKind::ALL.len()],
+    auth_total: [IntCounter; AuthOutcome::ALL.len()],
+    messages_total: [IntCounter; MessageOutcome::ALL.len()],
+    message_bytes_total: IntCounter,
+    token_injections_total: IntCounter,
+    header_fields_removed_total: IntCounter,
+    upstream_connect_failures_total: IntCounter,
+}
+
+impl SubmissionMetrics {
+    fn new(registry: &Registry) -> Self {
+        let by_listener = |name: &str, help: &str| {
+            let vec = IntCounterVec::new(Opts::new(name, help), &["listener"]).expect(VALID_METRIC);
+            register(registry, vec.clone());
+            ListenerKind::ALL.map(|l| vec.with_label_values(&[l.as_label()]))
+        };
+        let connections_total = by_listener(
+            "coi_proxy_submission_connections_total",
+            "Submission client connections accepted, by listener.",
+        );
+        let current = IntGaugeVec::new(
+            Opts::new(
+                "coi_proxy_submission_connections_current",
+                "Submission client connections open now, by listener.",
+            ),
+            &["listener"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, current.clone());
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "coi_proxy_submission_session_duration_seconds",
+                "Time from accepting a submission client connection until it closed, by \
+                 listener.",
+            )
+            .buckets(SESSION_DURATION_BUCKETS.to_vec()),
+            &["listener"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, duration.clone());
+        let tls = IntCounterVec::new(
+            Opts::new(
+                "coi_proxy_submission_tls_handshakes_total",
+                "TLS handshakes with submission clients (implicit TLS or STARTTLS), by \
+                 listener and outcome.",
+            ),
+            &["listener", "outcome"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, tls.clone());
+        let auth = IntCounterVec::new(
+            Opts::new(
+                "coi_proxy_submission_auth_total",
+                "AUTH exchanges relayed to Postfix, by outcome (success: 235; failure: \
+                 refused or cancelled; unavailable: Postfix could not be asked).",
+            ),
+            &["outcome"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, auth.clone());
+        let messages = IntCounterVec::new(
+            Opts::new(
+                "coi_proxy_submission_messages_total",
+                "Messages whose data ended, by outcome (relayed: Postfix took it; \
+                 rejected: Postfix refused it; refused: the proxy refused it for the \
+                 client's fault; failed: Postfix failed or went silent, 451; internal: the \
+                 proxy's own fault, 451).",
+            ),
+            &["outcome"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, messages.clone());
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::with_opts(Opts::new(name, help)).expect(VALID_METRIC);
+            register(registry, c.clone());
+            c
+        };
+        Self {
+            connections_current: ListenerKind::ALL
+                .map(|l| current.with_label_values(&[l.as_label()])),
+            connections_total,
+            session_duration: ListenerKind::ALL
+                .map(|l| duration.with_label_values(&[l.as_label()])),
+            tls_handshakes_total: ListenerKind::ALL.map(|l| {
+                TlsOutcome::ALL.map(|o| tls.with_label_values(&[l.as_label(), o.as_label()]))
+            }),
+            auth_total: AuthOutcome::ALL.map(|o| auth.with_label_values(&[o.as_label()])),
+            messages_total: MessageOutcome::ALL
+                .map(|o| messages.with_label_values(&[o.as_label()])),
+            message_bytes_total: counter(
+                "coi_proxy_submission_message_bytes_total",
+                "Body bytes of the messages Postfix took (as received, before stuffing).",
+            ),
+            token_injections_total: counter(
+                "coi_proxy_submission_token_injections_total",
+                "X-COI-Temporary-Token fields added to outgoing chat messages.",
+            ),
+            header_fields_removed_total: counter(
+                "coi_proxy_submission_header_fields_removed_total",
+                "Client-supplied COI token or verdict fields removed from submitted mail.",
+            ),
+            upstream_connect_failures_total: counter(
+                "coi_proxy_submission_upstream_connect_failures_total",
+                "Connections to Postfix that could not be established or set up (refused, \
+                 timed out, TLS failed, XCLIENT or EHLO refused).",
+            ),
+        }
+    }
+
+    /// Counts a newly accepted client connection; keep the guard for its life.
+    pub fn connection_opened(&self, listener: ListenerKind) -> ConnectionGuard {
+        let current = self.connections_current[listener as usize].clone();
+        current.inc();
+        self.connections_total[listener as usize].inc();
+        ConnectionGuard {
+            current,
+            duration: self.session_duration[listener as usize].clone(),
+            opened: Instant::now(),
+        }
+    }
+
+    pub fn tls_handshake(&self, listener: ListenerKind, outcome: TlsOutcome) {
+        self.tls_handshakes_total[listener as usize][outcome as usize].inc();
+    }
+
+    pub fn auth(&self, outcome: AuthOutcome) {
+        self.auth_total[outcome as usize].inc();
+    }
+
+    /// Counts one message whose data ended; the rewriting figures count only for
+    /// messages Postfix took.
+    pub fn message(&self, outcome: MessageOutcome, bytes: u64, injected: usize, removed: usize) {
+        self.messages_total[outcome as usize].inc();
+        if outcome == MessageOutcome::Relayed {
+            self.message_bytes_total.inc_by(bytes);
+            self.token_injections_total.inc_by(injected as u64);
+            self.header_fields_removed_total.inc_by(removed as u64);
+        }
+    }
+
+    pub fn upstream_connect_failed(&self) {
+        self.upstream_connect_failures_total.inc();
+    }
+}
+
+impl std::fmt::Debug for SubmissionMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubmissionMetrics").finish_non_exhaustive()
+    }
+}
+
+/// How an AUTH exchange ended (label `outcome` of `coi_proxy_submission_auth_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuthOutcome {
+    Failure,
+    Success,
+    Unavailable,
+}
+
+impl AuthOutcome {
+    pub const ALL: [Self; 3] = [Self::Failure, Self::Success, Self::Unavailable];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Failure => "failure",
+            Self::Success => "success",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// How a submitted message ended (label `outcome` of
+/// `coi_proxy_submission_messages_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MessageOutcome {
+    /// Postfix failed, closed or went silent: the client got 451.
+    Failed,
+    /// The proxy's own fault: the client got 451.
+    Internal,
+    /// The proxy refused it for the client's fault (framing, limits, sender).
+    Refused,
+    /// Postfix refused it (its 4xx/5xx relayed).
+    Rejected,
+    /// Postfix took it (250 relayed).
+    Relayed,
+}
+
+impl MessageOutcome {
+    pub const ALL: [Self; 5] = [
+        Self::Failed,
+        Self::Internal,
+        Self::Refused,
+        Self::Rejected,
+        Self::Relayed,
+    ];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Internal => "internal",
+            Self::Refused => "refused",
+            Self::Rejected => "rejected",
+            Self::Relayed => "relayed",
+        }
     }
 }
 
@@ -515,6 +736,12 @@ mod tests {
         for (i, v) in TlsOutcome::ALL.iter().enumerate() {
             assert_eq!(*v as usize, i);
         }
+        for (i, v) in AuthOutcome::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+        for (i, v) in MessageOutcome::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
     }
 
     #[test]
@@ -530,6 +757,8 @@ mod tests {
         check(CommandOutcome::ALL.map(CommandOutcome::as_label).to_vec());
         check(Direction::ALL.map(Direction::as_label).to_vec());
         check(TlsOutcome::ALL.map(TlsOutcome::as_label).to_vec());
+        check(AuthOutcome::ALL.map(AuthOutcome::as_label).to_vec());
+        check(MessageOutcome::ALL.map(MessageOutcome::as_label).to_vec());
     }
 
     #[test]

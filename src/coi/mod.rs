@@ -5,6 +5,7 @@
 pub mod address;
 pub mod classify;
 pub mod config;
+pub mod contacts;
 pub mod headers;
 pub mod submit;
 pub mod token;

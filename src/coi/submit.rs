@@ -82,8 +82,8 @@ pub enum Outcome {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     pub chat: bool,
-    /// Tokens (and the server field) added.
-    pub injected: usize,
+    /// `X-COI-Temporary-Token` fields added.
+    pub tokens: usize,
     /// Client-supplied COI fields removed.
     pub removed: usize,
     /// Body size as received (unstuffed, RFC 1870's measure).
@@ -262,7 +262,7 @@ impl OutgoingMessage {
             .render(header, chat.then_some(&injections[..]))
             .map_err(|_| internal())?;
         self.summary.chat = chat;
-        self.summary.injected = rendered.injected;
+        self.summary.tokens = if chat { injections.len() } else { 0 };
         self.summary.removed = rendered.removed;
         Ok(rendered.header)
     }

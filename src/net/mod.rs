@@ -1,5 +1,6 @@
 //! Tokio glue: TLS, streams, shutdown. Knows nothing of IMAP.
 
+pub mod connect;
 pub mod shutdown;
 pub mod stream;
 pub mod tls;

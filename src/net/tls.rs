@@ -209,6 +209,44 @@ fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
+/// Runs the server side of a TLS handshake (implicit TLS, or after STARTTLS) under
+/// `timeout`. Returns how it ended, for the caller's metrics, and the stream or the
+/// client's fault.
+pub async fn accept(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    timeout: std::time::Duration,
+) -> (
+    crate::metrics::TlsOutcome,
+    Result<super::stream::MaybeTls, crate::error::SessionError>,
+) {
+    use crate::error::{ErrorKind, SessionError, Side};
+    use crate::metrics::TlsOutcome;
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => (
+            TlsOutcome::Ok,
+            Ok(super::stream::MaybeTls::ServerTls(Box::new(tls))),
+        ),
+        Ok(Err(e)) => (
+            TlsOutcome::Failed,
+            Err(SessionError {
+                side: Side::Downstream,
+                kind: ErrorKind::Tls,
+                detail: "TLS handshake failed",
+                source: Some(e),
+            }),
+        ),
+        Err(_) => (
+            TlsOutcome::Timeout,
+            Err(SessionError::new(
+                Side::Downstream,
+                ErrorKind::Timeout,
+                "TLS handshake timed out",
+            )),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::error::Error as _;

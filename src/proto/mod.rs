@@ -1,4 +1,5 @@
 pub mod imap;
+pub mod sasl;
 pub mod smtp;
 
 /// Cuts `input` into consecutive chunks whose sizes cycle through `sizes` (each size

@@ -2,6 +2,7 @@
 
 pub mod dovecot;
 pub mod io;
+pub mod mailbox;
 pub mod mbsync;
 pub mod pki;
 pub mod postfix;

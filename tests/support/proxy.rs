@@ -15,6 +15,8 @@ pub struct Proxy {
     pub plain: SocketAddr,
     pub starttls: SocketAddr,
     pub implicit: SocketAddr,
+    /// The submission listeners, when [`Options::submission`] was given.
+    pub submission: Option<SubmissionAddrs>,
     pub admin: SocketAddr,
     pub pki: TestPki,
     /// The YAML it was started with, to start it again after a stop.
@@ -32,6 +34,84 @@ pub struct Options {
     pub max_line_bytes: Option<u64>,
     /// `imap.timeouts.auth_failure_delay` in milliseconds (default: the proxy's 2 s).
     pub auth_failure_delay_ms: Option<u64>,
+    /// A submission front in front of this Postfix submission listener.
+    pub submission: Option<SubmissionOptions>,
+}
+
+/// The submission front: listeners `sub-plain` (no TLS), `sub-starttls`, `sub-implicit`.
+#[derive(Clone, Debug)]
+pub struct SubmissionOptions {
+    pub upstream: SocketAddr,
+    /// `submission.sender_domains`.
+    pub sender_domains: Vec<String>,
+    /// Allow AUTH without TLS (most tests speak plaintext to `sub-plain`).
+    pub plaintext_auth: bool,
+    pub max_recipients: Option<usize>,
+    pub max_message_bytes: Option<u64>,
+    pub max_line_bytes: Option<u64>,
+    /// `submission.timeouts.upstream_reply` in milliseconds (default 10 s here).
+    pub upstream_reply_ms: Option<u64>,
+    /// Token secrets and an `X-COI-Server` hint (`coi.tokens`, `coi.server`).
+    pub tokens: bool,
+}
+
+impl SubmissionOptions {
+    pub fn new(upstream: SocketAddr, sender_domain: &str) -> Self {
+        Self {
+            upstream,
+            sender_domains: vec![sender_domain.to_owned()],
+            plaintext_auth: true,
+            max_recipients: None,
+            max_message_bytes: None,
+            max_line_bytes: None,
+            upstream_reply_ms: None,
+            tokens: true,
+        }
+    }
+
+    fn yaml(&self) -> String {
+        let mut y = String::from("submission:\n  listeners:\n    - {name: sub-plain, address: \"127.0.0.4:0\", tls: none}\n    - {name: sub-starttls, address: \"127.0.0.5:0\", tls: starttls}\n    - {name: sub-implicit, address: \"127.0.0.6:0\", tls: implicit}\n");
+        y.push_str(&format!(
+            "  upstream:\n    address: \"{}\"\n",
+            self.upstream
+        ));
+        y.push_str("  hostname: submission.test\n");
+        let domains: Vec<String> = self
+            .sender_domains
+            .iter()
+            .map(|d| format!("{d:?}"))
+            .collect();
+        y.push_str(&format!("  sender_domains: [{}]\n", domains.join(", ")));
+        if self.plaintext_auth {
+            y.push_str("  insecure_allow_plaintext_auth: true\n");
+        }
+        y.push_str("  limits:\n    max_sessions: 100\n");
+        if let Some(n) = self.max_recipients {
+            y.push_str(&format!("    max_recipients: {n}\n"));
+        }
+        if let Some(n) = self.max_message_bytes {
+            y.push_str(&format!("    max_message_bytes: {n}\n"));
+        }
+        if let Some(n) = self.max_line_bytes {
+            y.push_str(&format!("    max_line_bytes: {n}\n"));
+        }
+        let reply = self.upstream_reply_ms.unwrap_or(10_000);
+        y.push_str(&format!("  timeouts:\n    upstream_reply: {reply}ms\n"));
+        y
+    }
+}
+
+/// The token secrets of [`SubmissionOptions::tokens`], for tests that verify tokens.
+pub const TEMPORARY_SECRET: &str = "test-temporary-secret-0001";
+pub const PERMANENT_SECRET: &str = "test-permanent-secret-0001";
+/// The `coi.server` hint of [`SubmissionOptions::tokens`].
+pub const COI_SERVER: &str = "coi.a.test:4433";
+
+#[derive(Clone, Copy, Debug)]
+pub struct SubmissionAddrs {
+    pub plain: SocketAddr,
+    pub starttls: SocketAddr,
+    pub implicit: SocketAddr,
 }
 
 impl Proxy {
@@ -58,9 +138,20 @@ impl Proxy {
             .auth_failure_delay_ms
             .map(|ms| format!("    auth_failure_delay: {ms}ms\n"))
             .unwrap_or_default();
+        let (submission, coi) = match &options.submission {
+            Some(submission) => {
+                let coi = if submission.tokens {
+                    format!("coi:\n  server: \"{COI_SERVER}\"\n  tokens:\n    temporary_secrets: [\"{TEMPORARY_SECRET}\"]\n    permanent_secrets: [\"{PERMANENT_SECRET}\"]\n")
+                } else {
+                    String::new()
+                };
+                (submission.yaml(), coi)
+            }
+            None => (String::new(), String::new()),
+        };
         // Distinct loopback addresses keep the listeners distinct while the ports are 0.
         let yaml = format!(
-            "imap:\n  listeners:\n    - {{name: plain, address: \"127.0.0.1:0\", tls: none}}\n    - {{name: starttls, address: \"127.0.0.2:0\", tls: starttls}}\n    - {{name: implicit, address: \"127.0.0.3:0\", tls: implicit}}\n  upstream:\n    address: \"{upstream}\"\n  timeouts:\n    upstream_reply: 10s\n{timeouts_extra}{imap_extra}tls:\n  certificate: {}\n  private_key: {}\nadmin:\n  address: \"127.0.0.1:0\"\nshutdown:\n  grace: 2s\n",
+            "{submission}{coi}imap:\n  listeners:\n    - {{name: plain, address: \"127.0.0.1:0\", tls: none}}\n    - {{name: starttls, address: \"127.0.0.2:0\", tls: starttls}}\n    - {{name: implicit, address: \"127.0.0.3:0\", tls: implicit}}\n  upstream:\n    address: \"{upstream}\"\n  timeouts:\n    upstream_reply: 10s\n{timeouts_extra}{imap_extra}tls:\n  certificate: {}\n  private_key: {}\nadmin:\n  address: \"127.0.0.1:0\"\nshutdown:\n  grace: 2s\n",
             pki.cert_path.display(),
             pki.key_path.display(),
         );
@@ -75,11 +166,18 @@ impl Proxy {
             running
                 .imap
                 .iter()
+                .chain(&running.submission)
                 .find(|(n, _)| n == name)
                 .map(|(_, a)| *a)
                 .expect("listener")
         };
+        let submission = (!running.submission.is_empty()).then(|| SubmissionAddrs {
+            plain: addr("sub-plain"),
+            starttls: addr("sub-starttls"),
+            implicit: addr("sub-implicit"),
+        });
         Proxy {
+            submission,
             plain: addr("plain"),
             starttls: addr("starttls"),
             implicit: addr("implicit"),

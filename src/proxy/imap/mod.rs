@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::config::{CoiConfig, ImapConfig, ListenerTls, UpstreamTls};
+use crate::config::{CoiConfig, ImapConfig, ListenerTls};
 use crate::error::{ErrorKind, SessionError, Side};
-use crate::metrics::{ListenerKind, Metrics, TlsOutcome};
+use crate::metrics::{ListenerKind, Metrics};
+use crate::net::connect::Connector;
 use crate::net::shutdown::{Phase, Shutdown};
 use crate::net::stream::MaybeTls;
 
@@ -25,7 +26,7 @@ pub struct Shared {
     pub coi: CoiConfig,
     /// The server side of TLS; `None` when no listener needs it.
     pub tls: Option<TlsAcceptor>,
-    pub upstream_tls: Option<(TlsConnector, rustls_pki_types::ServerName<'static>)>,
+    pub upstream: Connector,
     pub metrics: Arc<Metrics>,
     pub penalties: penalty::AuthPenalties,
 }
@@ -108,39 +109,17 @@ async fn run_session(
             let acceptor = shared.tls.clone().ok_or_else(|| {
                 SessionError::new(Side::Internal, ErrorKind::Tls, "no TLS configuration")
             })?;
-            let kind = listener_kind(tls);
-            match tokio::time::timeout(
-                shared.config.timeouts.tls_handshake,
-                acceptor.accept(stream),
-            )
-            .await
-            {
-                Ok(Ok(tls)) => {
-                    shared.metrics.imap.tls_handshake(kind, TlsOutcome::Ok);
-                    MaybeTls::ServerTls(Box::new(tls))
-                }
-                Ok(Err(e)) => {
-                    shared.metrics.imap.tls_handshake(kind, TlsOutcome::Failed);
-                    return Err(SessionError {
-                        side: Side::Downstream,
-                        kind: ErrorKind::Tls,
-                        detail: "TLS handshake failed",
-                        source: Some(e),
-                    });
-                }
-                Err(_) => {
-                    shared.metrics.imap.tls_handshake(kind, TlsOutcome::Timeout);
-                    return Err(SessionError::new(
-                        Side::Downstream,
-                        ErrorKind::Timeout,
-                        "TLS handshake timed out",
-                    ));
-                }
-            }
+            let timeout = shared.config.timeouts.tls_handshake;
+            let (outcome, result) = crate::net::tls::accept(&acceptor, stream, timeout).await;
+            shared
+                .metrics
+                .imap
+                .tls_handshake(listener_kind(tls), outcome);
+            result?
         }
         ListenerTls::None | ListenerTls::Starttls => MaybeTls::Plain(stream),
     };
-    let upstream = match connect_upstream(&shared).await {
+    let upstream = match shared.upstream.connect().await {
         Ok(upstream) => upstream,
         Err(e) => {
             shared.metrics.imap.upstream_connect_failed();
@@ -156,55 +135,6 @@ async fn run_session(
     session::Session::new(shared, tls, client, upstream, shutdown)
         .run(peer)
         .await
-}
-
-async fn connect_upstream(shared: &Shared) -> Result<MaybeTls, SessionError> {
-    let upstream = &shared.config.upstream;
-    let connect = TcpStream::connect((upstream.host.as_str(), upstream.port));
-    let stream = match tokio::time::timeout(upstream.connect_timeout, connect).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            return Err(SessionError {
-                side: Side::Upstream,
-                kind: ErrorKind::Connect,
-                detail: "connect failed",
-                source: Some(e),
-            })
-        }
-        Err(_) => {
-            return Err(SessionError::new(
-                Side::Upstream,
-                ErrorKind::Connect,
-                "connect timed out",
-            ))
-        }
-    };
-    let _ = stream.set_nodelay(true);
-    match (&upstream.tls, &shared.upstream_tls) {
-        (UpstreamTls::None, _) => Ok(MaybeTls::Plain(stream)),
-        (UpstreamTls::Implicit { .. }, Some((connector, name))) => {
-            let handshake = connector.connect(name.clone(), stream);
-            match tokio::time::timeout(upstream.connect_timeout, handshake).await {
-                Ok(Ok(tls)) => Ok(MaybeTls::ClientTls(Box::new(tls))),
-                Ok(Err(e)) => Err(SessionError {
-                    side: Side::Upstream,
-                    kind: ErrorKind::Connect,
-                    detail: "upstream TLS handshake failed",
-                    source: Some(e),
-                }),
-                Err(_) => Err(SessionError::new(
-                    Side::Upstream,
-                    ErrorKind::Connect,
-                    "upstream TLS handshake timed out",
-                )),
-            }
-        }
-        (UpstreamTls::Implicit { .. }, None) => Err(SessionError::new(
-            Side::Internal,
-            ErrorKind::Tls,
-            "no upstream TLS configuration",
-        )),
-    }
 }
 
 /// Binds every configured IMAP listener; fails before anything is served if one cannot

@@ -22,7 +22,7 @@ use super::coi;
 use super::Shared;
 use crate::config::{BareLfPolicy, ListenerTls};
 use crate::error::{ErrorKind, SessionError, Side};
-use crate::metrics::{CommandClass, CommandOutcome, Direction, TlsOutcome};
+use crate::metrics::{CommandClass, CommandOutcome, Direction};
 use crate::net::shutdown::{Phase, Shutdown};
 use crate::net::stream::{MaybeTls, OutQueue};
 use crate::proto::imap::capability::{self, CapabilityView};
@@ -1133,44 +1133,13 @@ impl Session {
             ));
         };
         let listener = super::listener_kind(self.listener);
-        let handshake = tokio::time::timeout(
-            self.shared.config.timeouts.tls_handshake,
-            acceptor.accept(tcp),
-        )
-        .await;
-        let tls = match handshake {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                self.shared
-                    .metrics
-                    .imap
-                    .tls_handshake(listener, TlsOutcome::Failed);
-                return Err(SessionError {
-                    side: Side::Downstream,
-                    kind: ErrorKind::Tls,
-                    detail: "TLS handshake failed",
-                    source: Some(e),
-                });
-            }
-            Err(_) => {
-                self.shared
-                    .metrics
-                    .imap
-                    .tls_handshake(listener, TlsOutcome::Timeout);
-                return Err(downstream(ErrorKind::Timeout, "TLS handshake timed out"));
-            }
-        };
-        self.shared
-            .metrics
-            .imap
-            .tls_handshake(listener, TlsOutcome::Ok);
+        let timeout = self.shared.config.timeouts.tls_handshake;
+        let (outcome, result) = crate::net::tls::accept(&acceptor, tcp, timeout).await;
+        self.shared.metrics.imap.tls_handshake(listener, outcome);
+        let tls = result?;
         // Everything learned before TLS is forgotten (RFC 3207 §4.2 in spirit): a fresh
         // framer, and the client must ask for capabilities again.
-        self.client = Peer::new(
-            MaybeTls::ServerTls(Box::new(tls)),
-            self.client_framer(),
-            Side::Downstream,
-        );
+        self.client = Peer::new(tls, self.client_framer(), Side::Downstream);
         self.state.tls_active = true;
         self.shared.metrics.imap.command_finished(
             CommandClass::Starttls,

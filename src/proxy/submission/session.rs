@@ -1,0 +1,864 @@
+//! One submission session: the client's SMTP conversation, terminated here, and the
+//! Postfix connection it relays to.
+//!
+//! The session reads one command line at a time from a strict CRLF framer and answers
+//! each before reading the next, so pipelined commands (RFC 2920) are answered in order;
+//! replies are written when the session would wait for the client, so a pipelined
+//! group gets its replies in one write. Each state has its deadline: the TLS handshake,
+//! the whole pre-AUTH phase (not reset by activity), then one per command or piece of
+//! message after AUTH; Postfix's replies have their own.
+//!
+//! What Postfix sees is always the proxy's own canonical command (parsed, then encoded)
+//! and the proxy's own dot-stuffed message stream; client bytes never pass through.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::upstream::{ClientFacts, Postfix};
+use super::Shared;
+use crate::coi::address::{self, NormalizedAddress};
+use crate::coi::submit::{Fault, Outcome, OutgoingMessage, Step, Submitter};
+use crate::config::ListenerTls;
+use crate::error::{ErrorKind, SessionError, Side};
+use crate::metrics::{AuthOutcome, ListenerKind, MessageOutcome};
+use crate::net::shutdown::{Phase, Shutdown};
+use crate::net::stream::MaybeTls;
+use crate::proto::sasl::{self, Mechanism};
+use crate::proto::smtp::command::{self, Command, MailParameters, Path, SaslLine};
+use crate::proto::smtp::ehlo::{self, EhloView};
+use crate::proto::smtp::line::{LineError, LineFramer, SASL_LINE_MAX};
+use crate::proto::smtp::reply::{EnhancedCode, Reply};
+
+/// Errors (syntax, sequence, unknown commands) a session may make before it is closed:
+/// Postfix's `smtpd_hard_error_limit` default.
+const MAX_ERRORS: u32 = 20;
+
+/// Failed AUTH exchanges before the session is closed; each one costs the backend a
+/// password check.
+const MAX_AUTH_FAILURES: u32 = 3;
+
+/// Read size from the client.
+const READ_CHUNK: usize = 16 * 1024;
+
+type SessionResult<T> = Result<T, SessionError>;
+
+/// Whether the conversation goes on.
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// The user behind a successful AUTH.
+struct Authenticated {
+    login: String,
+    /// The addresses this user may send from; empty with `insecure_allow_any_sender`
+    /// off means none.
+    owned: Arc<[NormalizedAddress]>,
+}
+
+/// An open mail transaction (after a MAIL that Postfix accepted).
+struct Transaction {
+    sender: Option<NormalizedAddress>,
+    /// RCPT commands relayed, and of those accepted by Postfix.
+    recipients: usize,
+    accepted: usize,
+}
+
+pub struct Session {
+    shared: Arc<Shared>,
+    listener: ListenerTls,
+    peer: SocketAddr,
+    client: MaybeTls,
+    framer: LineFramer,
+    read_buf: BytesMut,
+    /// Replies not yet written.
+    out: Vec<u8>,
+    helo: Option<String>,
+    auth: Option<Authenticated>,
+    upstream: Option<Postfix>,
+    transaction: Option<Transaction>,
+    errors: u32,
+    auth_failures: u32,
+    /// Until AUTH succeeds, the session must end by this instant.
+    pre_auth_deadline: Instant,
+    shutdown: Shutdown,
+}
+
+impl Session {
+    pub fn new(
+        shared: Arc<Shared>,
+        listener: ListenerTls,
+        peer: SocketAddr,
+        client: MaybeTls,
+        shutdown: Shutdown,
+    ) -> Self {
+        let max_line = shared.config.limits.max_line_bytes + 2;
+        let pre_auth_deadline = Instant::now() + shared.config.timeouts.pre_auth;
+        Self {
+            shared,
+            listener,
+            peer,
+            client,
+            framer: LineFramer::new(max_line),
+            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            out: Vec::new(),
+            helo: None,
+            auth: None,
+            upstream: None,
+            transaction: None,
+            errors: 0,
+            auth_failures: 0,
+            pre_auth_deadline,
+            shutdown,
+        }
+    }
+
+    pub async fn run(mut self) -> SessionResult<()> {
+        let greeting = format!("{} ESMTP coi-proxy", self.shared.config.hostname);
+        self.reply(&Reply::new(220, None, greeting));
+        let result = self.converse().await;
+        if let Err(e) = &result {
+            if let Some(reply) = e.smtp_reply() {
+                self.reply(&reply);
+            }
+        }
+        // Best effort: the client may be gone.
+        let _ = self.flush().await;
+        if let Some(upstream) = self.upstream.take() {
+            upstream.quit().await;
+        }
+        result
+    }
+
+    async fn converse(&mut self) -> SessionResult<()> {
+        loop {
+            let line = match self.read_line().await? {
+                Ok(line) => line,
+                Err(LineError::TooLong) => {
+                    self.refuse(500, (5, 5, 2), "Error: line too long")?;
+                    continue;
+                }
+                // SECURITY-CASES §A: a bare CR or LF in a command is not a line end the
+                // proxy and Postfix could agree on; close rather than guess.
+                Err(LineError::BareCr | LineError::BareLf) => {
+                    return Err(SessionError::new(
+                        Side::Downstream,
+                        ErrorKind::Protocol,
+                        "bare CR or LF in a command",
+                    ));
+                }
+            };
+            let command = match command::command(&line) {
+                Ok(command) => command,
+                Err(e) => {
+                    let reply = e.reply();
+                    self.count_error()?;
+                    self.reply(&reply);
+                    if matches!(e, command::CommandError::NumberTooLarge { .. })
+                        && line.len() >= 4
+                        && line[..4].eq_ignore_ascii_case(b"BDAT")
+                    {
+                        // The chunk length is unknown: its bytes cannot be told from
+                        // commands.
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            if let Flow::Close = self.dispatch(command).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, command: Command) -> SessionResult<Flow> {
+        match command {
+            Command::Ehlo(name) => self.ehlo(name, true).await?,
+            Command::Helo(name) => self.ehlo(name, false).await?,
+            Command::Starttls => return self.starttls().await,
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => {
+                let initial = initial_response.map(|r| r.as_str().to_owned());
+                self.auth(&mechanism, initial).await?;
+            }
+            Command::Mail { from, params } => self.mail(from, params).await?,
+            Command::Rcpt { to, params } => {
+                let command = Command::Rcpt { to, params };
+                self.rcpt(command).await?;
+            }
+            Command::Data => self.data().await?,
+            Command::Rset => {
+                self.reset_transaction().await;
+                self.reply(&Reply::new(250, Some((2, 0, 0)), "Ok"));
+            }
+            Command::Noop => self.reply(&Reply::new(250, Some((2, 0, 0)), "Ok")),
+            Command::Quit => {
+                self.reply(&Reply::new(221, Some((2, 0, 0)), "Bye"));
+                return Ok(Flow::Close);
+            }
+            // Never confirm addresses to a client (RFC 5321 §3.5.3 allows 252).
+            Command::Vrfy(_) => self.reply(&Reply::new(
+                252,
+                Some((2, 0, 0)),
+                "Cannot VRFY user; try RCPT to attempt delivery",
+            )),
+            Command::Expn(_) => self.refuse(502, (5, 5, 1), "Error: command not implemented")?,
+            Command::Help(_) => self.reply(&Reply::new(
+                214,
+                Some((2, 0, 0)),
+                "See RFC 5321 and RFC 6409",
+            )),
+            // SECURITY-CASES case 35: CHUNKING is not offered, and the chunk's bytes would
+            // otherwise be read as commands.
+            Command::Bdat { .. } => {
+                self.reply(&Reply::new(
+                    502,
+                    Some((5, 5, 1)),
+                    "Error: CHUNKING not offered; closing",
+                ));
+                return Ok(Flow::Close);
+            }
+            // XCLIENT is the proxy's trust relation with Postfix, never a client's.
+            Command::Xclient(_) => {
+                self.refuse(550, (5, 7, 0), "Error: insufficient authorization")?
+            }
+            Command::Unknown(_) => self.refuse(502, (5, 5, 2), "Error: command not recognized")?,
+        }
+        Ok(Flow::Continue)
+    }
+
+    // === commands ===
+
+    async fn ehlo(&mut self, name: String, extended: bool) -> SessionResult<()> {
+        // RFC 5321 §4.1.4: EHLO resets the transaction.
+        self.reset_transaction().await;
+        self.helo = Some(name);
+        let hostname = self.shared.config.hostname.clone();
+        if !extended {
+            self.reply(&Reply::new(250, None, hostname));
+            return Ok(());
+        }
+        let upstream_keywords = match self.shared.keywords() {
+            Some(keywords) => keywords,
+            None => self.probe_keywords().await,
+        };
+        let view = EhloView {
+            tls_active: self.client.is_tls(),
+            starttls_offered: self.listener == ListenerTls::Starttls && self.shared.tls.is_some(),
+            plaintext_auth_allowed: self.shared.config.insecure_allow_plaintext_auth,
+            authenticated: self.auth.is_some(),
+            max_message_bytes: self.shared.config.limits.max_message_bytes,
+        };
+        let keywords = ehlo::filter(upstream_keywords.iter().map(String::as_str), &view);
+        let mut lines = vec![hostname];
+        lines.extend(keywords.iter().map(ehlo::Keyword::render));
+        self.reply(&Reply {
+            code: 250,
+            enhanced: None,
+            lines,
+        });
+        Ok(())
+    }
+
+    /// Postfix's EHLO keywords when none are cached yet: one short connection (at most
+    /// once per process while Postfix is up). If Postfix cannot be asked, the proxy
+    /// advertises only what it does itself; the transaction will fail with 4xx anyway.
+    async fn probe_keywords(&mut self) -> Arc<[String]> {
+        let facts = self.facts();
+        let timeout = self.shared.config.timeouts.upstream_reply;
+        match Postfix::connect(
+            &self.shared.upstream,
+            &self.shared.config.hostname,
+            &facts,
+            timeout,
+        )
+        .await
+        {
+            Ok(postfix) => {
+                self.shared.remember_keywords(postfix.keywords());
+                let keywords = Arc::from(postfix.keywords());
+                postfix.quit().await;
+                keywords
+            }
+            Err(e) => {
+                self.shared.metrics.submission.upstream_connect_failed();
+                info!(error = %e, "Postfix unavailable for the EHLO keywords");
+                Arc::from(Vec::new())
+            }
+        }
+    }
+
+    async fn starttls(&mut self) -> SessionResult<Flow> {
+        if self.client.is_tls() {
+            // SECURITY-CASES case 13.
+            self.refuse(503, (5, 5, 1), "Error: TLS already active")?;
+            return Ok(Flow::Continue);
+        }
+        let Some(acceptor) = self
+            .shared
+            .tls
+            .clone()
+            .filter(|_| self.listener == ListenerTls::Starttls)
+        else {
+            self.refuse(502, (5, 5, 1), "Error: command not implemented")?;
+            return Ok(Flow::Continue);
+        };
+        if self.auth.is_some() || self.transaction.is_some() {
+            self.refuse(503, (5, 5, 1), "Error: STARTTLS not allowed now")?;
+            return Ok(Flow::Continue);
+        }
+        self.reply(&Reply::new(220, Some((2, 0, 0)), "Ready to start TLS"));
+        self.flush().await?;
+        if self.framer.buffered() > 0 {
+            // Plaintext pipelined behind STARTTLS would run inside TLS: command injection
+            // (SECURITY-CASES case 9). Close instead of discarding.
+            return Err(SessionError::new(
+                Side::Downstream,
+                ErrorKind::Protocol,
+                "data pipelined after STARTTLS",
+            ));
+        }
+        let MaybeTls::Plain(tcp) = std::mem::replace(&mut self.client, MaybeTls::Detached) else {
+            return Err(SessionError::new(
+                Side::Internal,
+                ErrorKind::Tls,
+                "STARTTLS on a TLS stream",
+            ));
+        };
+        let timeout = self.shared.config.timeouts.tls_handshake;
+        let (outcome, result) = crate::net::tls::accept(&acceptor, tcp, timeout).await;
+        self.shared
+            .metrics
+            .submission
+            .tls_handshake(ListenerKind::from(self.listener), outcome);
+        self.client = result?;
+        // RFC 3207 §4.2: everything learned before TLS is forgotten; EHLO again.
+        self.helo = None;
+        self.framer = LineFramer::new(self.shared.config.limits.max_line_bytes + 2);
+        if let Some(upstream) = self.upstream.take() {
+            upstream.quit().await;
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> SessionResult<()> {
+        if self.helo.is_none() {
+            return self.refuse(503, (5, 5, 1), "Error: send HELO/EHLO first");
+        }
+        if self.auth.is_some() {
+            return self.refuse(503, (5, 5, 1), "Error: already authenticated");
+        }
+        if self.transaction.is_some() {
+            return self.refuse(503, (5, 5, 1), "Error: MAIL transaction in progress");
+        }
+        if !self.client.is_tls() && !self.shared.config.insecure_allow_plaintext_auth {
+            // SECURITY-CASES case 12: Postfix trusts the proxy's connection, so only the
+            // proxy can refuse passwords in clear.
+            return self.refuse(530, (5, 7, 0), "Must issue a STARTTLS command first");
+        }
+        let Some(mechanism) = Mechanism::from_name(mechanism) else {
+            return self.refuse(504, (5, 5, 4), "Unsupported authentication mechanism");
+        };
+        if self.upstream.is_none() && self.connect_upstream().await.is_err() {
+            self.shared
+                .metrics
+                .submission
+                .auth(AuthOutcome::Unavailable);
+            self.reply(&temporary_auth_failure());
+            return Ok(());
+        }
+        match self.relay_auth(mechanism, initial).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.side == Side::Upstream => {
+                info!(error = %e, "Postfix failed during AUTH");
+                self.upstream = None;
+                self.shared
+                    .metrics
+                    .submission
+                    .auth(AuthOutcome::Unavailable);
+                self.reply(&temporary_auth_failure());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The SASL exchange, relayed line by line; the identity comes from the client's
+    /// first response and counts only once Postfix says 235.
+    async fn relay_auth(
+        &mut self,
+        mechanism: Mechanism,
+        initial: Option<String>,
+    ) -> SessionResult<()> {
+        let name = match mechanism {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Login => "LOGIN",
+        };
+        let mut identity = initial
+            .as_deref()
+            .and_then(|r| sasl::identity(mechanism, r));
+        let mut first_response_seen = initial.is_some();
+        let mut line = format!("AUTH {name}");
+        if let Some(initial) = &initial {
+            line.push(' ');
+            line.push_str(initial);
+        }
+        line.push_str("\r\n");
+        let upstream = self.upstream_mut()?;
+        upstream.send(line.as_bytes()).await?;
+        loop {
+            let reply = self.upstream_mut()?.reply().await?;
+            if reply.code == 334 {
+                self.reply(&reply);
+                self.framer.set_max_line(SASL_LINE_MAX);
+                let line = self.read_line().await;
+                self.framer
+                    .set_max_line(self.shared.config.limits.max_line_bytes + 2);
+                let response = match line? {
+                    Ok(line) => command::sasl_line(&line),
+                    Err(_) => Err(command::CommandError::BadVerb),
+                };
+                match response {
+                    Ok(SaslLine::Response(response)) => {
+                        if !first_response_seen {
+                            first_response_seen = true;
+                            identity = sasl::identity(mechanism, response.as_str());
+                        }
+                        let mut line = response.as_str().as_bytes().to_vec();
+                        line.extend_from_slice(b"\r\n");
+                        self.upstream_mut()?.send(&line).await?;
+                    }
+                    // A cancel, or a line that is no SASL response: Postfix ends the
+                    // exchange (501) on `*`.
+                    Ok(SaslLine::Cancel) | Err(_) => {
+                        self.upstream_mut()?.send(b"*\r\n").await?;
+                    }
+                }
+                continue;
+            }
+            if reply.code == 235 {
+                let Some(login) = identity else {
+                    // Postfix accepted an identity the proxy cannot name, so the sender
+                    // could not be checked: refuse rather than guess.
+                    self.upstream = None;
+                    self.shared.metrics.submission.auth(AuthOutcome::Failure);
+                    return self.refuse(535, (5, 7, 8), "Error: authentication failed");
+                };
+                let owned: Arc<[NormalizedAddress]> = self.shared.owned_addresses(&login).into();
+                tracing::Span::current().record("user", login.as_str());
+                debug!("authenticated");
+                self.auth = Some(Authenticated { login, owned });
+                self.shared.metrics.submission.auth(AuthOutcome::Success);
+                self.reply(&reply);
+                return Ok(());
+            }
+            self.shared.metrics.submission.auth(AuthOutcome::Failure);
+            self.reply(&reply);
+            self.auth_failures += 1;
+            if self.auth_failures >= MAX_AUTH_FAILURES {
+                return Err(SessionError::new(
+                    Side::Downstream,
+                    ErrorKind::AuthenticationFailures,
+                    "too many failed authentications",
+                ));
+            }
+            return Ok(());
+        }
+    }
+
+    async fn mail(&mut self, from: Path, params: MailParameters) -> SessionResult<()> {
+        if self.helo.is_none() {
+            return self.refuse(503, (5, 5, 1), "Error: send HELO/EHLO first");
+        }
+        let Some(auth) = &self.auth else {
+            return self.refuse(530, (5, 7, 0), "Authentication required");
+        };
+        if self.transaction.is_some() {
+            return self.refuse(503, (5, 5, 1), "Error: nested MAIL command");
+        }
+        let limit = self.shared.config.limits.max_message_bytes;
+        if params.size.is_some_and(|size| size > limit) {
+            return self.refuse(552, (5, 3, 4), "Message size exceeds fixed limit");
+        }
+        let sender = match &from {
+            Path::Mailbox(mailbox) => match address::normalize(&mailbox.to_string()) {
+                Ok(sender) => Some(sender),
+                Err(_) => return self.refuse(553, (5, 1, 7), "Bad sender address syntax"),
+            },
+            _ => None,
+        };
+        let owned = sender
+            .as_ref()
+            .is_none_or(|sender| auth.owned.contains(sender));
+        if !owned && !self.shared.config.insecure_allow_any_sender {
+            // SECURITY-CASES case 32: tokens sign the sender.
+            return self.refuse(
+                553,
+                (5, 7, 1),
+                "Sender address rejected: not owned by the authenticated user",
+            );
+        }
+        let command = Command::Mail { from, params };
+        let Some(reply) = self.relay(&command).await? else {
+            return Ok(());
+        };
+        if reply.is_positive() {
+            self.transaction = Some(Transaction {
+                sender,
+                recipients: 0,
+                accepted: 0,
+            });
+        }
+        self.reply(&reply);
+        Ok(())
+    }
+
+    async fn rcpt(&mut self, command: Command) -> SessionResult<()> {
+        let Some(transaction) = &self.transaction else {
+            return self.refuse(503, (5, 5, 1), "Error: need MAIL command");
+        };
+        if transaction.recipients >= self.shared.config.limits.max_recipients {
+            // SECURITY-CASES case 37; RFC 5321 §4.5.3.1.10 asks for 452 here.
+            self.reply(&Reply::new(
+                452,
+                Some((4, 5, 3)),
+                "Error: too many recipients",
+            ));
+            return Ok(());
+        }
+        let Some(reply) = self.relay(&command).await? else {
+            return Ok(());
+        };
+        if let Some(transaction) = &mut self.transaction {
+            transaction.recipients += 1;
+            if reply.is_positive() {
+                transaction.accepted += 1;
+            }
+        }
+        self.reply(&reply);
+        Ok(())
+    }
+
+    async fn data(&mut self) -> SessionResult<()> {
+        let Some(transaction) = &self.transaction else {
+            return self.refuse(503, (5, 5, 1), "Error: need MAIL command");
+        };
+        if transaction.accepted == 0 {
+            return self.refuse(554, (5, 5, 1), "Error: no valid recipients");
+        }
+        let sender = transaction.sender.clone();
+        let Some(reply) = self.relay(&Command::Data).await? else {
+            return Ok(());
+        };
+        if reply.code != 354 {
+            self.reply(&reply);
+            return Ok(());
+        }
+        self.reply(&reply);
+        self.transaction = None;
+        let owned = match (&self.auth, self.shared.config.insecure_allow_any_sender) {
+            (Some(auth), false) => Some(auth.owned.clone()),
+            _ => None,
+        };
+        let submitter = Submitter {
+            sender,
+            owned,
+            now: unix_now(),
+        };
+        let mut message = OutgoingMessage::new(self.shared.rules.clone(), submitter);
+        message.push(&self.framer.take_buffered());
+        let outcome = self.stream_message(&mut message).await?;
+        self.framer.push(&message.take_buffered());
+        self.finish_message(outcome).await;
+        Ok(())
+    }
+
+    /// Moves the message from the client to Postfix until the client's end of data.
+    /// A Postfix failure on the way is remembered, and the client's data is still read to
+    /// its end so that the session stays in step; `None` then.
+    async fn stream_message(
+        &mut self,
+        message: &mut OutgoingMessage,
+    ) -> SessionResult<Option<Outcome>> {
+        let mut upstream_failed = false;
+        loop {
+            while let Some(step) = message.next_step() {
+                match step {
+                    Step::Upstream(bytes) => {
+                        if upstream_failed {
+                            continue;
+                        }
+                        let written = match self.upstream.as_mut() {
+                            Some(upstream) => upstream.write(&bytes).await,
+                            None => Err(lost_upstream()),
+                        };
+                        if let Err(e) = written {
+                            info!(error = %e, "Postfix failed while receiving a message");
+                            upstream_failed = true;
+                            self.upstream = None;
+                        }
+                    }
+                    // A refusal stays a refusal (the client's fault comes first); a
+                    // message Postfix could not take is the upstream's failure.
+                    Step::End(Outcome::Relay { .. }) if upstream_failed => return Ok(None),
+                    Step::End(outcome) => return Ok(Some(outcome)),
+                }
+            }
+            let deadline = Instant::now() + self.shared.config.timeouts.command;
+            let bytes = self.read_client(deadline).await?;
+            message.push(&bytes);
+        }
+    }
+
+    /// Ends the message: the end of data to Postfix and its reply to the client, or the
+    /// proxy's own refusal (Postfix's connection is then dropped, which discards the
+    /// open transaction: SECURITY-CASES §4 rule 2). `None`: Postfix failed during the
+    /// message, 451.
+    async fn finish_message(&mut self, outcome: Option<Outcome>) {
+        let metrics = &self.shared.metrics.submission;
+        let Some(outcome) = outcome else {
+            self.upstream = None;
+            metrics.message(MessageOutcome::Failed, 0, 0, 0);
+            self.reply(&upstream_unavailable());
+            return;
+        };
+        match outcome {
+            Outcome::Relay { tail, summary } => {
+                let result = match self.upstream.as_mut() {
+                    Some(upstream) => match upstream.send(&tail).await {
+                        Ok(()) => upstream.reply().await,
+                        Err(e) => Err(e),
+                    },
+                    None => Err(lost_upstream()),
+                };
+                match result {
+                    Ok(reply) => {
+                        let outcome = if reply.is_positive() {
+                            MessageOutcome::Relayed
+                        } else {
+                            MessageOutcome::Rejected
+                        };
+                        metrics.message(outcome, summary.bytes, summary.tokens, summary.removed);
+                        if summary.chat {
+                            debug!(tokens = summary.tokens, "chat message relayed");
+                        }
+                        self.reply(&reply);
+                    }
+                    Err(e) => {
+                        info!(error = %e, "no reply from Postfix to the end of data");
+                        self.upstream = None;
+                        metrics.message(MessageOutcome::Failed, summary.bytes, 0, 0);
+                        self.reply(&upstream_unavailable());
+                    }
+                }
+            }
+            Outcome::Refuse { reply, fault } => {
+                self.upstream = None;
+                let outcome = match fault {
+                    Fault::Client => MessageOutcome::Refused,
+                    Fault::Internal => MessageOutcome::Internal,
+                };
+                metrics.message(outcome, 0, 0, 0);
+                self.reply(&reply);
+            }
+        }
+    }
+
+    // === upstream ===
+
+    /// Relays a command of the transaction. `None` when Postfix could not be reached or
+    /// failed: the client has its 451 then, and the transaction is gone.
+    async fn relay(&mut self, command: &Command) -> SessionResult<Option<Reply>> {
+        if self.upstream.is_none() {
+            if let Command::Mail { .. } = command {
+                if self.connect_upstream().await.is_err() {
+                    self.reply(&upstream_unavailable());
+                    return Ok(None);
+                }
+            } else {
+                // The connection broke after MAIL: the transaction is lost.
+                self.transaction = None;
+                self.reply(&upstream_unavailable());
+                return Ok(None);
+            }
+        }
+        let result = self.upstream_mut()?.command(command).await;
+        match result {
+            Ok(reply) => Ok(Some(reply)),
+            Err(e) if e.side == Side::Upstream => {
+                info!(error = %e, "Postfix failed");
+                self.upstream = None;
+                self.transaction = None;
+                self.reply(&upstream_unavailable());
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn connect_upstream(&mut self) -> Result<(), SessionError> {
+        let facts = self.facts();
+        let timeout = self.shared.config.timeouts.upstream_reply;
+        match Postfix::connect(
+            &self.shared.upstream,
+            &self.shared.config.hostname,
+            &facts,
+            timeout,
+        )
+        .await
+        {
+            Ok(postfix) => {
+                self.shared.remember_keywords(postfix.keywords());
+                self.upstream = Some(postfix);
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.metrics.submission.upstream_connect_failed();
+                info!(error = %e, "cannot reach Postfix");
+                Err(e)
+            }
+        }
+    }
+
+    fn facts(&self) -> ClientFacts {
+        ClientFacts {
+            peer: self.peer,
+            helo: self.helo.clone(),
+            login: self.auth.as_ref().map(|a| a.login.clone()),
+        }
+    }
+
+    fn upstream_mut(&mut self) -> SessionResult<&mut Postfix> {
+        self.upstream.as_mut().ok_or_else(lost_upstream)
+    }
+
+    /// RSET towards Postfix if a transaction is open there; the client's RSET always
+    /// succeeds (a broken upstream is reconnected at the next MAIL).
+    async fn reset_transaction(&mut self) {
+        if self.transaction.take().is_none() {
+            return;
+        }
+        if let Some(upstream) = self.upstream.as_mut() {
+            if upstream.command(&Command::Rset).await.is_err() {
+                self.upstream = None;
+            }
+        }
+    }
+
+    // === client I/O ===
+
+    /// A reply the proxy gives itself for the client's fault, counted against
+    /// [`MAX_ERRORS`].
+    fn refuse(&mut self, code: u16, enhanced: EnhancedCode, text: &str) -> SessionResult<()> {
+        self.count_error()?;
+        self.reply(&Reply::new(code, Some(enhanced), text));
+        Ok(())
+    }
+
+    fn count_error(&mut self) -> SessionResult<()> {
+        self.errors += 1;
+        if self.errors >= MAX_ERRORS {
+            return Err(SessionError::new(
+                Side::Downstream,
+                ErrorKind::Protocol,
+                "too many errors",
+            ));
+        }
+        Ok(())
+    }
+
+    fn reply(&mut self, reply: &Reply) {
+        reply.encode(&mut self.out);
+    }
+
+    async fn flush(&mut self) -> SessionResult<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        self.client
+            .write_all(&out)
+            .await
+            .map_err(|e| SessionError::io(Side::Downstream, e))?;
+        self.client
+            .flush()
+            .await
+            .map_err(|e| SessionError::io(Side::Downstream, e))
+    }
+
+    /// The next command line; replies pending are written before waiting.
+    async fn read_line(&mut self) -> SessionResult<Result<bytes::Bytes, LineError>> {
+        loop {
+            if let Some(line) = self.framer.next_line() {
+                return Ok(line);
+            }
+            let deadline = if self.auth.is_some() {
+                Instant::now() + self.shared.config.timeouts.command
+            } else {
+                self.pre_auth_deadline
+            };
+            let bytes = self.read_client(deadline).await?;
+            self.framer.push(&bytes);
+        }
+    }
+
+    /// Flushes pending replies, then reads what the client sends next, until `deadline`
+    /// or the end of the grace period at shutdown.
+    async fn read_client(&mut self, deadline: Instant) -> SessionResult<BytesMut> {
+        self.flush().await?;
+        self.read_buf.reserve(READ_CHUNK);
+        let read = tokio::select! {
+            read = tokio::time::timeout_at(deadline, self.client.read_buf(&mut self.read_buf)) => read,
+            () = self.shutdown.reached(Phase::Closing) => {
+                return Err(SessionError::new(Side::Internal, ErrorKind::Shutdown, "shutting down"));
+            }
+        };
+        match read {
+            Ok(Ok(0)) => Err(SessionError::new(
+                Side::Downstream,
+                ErrorKind::Closed,
+                "client closed the connection",
+            )),
+            Ok(Ok(_)) => Ok(self.read_buf.split()),
+            Ok(Err(e)) => Err(SessionError::io(Side::Downstream, e)),
+            Err(_) => Err(SessionError::new(
+                Side::Downstream,
+                ErrorKind::Timeout,
+                "client too slow",
+            )),
+        }
+    }
+}
+
+fn upstream_unavailable() -> Reply {
+    Reply::new(
+        451,
+        Some((4, 3, 0)),
+        "Mail system temporarily unavailable; try again later",
+    )
+}
+
+fn temporary_auth_failure() -> Reply {
+    Reply::new(454, Some((4, 7, 0)), "Temporary authentication failure")
+}
+
+fn lost_upstream() -> SessionError {
+    SessionError::new(Side::Upstream, ErrorKind::Closed, "no Postfix connection")
+}
+
+/// Wall-clock seconds for the tokens' `created` field (the proxy layer reads the clock;
+/// the sans-IO core is given the value).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

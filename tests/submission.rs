@@ -1,0 +1,446 @@
+//! The submission front against real Postfix and Dovecot on loopback, two domains:
+//! a.test (Dovecot A, Postfix A with SASL by Dovecot A, the proxy in front of its
+//! submission listener) and b.test (Dovecot B, Postfix B's MX).
+//!
+//! What is checked: AUTH relayed to Postfix and the user learned from it; the envelope
+//! and `From` owned by that user; chat mail arriving with exactly one token per visible
+//! recipient and none for Bcc; client-supplied token fields removed; other mail
+//! byte-identical; XCLIENT naming the real client; Postfix failures giving 451, never 250.
+//!
+//! Every network step is bounded (support::io::STEP); waits poll with a deadline.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use coi_proxy::coi::address;
+use coi_proxy::coi::token::{self, Secret, Secrets, TokenKind};
+use support::dovecot::Dovecot;
+use support::io::LineClient;
+use support::mailbox::{fetch_message, imap_login, prime_inbox, wait_for_inbox};
+use support::postfix::{smtp, Postfix, PostfixOptions};
+use support::proxy::{Options, Proxy, SubmissionOptions, PERMANENT_SECRET, TEMPORARY_SECRET};
+
+/// Two domains and the proxy in front of a.test's submission listener.
+struct World {
+    dovecot_a: Dovecot,
+    dovecot_b: Dovecot,
+    postfix_a: Postfix,
+    postfix_b: Postfix,
+    proxy: Proxy,
+}
+
+impl World {
+    async fn start() -> World {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(tweak: impl FnOnce(&mut SubmissionOptions)) -> World {
+        let dovecot_a = Dovecot::start().expect("dovecot a");
+        let dovecot_b = Dovecot::start().expect("dovecot b");
+        let postfix_b = Postfix::start(PostfixOptions::new("b.test", dovecot_b.lmtp_addr()))
+            .expect("postfix b");
+        let postfix_a = Postfix::start(
+            PostfixOptions::new("a.test", dovecot_a.lmtp_addr())
+                .route("b.test", postfix_b.mx_addr())
+                .sasl(dovecot_a.auth_addr()),
+        )
+        .expect("postfix a");
+        let mut submission = SubmissionOptions::new(postfix_a.submission_addr(), "a.test");
+        tweak(&mut submission);
+        let proxy = Proxy::start(
+            dovecot_a.imap_addr(),
+            Options {
+                submission: Some(submission),
+                ..Options::default()
+            },
+        )
+        .await;
+        World {
+            dovecot_a,
+            dovecot_b,
+            postfix_a,
+            postfix_b,
+            proxy,
+        }
+    }
+
+    fn submission(&self) -> SocketAddr {
+        self.proxy.submission.expect("submission listeners").plain
+    }
+
+    /// A client that said EHLO and authenticated as `user` through the proxy.
+    async fn logged_in(&self, user: &str) -> LineClient {
+        let mut client = smtp::connect(self.submission()).await.expect("connect");
+        smtp::expect(&mut client, "EHLO client.test", 250)
+            .await
+            .expect("EHLO");
+        let password = self.dovecot_a.password_of(user).expect("test user");
+        let reply = smtp::auth_plain(&mut client, user, password)
+            .await
+            .expect("AUTH");
+        assert_eq!(reply.code, 235, "AUTH {user}: {}", reply.text());
+        client
+    }
+
+    fn postfixes(&self) -> [&Postfix; 2] {
+        [&self.postfix_a, &self.postfix_b]
+    }
+}
+
+/// Sends one message (MAIL, RCPTs, DATA, the text with a final CRLF "." CRLF) and
+/// returns the reply to the end of data.
+async fn send(client: &mut LineClient, from: &str, to: &[&str], text: &str) -> smtp::Reply {
+    smtp::expect(client, &format!("MAIL FROM:<{from}>"), 250)
+        .await
+        .expect("MAIL");
+    for rcpt in to {
+        smtp::expect(client, &format!("RCPT TO:<{rcpt}>"), 250)
+            .await
+            .expect("RCPT");
+    }
+    smtp::expect(client, "DATA", 354).await.expect("DATA");
+    client
+        .write_raw(format!("{text}\r\n.\r\n").as_bytes())
+        .await
+        .expect("message");
+    smtp::read_reply(client).await.expect("end of data reply")
+}
+
+fn secrets() -> Secrets {
+    Secrets {
+        temporary: vec![Secret::new(TEMPORARY_SECRET).unwrap()],
+        permanent: vec![Secret::new(PERMANENT_SECRET).unwrap()],
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The values of the `X-COI-Temporary-Token` fields of a message given as lines (the
+/// value is on the continuation line: a token is longer than a 78-column line).
+fn tokens_in(lines: &[String]) -> Vec<String> {
+    let header_end = lines
+        .iter()
+        .position(String::is_empty)
+        .unwrap_or(lines.len());
+    let header = &lines[..header_end];
+    header
+        .windows(2)
+        .filter(|pair| pair[0].eq_ignore_ascii_case("X-COI-Temporary-Token:"))
+        .map(|pair| pair[1].trim().to_owned())
+        .collect()
+}
+
+/// Whether one of `tokens` is a valid temporary token for `recipient` → `sender`
+/// (bound to H(recipient ":" sender), COI-PROTOCOL §4.1).
+fn has_token_for(tokens: &[String], recipient: &str, sender: &str) -> bool {
+    let recipient = address::normalize(recipient).unwrap();
+    let sender = address::normalize(sender).unwrap();
+    let hash = token::pair_hash(Some(&recipient), &sender);
+    tokens
+        .iter()
+        .any(|t| token::verify(t, &hash, now(), &secrets()) == Ok(TokenKind::Temporary))
+}
+
+#[tokio::test]
+async fn chat_mail_arrives_with_one_token_per_visible_recipient_and_none_for_bcc() {
+    let world = World::start().await;
+    for user in ["alice", "bob", "carol"] {
+        prime_inbox(&world.dovecot_b, user).await;
+    }
+    prime_inbox(&world.dovecot_a, "carol").await;
+    let mut client = world.logged_in("alice").await;
+    let text = "From: Alice <alice@a.test>\r\n\
+                To: bob@b.test\r\n\
+                Cc: carol@a.test, Carol B <carol@b.test>\r\n\
+                Bcc: alice@b.test\r\n\
+                Subject: chat\r\n\
+                Chat-Version: 1.0\r\n\
+                X-COI-Temporary-Token: 1-created:1-validity:1-hash:forged-secret:forged\r\n\
+                Message-ID: <chat$1@a.test>\r\n\
+                \r\n\
+                hello from the proxy";
+    let reply = send(
+        &mut client,
+        "alice@a.test",
+        &["bob@b.test", "carol@a.test", "carol@b.test", "alice@b.test"],
+        text,
+    )
+    .await;
+    assert_eq!(reply.code, 250, "{}", reply.text());
+    smtp::expect(&mut client, "QUIT", 221).await.expect("QUIT");
+
+    wait_for_inbox(&world.dovecot_b, "bob", 1, &world.postfixes()).await;
+    wait_for_inbox(&world.dovecot_b, "carol", 1, &world.postfixes()).await;
+    wait_for_inbox(&world.dovecot_b, "alice", 1, &world.postfixes()).await;
+    wait_for_inbox(&world.dovecot_a, "carol", 1, &world.postfixes()).await;
+
+    for (dovecot, user) in [
+        (&world.dovecot_b, "bob"),
+        (&world.dovecot_b, "carol"),
+        (&world.dovecot_b, "alice"),
+        (&world.dovecot_a, "carol"),
+    ] {
+        let mut imap = imap_login(dovecot, user).await;
+        let message = fetch_message(&mut imap, "INBOX", 1).await;
+        let tokens = tokens_in(&message);
+        let text = message.join("\n");
+        assert_eq!(tokens.len(), 3, "{user}: one per visible recipient\n{text}");
+        assert!(
+            !text.contains("forged"),
+            "{user}: the client's token is gone\n{text}"
+        );
+        for recipient in ["bob@b.test", "carol@a.test", "carol@b.test"] {
+            assert!(
+                has_token_for(&tokens, recipient, "alice@a.test"),
+                "{user}: a token for {recipient}\n{text}"
+            );
+        }
+        assert!(
+            !has_token_for(&tokens, "alice@b.test", "alice@a.test"),
+            "{user}: none for the Bcc recipient"
+        );
+        assert!(
+            !text.to_ascii_lowercase().contains("\nbcc:"),
+            "{user}: Postfix removed the Bcc field\n{text}"
+        );
+        assert!(text.contains("\nX-COI-Server: coi.a.test:4433\n"), "{text}");
+        assert!(text.ends_with("\nhello from the proxy"), "{text}");
+    }
+    let metrics = world.proxy.metrics_text();
+    assert!(
+        metrics.contains("coi_proxy_submission_token_injections_total 3\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("coi_proxy_submission_messages_total{outcome=\"relayed\"} 1"));
+}
+
+#[tokio::test]
+async fn other_mail_arrives_byte_identical_and_xclient_names_the_real_client() {
+    let world = World::start().await;
+    prime_inbox(&world.dovecot_b, "bob").await;
+    // From 127.0.0.9: Postfix must log that address, not the proxy's.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.9:0".parse().unwrap()).unwrap();
+    let stream = support::io::step("connect", socket.connect(world.submission()))
+        .await
+        .expect("connect from 127.0.0.9");
+    let mut client = LineClient::from_stream(stream);
+    assert_eq!(smtp::read_reply(&mut client).await.unwrap().code, 220);
+    smtp::expect(&mut client, "EHLO client.test", 250)
+        .await
+        .unwrap();
+    let reply = smtp::auth_plain(&mut client, "alice", "secret-alice")
+        .await
+        .unwrap();
+    assert_eq!(reply.code, 235);
+    // With its own Message-ID and Date, so that Postfix adds nothing but Received; the
+    // body has a lone dot and a leading dot, stuffed as a client must.
+    let body = "From: alice@a.test\r\nTo: bob@b.test\r\nSubject: plain\r\nX-COI-Temporary-Token: forged\r\nMessage-ID: <plain.1@a.test>\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n\r\n..leading dot\r\n..\r\n\r\n\ttab line\r\nlast";
+    let reply = send(&mut client, "alice@a.test", &["bob@b.test"], body).await;
+    assert_eq!(reply.code, 250, "{}", reply.text());
+    let queue_id = reply.queue_id().expect("queue id");
+    world
+        .postfix_a
+        .wait_for_log(
+            &format!("{queue_id}: client=unknown[127.0.0.9]"),
+            support::io::STEP,
+        )
+        .expect("Postfix names the real client");
+    world
+        .postfix_a
+        .wait_for_log("sasl_username=alice", support::io::STEP)
+        .expect("Postfix knows the user");
+    wait_for_inbox(&world.dovecot_b, "bob", 1, &world.postfixes()).await;
+    let mut imap = imap_login(&world.dovecot_b, "bob").await;
+    let message = fetch_message(&mut imap, "INBOX", 1).await.join("\r\n");
+    let start = message
+        .find("From: alice@a.test")
+        .expect("the client's header");
+    // The forged field is removed even from non-chat mail; the rest is as sent (the
+    // client's ".." is one dot on the wire's far side).
+    let expected = body
+        .replace("X-COI-Temporary-Token: forged\r\n", "")
+        .replace("\r\n..", "\r\n.");
+    assert_eq!(&message[start..], expected);
+}
+
+#[tokio::test]
+async fn the_envelope_sender_and_from_must_belong_to_the_authenticated_user() {
+    let world = World::start().await;
+    let mut client = world.logged_in("alice").await;
+    // SECURITY-CASES case 32.
+    let reply = smtp::command(&mut client, "MAIL FROM:<bob@a.test>")
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.code, reply.text().contains("5.7.1")),
+        (553, true),
+        "{}",
+        reply.text()
+    );
+    let reply = send(
+        &mut client,
+        "alice@a.test",
+        &["bob@b.test"],
+        "From: Bob <bob@a.test>\r\nTo: bob@b.test\r\n\r\nforged",
+    )
+    .await;
+    assert_eq!(reply.code, 553, "{}", reply.text());
+    // Null sender and the user's own address in any case are fine.
+    smtp::expect(&mut client, "MAIL FROM:<>", 250)
+        .await
+        .unwrap();
+    smtp::expect(&mut client, "RSET", 250).await.unwrap();
+    let reply = send(
+        &mut client,
+        "ALICE@A.TEST",
+        &["bob@b.test"],
+        "From: alice@A.test\r\nTo: bob@b.test\r\n\r\nmine",
+    )
+    .await;
+    assert_eq!(reply.code, 250, "{}", reply.text());
+    // Only that one message was queued.
+    let queued = world
+        .postfix_a
+        .log_contents()
+        .matches(": from=<alice@a.test>")
+        .count()
+        + world
+            .postfix_a
+            .log_contents()
+            .matches(": from=<ALICE@A.TEST>")
+            .count();
+    assert_eq!(queued, 1, "{}", world.postfix_a.log_contents());
+}
+
+#[tokio::test]
+async fn mail_before_auth_and_auth_before_tls_are_refused() {
+    let world = World::start_with(|s| s.plaintext_auth = false).await;
+    let mut client = smtp::connect(world.submission()).await.unwrap();
+    let ehlo = smtp::expect(&mut client, "EHLO client.test", 250)
+        .await
+        .unwrap();
+    assert!(
+        !ehlo.ehlo_keywords().contains(&"AUTH".to_owned()),
+        "{ehlo:?}"
+    );
+    assert!(!ehlo.ehlo_keywords().contains(&"CHUNKING".to_owned()));
+    assert!(!ehlo.ehlo_keywords().contains(&"XCLIENT".to_owned()));
+    // SECURITY-CASES case 12.
+    let reply = smtp::auth_plain(&mut client, "alice", "secret-alice")
+        .await
+        .unwrap();
+    assert_eq!(reply.code, 530, "{}", reply.text());
+    let reply = smtp::command(&mut client, "MAIL FROM:<alice@a.test>")
+        .await
+        .unwrap();
+    assert_eq!(reply.code, 530, "{}", reply.text());
+    let reply = smtp::command(&mut client, "XCLIENT ADDR=1.2.3.4")
+        .await
+        .unwrap();
+    assert_eq!(reply.code, 550);
+}
+
+#[tokio::test]
+async fn wrong_passwords_are_relayed_and_end_the_session_after_three() {
+    let world = World::start().await;
+    let mut client = smtp::connect(world.submission()).await.unwrap();
+    smtp::expect(&mut client, "EHLO client.test", 250)
+        .await
+        .unwrap();
+    for attempt in 1..=3 {
+        let reply = smtp::auth_plain(&mut client, "alice", "wrong")
+            .await
+            .unwrap();
+        if attempt < 3 {
+            assert_eq!(reply.code, 535, "{}", reply.text());
+        } else {
+            assert_eq!(reply.code, 535);
+            let bye = smtp::read_reply(&mut client).await.unwrap();
+            assert_eq!(bye.code, 421, "{}", bye.text());
+        }
+    }
+    // AUTH LOGIN works too, in a new session.
+    let mut client = smtp::connect(world.submission()).await.unwrap();
+    smtp::expect(&mut client, "EHLO client.test", 250)
+        .await
+        .unwrap();
+    let reply = smtp::auth_login(&mut client, "bob", "secret-bob")
+        .await
+        .unwrap();
+    assert_eq!(reply.code, 235, "{}", reply.text());
+    let reply = smtp::command(&mut client, "MAIL FROM:<alice@a.test>")
+        .await
+        .unwrap();
+    assert_eq!(reply.code, 553, "bob is not alice: {}", reply.text());
+    smtp::expect(&mut client, "MAIL FROM:<bob@a.test>", 250)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn postfix_stopped_gives_451_and_never_250() {
+    let mut world = World::start().await;
+    let mut client = world.logged_in("alice").await;
+    world.postfix_a.stop().expect("stop postfix a");
+    // SECURITY-CASES case 61: the transaction cannot start; nothing is acknowledged.
+    let reply = smtp::command(&mut client, "MAIL FROM:<alice@a.test>")
+        .await
+        .unwrap();
+    assert_eq!(reply.code, 451, "{}", reply.text());
+    let reply = smtp::command(&mut client, "RCPT TO:<bob@b.test>")
+        .await
+        .unwrap();
+    assert_eq!(reply.code, 503, "{}", reply.text());
+    // A new client cannot authenticate: 454, a temporary failure.
+    let mut other = smtp::connect(world.submission()).await.unwrap();
+    smtp::expect(&mut other, "EHLO client.test", 250)
+        .await
+        .unwrap();
+    let reply = smtp::auth_plain(&mut other, "alice", "secret-alice")
+        .await
+        .unwrap();
+    assert_eq!(reply.code, 454, "{}", reply.text());
+    // Postfix back: the authenticated session goes on (XCLIENT LOGIN keeps the user).
+    world.postfix_a.restart().expect("restart postfix a");
+    prime_inbox(&world.dovecot_b, "bob").await;
+    let reply = send(
+        &mut client,
+        "alice@a.test",
+        &["bob@b.test"],
+        "Subject: after\r\n\r\nx",
+    )
+    .await;
+    assert_eq!(reply.code, 250, "{}", reply.text());
+    wait_for_inbox(&world.dovecot_b, "bob", 1, &world.postfixes()).await;
+}
+
+#[tokio::test]
+async fn pipelined_transactions_are_answered_in_order() {
+    let world = World::start().await;
+    prime_inbox(&world.dovecot_b, "bob").await;
+    let mut client = world.logged_in("alice").await;
+    let mut batch = String::new();
+    for i in 0..3 {
+        batch.push_str(&format!(
+            "MAIL FROM:<alice@a.test>\r\nRCPT TO:<bob@b.test>\r\nDATA\r\nSubject: {i}\r\n\r\nbody {i}\r\n.\r\n"
+        ));
+    }
+    batch.push_str("QUIT\r\n");
+    client.write_raw(batch.as_bytes()).await.unwrap();
+    let mut codes = Vec::new();
+    for _ in 0..13 {
+        codes.push(smtp::read_reply(&mut client).await.unwrap().code);
+    }
+    assert_eq!(
+        codes,
+        [250, 250, 354, 250, 250, 250, 354, 250, 250, 250, 354, 250, 221]
+    );
+    wait_for_inbox(&world.dovecot_b, "bob", 3, &world.postfixes()).await;
+}
