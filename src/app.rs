@@ -6,19 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::info;
 
 use crate::admin::{self, Readiness};
 use crate::coi::headers::HeaderRewriter;
 use crate::coi::submit::SubmitRules;
-use crate::config::{Config, SubmissionConfig};
+use crate::config::{Config, MailboxWriterConfig, SubmissionConfig, UpstreamTls};
 use crate::metrics::Metrics;
 use crate::net::connect::Connector;
 use crate::net::shutdown::{self, Phase, Trigger};
 use crate::net::tls::{self, TlsError};
 use crate::proto::smtp::data::{DataLimits, TEXT_LINE_MAX};
-use crate::proxy::{imap, submission};
+use crate::proxy::state::UserStates;
+use crate::proxy::writer::{MailboxWriter, MasterPassword, WriterConfig, WriterTls};
+use crate::proxy::{delivery, imap, submission};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,8 @@ pub enum StartError {
     UpstreamTls(TlsError),
     #[error("submission.upstream.ca_file: {0}")]
     SubmissionUpstreamTls(TlsError),
+    #[error("delivery.upstream.ca_file: {0}")]
+    DeliveryUpstreamTls(TlsError),
     #[error("coi.server: {0}")]
     CoiServer(String),
     #[error("{0}")]
@@ -41,6 +45,8 @@ pub struct Running {
     pub imap: Vec<(String, SocketAddr)>,
     /// Bound submission listeners, likewise; empty without a `submission` section.
     pub submission: Vec<(String, SocketAddr)>,
+    /// The delivery hook's LMTP listener, without a `delivery` section none.
+    pub delivery: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
@@ -58,6 +64,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         None => None,
     };
     let upstream = Connector::new(&config.imap.upstream).map_err(StartError::UpstreamTls)?;
+    let states = Arc::new(UserStates::new());
     let shared = Arc::new(imap::Shared {
         config: config.imap.clone(),
         coi: config.coi.clone(),
@@ -65,6 +72,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         upstream,
         metrics: metrics.clone(),
         penalties: imap::penalty::AuthPenalties::new(config.imap.timeouts.auth_failure_delay),
+        states: states.clone(),
     });
     let submission_shared = match &config.submission {
         Some(submission) => Some(Arc::new(submission_shared(
@@ -75,7 +83,37 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         )?)),
         None => None,
     };
+    let writer = match &config.mailbox_writer {
+        Some(settings) => Some(mailbox_writer(config, settings)?),
+        None => None,
+    };
+    let delivery_shared = match &config.delivery {
+        Some(delivery) => {
+            let upstream =
+                Connector::new(&delivery.upstream).map_err(StartError::DeliveryUpstreamTls)?;
+            let coi = writer.clone().map(|writer| delivery::HookCoi {
+                writer,
+                root: config.coi.mailbox_root.clone(),
+                states: states.clone(),
+                user_name: delivery.user_name,
+            });
+            if coi.is_none() {
+                info!("no mailbox_writer section: the delivery hook relays all mail to Dovecot's LMTP");
+            }
+            Some(Arc::new(delivery::Shared::new(
+                delivery.clone(),
+                upstream,
+                metrics.clone(),
+                coi,
+            )))
+        }
+        None => None,
+    };
     let listeners = imap::bind(&config.imap).await?;
+    let delivery_listener = match &config.delivery {
+        Some(delivery) => Some(delivery::bind(delivery).await?),
+        None => None,
+    };
     let submission_listeners = match &config.submission {
         Some(submission) => submission::bind(submission).await?,
         None => Vec::new(),
@@ -121,6 +159,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             ));
         }
     }
+    let mut delivery_addr = None;
+    if let (Some(shared), Some((listener, address))) = (delivery_shared, delivery_listener) {
+        info!(%address, "delivery listener ready");
+        delivery_addr = Some(address);
+        tasks.spawn(delivery::serve(listener, shared, shutdown.clone()));
+    }
     let admin = match admin_listener {
         Some(listener) => {
             let address = listener.local_addr()?;
@@ -141,6 +185,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     Ok(Running {
         imap: imap_addrs,
         submission: submission_addrs,
+        delivery: delivery_addr,
         admin,
         metrics,
         readiness,
@@ -148,6 +193,36 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         admin_stop,
         tasks,
     })
+}
+
+/// The mailbox writer: master-user logins to the IMAP upstream.
+fn mailbox_writer(
+    config: &Config,
+    settings: &MailboxWriterConfig,
+) -> Result<Arc<MailboxWriter>, StartError> {
+    let upstream = &config.imap.upstream;
+    let mut writer = WriterConfig::new(
+        upstream.host.clone(),
+        upstream.port,
+        settings.master_user.clone(),
+        MasterPassword::new(settings.master_password.clone()),
+    );
+    writer.connect_timeout = upstream.connect_timeout;
+    writer.max_connections = settings.max_connections;
+    writer.max_idle_per_user = settings.max_idle_per_user;
+    if let UpstreamTls::Implicit {
+        server_name,
+        ca_file,
+    } = &upstream.tls
+    {
+        writer.tls = Some(WriterTls {
+            connector: TlsConnector::from(
+                tls::client_config(ca_file).map_err(StartError::UpstreamTls)?,
+            ),
+            server_name: tls::server_name(server_name).map_err(StartError::UpstreamTls)?,
+        });
+    }
+    Ok(MailboxWriter::new(writer))
 }
 
 /// The submission front's shared state: the rewriting rules and the Postfix connector.

@@ -115,6 +115,27 @@ pub const MAX_TOKEN_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60)
 /// random text (`openssl rand -base64 24` gives 32) is the least worth calling a key.
 pub const MIN_TOKEN_SECRET_LEN: usize = 16;
 
+/// Inbound mail has no client to blame for its size: Postfix already applied its own
+/// `message_size_limit`; the hook's limit only bounds what one delivery may spool.
+pub const DEFAULT_DELIVERY_MAX_MESSAGE_BYTES: u64 = 100 * 1024 * 1024;
+
+/// Postfix's LMTP client sends at most `lmtp_destination_recipient_limit` (50 by default)
+/// recipients per transaction; 1000 leaves room for a raised setting.
+pub const DEFAULT_DELIVERY_MAX_RECIPIENTS: usize = 1000;
+
+/// Postfix runs at most `default_process_limit` (100) LMTP clients; 1000 leaves room.
+pub const DEFAULT_DELIVERY_MAX_SESSIONS: usize = 1000;
+
+/// Chat messages are a few KiB; 1 MiB keeps nearly all mail off the disk while a
+/// thousand concurrent deliveries stay within a GiB.
+pub const DEFAULT_SPOOL_MEMORY_BYTES: usize = 1024 * 1024;
+
+/// Allowed `delivery.limits.spool_memory_bytes`: up to 64 MiB per delivery.
+pub const SPOOL_MEMORY_BYTES_RANGE: RangeInclusive<u64> = 0..=64 * 1024 * 1024;
+
+/// Dovecot's LMTP names users by the full address unless configured otherwise.
+pub const DEFAULT_USER_NAME: UserName = UserName::Address;
+
 /// Loopback, so metrics and health endpoints are never exposed by accident; 9090 is the
 /// conventional Prometheus port.
 pub const DEFAULT_ADMIN_ADDRESS: SocketAddr =

@@ -28,6 +28,8 @@ pub(super) struct RawConfig {
     pub tls: Option<Value>,
     pub coi: Option<Value>,
     pub submission: Option<Value>,
+    pub delivery: Option<Value>,
+    pub mailbox_writer: Option<Value>,
     pub admin: Option<Value>,
     pub log: Option<Value>,
     pub shutdown: Option<Value>,
@@ -123,6 +125,47 @@ pub(super) struct RawSubmission {
     pub timeouts: Option<Value>,
     pub insecure_allow_plaintext_auth: Option<Value>,
     pub insecure_allow_any_sender: Option<Value>,
+}
+
+/// `delivery`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDelivery {
+    pub address: Option<Value>,
+    pub upstream: Option<Value>,
+    pub hostname: Option<Value>,
+    pub user_name: Option<Value>,
+    pub spool_directory: Option<Value>,
+    pub limits: Option<Value>,
+    pub timeouts: Option<Value>,
+}
+
+/// `mailbox_writer`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMailboxWriter {
+    pub master_user: Option<Value>,
+    pub master_password: Option<Value>,
+    pub max_connections: Option<Value>,
+    pub max_idle_per_user: Option<Value>,
+}
+
+/// `delivery.limits`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDeliveryLimits {
+    pub max_message_bytes: Option<Value>,
+    pub max_recipients: Option<Value>,
+    pub max_sessions: Option<Value>,
+    pub spool_memory_bytes: Option<Value>,
+}
+
+/// `delivery.timeouts`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDeliveryTimeouts {
+    pub command: Option<Value>,
+    pub upstream_reply: Option<Value>,
 }
 
 /// `submission.limits`.

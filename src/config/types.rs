@@ -15,6 +15,11 @@ pub struct Config {
     pub coi: CoiConfig,
     /// The submission front; `None` when the section is absent (IMAP only).
     pub submission: Option<SubmissionConfig>,
+    /// The delivery hook; `None` when the section is absent.
+    pub delivery: Option<DeliveryConfig>,
+    /// The mailbox writer (Dovecot master user); `None`: the proxy writes nothing into
+    /// mailboxes itself, so the hook relays everything to Dovecot's LMTP.
+    pub mailbox_writer: Option<MailboxWriterConfig>,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
@@ -226,4 +231,76 @@ pub enum LogFormat {
 pub struct ShutdownConfig {
     /// After SIGTERM, how long sessions may go on before they get `* BYE`.
     pub grace: Duration,
+}
+
+/// The delivery hook: an LMTP server that Postfix uses as its local delivery transport,
+/// relaying to Dovecot's LMTP (DESIGN.md §2 path 3).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliveryConfig {
+    /// Where Postfix connects (plaintext LMTP: loopback or the pod network only).
+    pub address: SocketAddr,
+    /// Dovecot's LMTP service.
+    pub upstream: Upstream,
+    /// The name in the greeting and in the LHLO to Dovecot.
+    pub hostname: String,
+    /// How a recipient address names its Dovecot user for the mailbox writer.
+    pub user_name: UserName,
+    /// Where messages larger than `limits.spool_memory_bytes` are held during delivery
+    /// (unlinked files); `None`: the system's temporary directory.
+    pub spool_directory: Option<PathBuf>,
+    pub limits: DeliveryLimits,
+    pub timeouts: DeliveryTimeouts,
+}
+
+/// How the Dovecot user of a recipient is named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserName {
+    /// The whole address, `alice@example.org` (virtual users).
+    Address,
+    /// The local part, `alice` (system users, `auth_username_format = %Ln`).
+    LocalPart,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliveryLimits {
+    /// Largest message accepted from Postfix.
+    pub max_message_bytes: u64,
+    /// Most recipients per transaction.
+    pub max_recipients: usize,
+    /// Concurrent Postfix connections.
+    pub max_sessions: usize,
+    /// A message up to this size is held in memory during delivery, a larger one in a
+    /// spool file.
+    pub spool_memory_bytes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliveryTimeouts {
+    /// How long the hook waits for Postfix's next command or the next part of a message.
+    pub command: Duration,
+    /// How long the hook waits for Dovecot to answer; a recipient then gets 451.
+    pub upstream_reply: Duration,
+}
+
+/// How the mailbox writer logs in to Dovecot's IMAP service (the `imap.upstream`) as the
+/// master user on behalf of a user.
+#[derive(Clone, PartialEq)]
+pub struct MailboxWriterConfig {
+    pub master_user: String,
+    pub master_password: String,
+    /// Connections open at once, idle or in use.
+    pub max_connections: usize,
+    /// Idle connections kept per user.
+    pub max_idle_per_user: usize,
+}
+
+impl std::fmt::Debug for MailboxWriterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailboxWriterConfig")
+            .field("master_user", &self.master_user)
+            .field("master_password", &"<redacted>")
+            .field("max_connections", &self.max_connections)
+            .field("max_idle_per_user", &self.max_idle_per_user)
+            .finish()
+    }
 }

@@ -14,9 +14,10 @@ use serde_yaml::Value;
 use tracing_subscriber::filter::Directive;
 
 use super::raw::{
-    self, HostPort, RawAdmin, RawCoi, RawConfig, RawImap, RawLimits, RawListener, RawLog,
-    RawShutdown, RawSubmission, RawSubmissionLimits, RawSubmissionTimeouts, RawTimeouts, RawTls,
-    RawTokens, RawUpstream,
+    self, HostPort, RawAdmin, RawCoi, RawConfig, RawDelivery, RawDeliveryLimits,
+    RawDeliveryTimeouts, RawImap, RawLimits, RawListener, RawLog, RawMailboxWriter, RawShutdown,
+    RawSubmission, RawSubmissionLimits, RawSubmissionTimeouts, RawTimeouts, RawTls, RawTokens,
+    RawUpstream,
 };
 use super::*;
 use crate::coi::token::{Secret, Secrets};
@@ -61,6 +62,8 @@ impl Validator {
         let tls = self.tls(root.tls.as_ref());
         let coi = self.coi(root.coi.as_ref());
         let submission = self.submission(root.submission.as_ref());
+        let delivery = self.delivery(root.delivery.as_ref());
+        let mailbox_writer = self.mailbox_writer(root.mailbox_writer.as_ref());
         let admin = self.admin(root.admin.as_ref());
         let log = self.log(root.log.as_ref());
         let shutdown = self.shutdown(root.shutdown.as_ref());
@@ -75,6 +78,18 @@ impl Validator {
         if let Some(Some(submission)) = &submission {
             bound.extend(indexed("submission.listeners", &submission.listeners));
         }
+        if let Some(Some(delivery)) = &delivery {
+            if let Some((path, address)) = bound
+                .iter()
+                .find(|(_, a)| bind_conflict(*a, delivery.address))
+            {
+                self.error(
+                    "delivery.address",
+                    format!("{} overlaps {address} of {path}", delivery.address),
+                );
+            }
+            bound.push(("delivery.address".to_owned(), delivery.address));
+        }
         let admin_address = admin.as_ref().and_then(|admin| admin.address);
         if let Some(address) = admin_address {
             self.check_admin_is_not_a_listener(address, &bound);
@@ -84,6 +99,8 @@ impl Validator {
             tls: tls?,
             coi: coi?,
             submission: submission?,
+            delivery: delivery?,
+            mailbox_writer: mailbox_writer?,
             admin: admin?,
             log: log?,
             shutdown: shutdown?,
@@ -552,6 +569,174 @@ impl Validator {
             }
         }
         ok.then_some(out)
+    }
+
+    /// `None` inside: the section is absent (no mailbox writer).
+    fn mailbox_writer(&mut self, value: Option<&Value>) -> Option<Option<MailboxWriterConfig>> {
+        let Some(value) = value else {
+            return Some(None);
+        };
+        let raw: RawMailboxWriter = self.section(value, "mailbox_writer")?;
+        let master_user = self.required(
+            raw.master_user.as_ref(),
+            "mailbox_writer.master_user",
+            |v| {
+                let user = raw::string(v)?;
+                if user.is_empty() || user.chars().any(char::is_control) {
+                    return Err("must be a non-empty name without control characters".into());
+                }
+                Ok(user.to_owned())
+            },
+        );
+        let master_password = self.required(
+            raw.master_password.as_ref(),
+            "mailbox_writer.master_password",
+            |v| {
+                let password = raw::string(v)?;
+                if password.is_empty() {
+                    return Err("must not be empty".into());
+                }
+                Ok(password.to_owned())
+            },
+        );
+        let max_connections = self.optional(
+            raw.max_connections.as_ref(),
+            "mailbox_writer.max_connections",
+            crate::proxy::writer::DEFAULT_MAX_CONNECTIONS,
+            at_least_one,
+        );
+        let max_idle_per_user = self.optional(
+            raw.max_idle_per_user.as_ref(),
+            "mailbox_writer.max_idle_per_user",
+            crate::proxy::writer::DEFAULT_MAX_IDLE_PER_USER,
+            |v| usize::try_from(raw::unsigned(v)?).map_err(|_| "too large".to_owned()),
+        );
+        Some(Some(MailboxWriterConfig {
+            master_user: master_user?,
+            master_password: master_password?,
+            max_connections: max_connections?,
+            max_idle_per_user: max_idle_per_user?,
+        }))
+    }
+
+    /// `None` inside: the section is absent (no delivery hook).
+    fn delivery(&mut self, value: Option<&Value>) -> Option<Option<DeliveryConfig>> {
+        let Some(value) = value else {
+            return Some(None);
+        };
+        let raw: RawDelivery = self.section(value, "delivery")?;
+        let address = self.required(raw.address.as_ref(), "delivery.address", raw::socket_addr);
+        let upstream = self.upstream(raw.upstream.as_ref(), "delivery.upstream");
+        let hostname = self.required(raw.hostname.as_ref(), "delivery.hostname", |v| {
+            domain_name(raw::string(v)?)
+        });
+        let user_name = self.optional(
+            raw.user_name.as_ref(),
+            "delivery.user_name",
+            DEFAULT_USER_NAME,
+            |v| {
+                raw::keyword(
+                    v,
+                    "user name form",
+                    &[
+                        ("address", UserName::Address),
+                        ("local_part", UserName::LocalPart),
+                    ],
+                )
+            },
+        );
+        let spool_directory = self.present(
+            raw.spool_directory.as_ref(),
+            "delivery.spool_directory",
+            file_path,
+        );
+        let limits = self.delivery_limits(raw.limits.as_ref());
+        let timeouts = self.delivery_timeouts(raw.timeouts.as_ref());
+        if let (Some(address), Some(upstream)) = (address, &upstream) {
+            let listener = Listener {
+                name: "delivery".to_owned(),
+                address,
+                tls: ListenerTls::None,
+            };
+            self.check_upstream_is_not_a_listener(upstream, "delivery", &[listener]);
+        }
+        Some(Some(DeliveryConfig {
+            address: address?,
+            upstream: upstream?,
+            hostname: hostname?,
+            user_name: user_name?,
+            spool_directory: spool_directory?,
+            limits: limits?,
+            timeouts: timeouts?,
+        }))
+    }
+
+    fn delivery_limits(&mut self, value: Option<&Value>) -> Option<DeliveryLimits> {
+        let raw: RawDeliveryLimits = self.optional_section(value, "delivery.limits")?;
+        let max_message_bytes = self.optional(
+            raw.max_message_bytes.as_ref(),
+            "delivery.limits.max_message_bytes",
+            DEFAULT_DELIVERY_MAX_MESSAGE_BYTES,
+            |v| {
+                let n = raw::byte_size(v)?;
+                let range = &MAX_LITERAL_BYTES_RANGE;
+                if !range.contains(&n) {
+                    return Err(out_of_range(n, *range.start(), *range.end()));
+                }
+                Ok(n)
+            },
+        );
+        let max_recipients = self.optional(
+            raw.max_recipients.as_ref(),
+            "delivery.limits.max_recipients",
+            DEFAULT_DELIVERY_MAX_RECIPIENTS,
+            at_least_one,
+        );
+        let max_sessions = self.optional(
+            raw.max_sessions.as_ref(),
+            "delivery.limits.max_sessions",
+            DEFAULT_DELIVERY_MAX_SESSIONS,
+            at_least_one,
+        );
+        let spool_memory_bytes = self.optional(
+            raw.spool_memory_bytes.as_ref(),
+            "delivery.limits.spool_memory_bytes",
+            DEFAULT_SPOOL_MEMORY_BYTES,
+            |v| {
+                let n = raw::byte_size(v)?;
+                let range = &SPOOL_MEMORY_BYTES_RANGE;
+                if !range.contains(&n) {
+                    return Err(out_of_range(n, *range.start(), *range.end()));
+                }
+                usize::try_from(n).map_err(|_| "too large for this platform".to_owned())
+            },
+        );
+        Some(DeliveryLimits {
+            max_message_bytes: max_message_bytes?,
+            max_recipients: max_recipients?,
+            max_sessions: max_sessions?,
+            spool_memory_bytes: spool_memory_bytes?,
+        })
+    }
+
+    fn delivery_timeouts(&mut self, value: Option<&Value>) -> Option<DeliveryTimeouts> {
+        let raw: RawDeliveryTimeouts = self.optional_section(value, "delivery.timeouts")?;
+        let command = self.optional(
+            raw.command.as_ref(),
+            "delivery.timeouts.command",
+            DEFAULT_SUBMISSION_COMMAND_TIMEOUT,
+            |v| bounded_duration(v, Duration::ZERO),
+        );
+        let upstream_reply = self.optional(
+            raw.upstream_reply.as_ref(),
+            "delivery.timeouts.upstream_reply",
+            DEFAULT_SUBMISSION_UPSTREAM_REPLY_TIMEOUT,
+            |v| bounded_duration(v, Duration::ZERO),
+        );
+        Some(DeliveryTimeouts {
+            command: command?,
+            upstream_reply: upstream_reply?,
+        })
     }
 
     /// `None` inside: the section is absent (no submission front).

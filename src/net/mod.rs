@@ -2,5 +2,7 @@
 
 pub mod connect;
 pub mod shutdown;
+pub mod smtp;
+pub mod spool;
 pub mod stream;
 pub mod tls;

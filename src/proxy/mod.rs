@@ -1,4 +1,7 @@
 //! Policy: the fronts that face clients and the backend.
 
+pub mod delivery;
 pub mod imap;
+pub mod state;
 pub mod submission;
+pub mod writer;

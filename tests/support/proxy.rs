@@ -17,6 +17,8 @@ pub struct Proxy {
     pub implicit: SocketAddr,
     /// The submission listeners, when [`Options::submission`] was given.
     pub submission: Option<SubmissionAddrs>,
+    /// The delivery hook's LMTP listener, when [`Options::delivery`] was given.
+    pub delivery: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub pki: TestPki,
     /// The YAML it was started with, to start it again after a stop.
@@ -36,6 +38,38 @@ pub struct Options {
     pub auth_failure_delay_ms: Option<u64>,
     /// A submission front in front of this Postfix submission listener.
     pub submission: Option<SubmissionOptions>,
+    /// A delivery hook in front of this Dovecot LMTP listener, with the mailbox writer
+    /// logging in as the test Dovecot's master user.
+    pub delivery: Option<DeliveryOptions>,
+}
+
+/// The delivery hook (listener on 127.0.0.7, port 0) and the mailbox writer.
+#[derive(Clone, Debug)]
+pub struct DeliveryOptions {
+    /// Dovecot's LMTP.
+    pub upstream: SocketAddr,
+    /// Master user and password; `None`: no mailbox writer (everything by LMTP).
+    pub master: Option<(String, String)>,
+    /// `delivery.limits.spool_memory_bytes`.
+    pub spool_memory_bytes: Option<u64>,
+}
+
+impl DeliveryOptions {
+    pub fn yaml(&self) -> String {
+        let mut y = format!(
+            "delivery:\n  address: \"127.0.0.7:0\"\n  upstream:\n    address: \"{}\"\n  hostname: hook.test\n  user_name: local_part\n  timeouts:\n    upstream_reply: 10s\n",
+            self.upstream
+        );
+        if let Some(n) = self.spool_memory_bytes {
+            y.push_str(&format!("  limits:\n    spool_memory_bytes: {n}\n"));
+        }
+        if let Some((user, password)) = &self.master {
+            y.push_str(&format!(
+                "mailbox_writer:\n  master_user: {user:?}\n  master_password: {password:?}\n"
+            ));
+        }
+        y
+    }
 }
 
 /// The submission front: listeners `sub-plain` (no TLS), `sub-starttls`, `sub-implicit`.
@@ -51,6 +85,14 @@ pub struct SubmissionOptions {
     pub max_line_bytes: Option<u64>,
     /// `submission.timeouts.upstream_reply` in milliseconds (default 10 s here).
     pub upstream_reply_ms: Option<u64>,
+    /// `submission.timeouts.tls_handshake` in milliseconds (default: the proxy's).
+    pub tls_handshake_ms: Option<u64>,
+    /// `submission.timeouts.pre_auth` in milliseconds (default: the proxy's).
+    pub pre_auth_ms: Option<u64>,
+    /// `submission.timeouts.command` in milliseconds (default: the proxy's).
+    pub command_ms: Option<u64>,
+    /// `submission.limits.max_sessions` (default 100 here).
+    pub max_sessions: Option<usize>,
     /// Token secrets and an `X-COI-Server` hint (`coi.tokens`, `coi.server`).
     pub tokens: bool,
 }
@@ -65,6 +107,10 @@ impl SubmissionOptions {
             max_message_bytes: None,
             max_line_bytes: None,
             upstream_reply_ms: None,
+            tls_handshake_ms: None,
+            pre_auth_ms: None,
+            command_ms: None,
+            max_sessions: None,
             tokens: true,
         }
     }
@@ -85,7 +131,8 @@ impl SubmissionOptions {
         if self.plaintext_auth {
             y.push_str("  insecure_allow_plaintext_auth: true\n");
         }
-        y.push_str("  limits:\n    max_sessions: 100\n");
+        let sessions = self.max_sessions.unwrap_or(100);
+        y.push_str(&format!("  limits:\n    max_sessions: {sessions}\n"));
         if let Some(n) = self.max_recipients {
             y.push_str(&format!("    max_recipients: {n}\n"));
         }
@@ -97,6 +144,15 @@ impl SubmissionOptions {
         }
         let reply = self.upstream_reply_ms.unwrap_or(10_000);
         y.push_str(&format!("  timeouts:\n    upstream_reply: {reply}ms\n"));
+        for (key, ms) in [
+            ("tls_handshake", self.tls_handshake_ms),
+            ("pre_auth", self.pre_auth_ms),
+            ("command", self.command_ms),
+        ] {
+            if let Some(ms) = ms {
+                y.push_str(&format!("    {key}: {ms}ms\n"));
+            }
+        }
         y
     }
 }
@@ -149,9 +205,14 @@ impl Proxy {
             }
             None => (String::new(), String::new()),
         };
+        let delivery = options
+            .delivery
+            .as_ref()
+            .map(DeliveryOptions::yaml)
+            .unwrap_or_default();
         // Distinct loopback addresses keep the listeners distinct while the ports are 0.
         let yaml = format!(
-            "{submission}{coi}imap:\n  listeners:\n    - {{name: plain, address: \"127.0.0.1:0\", tls: none}}\n    - {{name: starttls, address: \"127.0.0.2:0\", tls: starttls}}\n    - {{name: implicit, address: \"127.0.0.3:0\", tls: implicit}}\n  upstream:\n    address: \"{upstream}\"\n  timeouts:\n    upstream_reply: 10s\n{timeouts_extra}{imap_extra}tls:\n  certificate: {}\n  private_key: {}\nadmin:\n  address: \"127.0.0.1:0\"\nshutdown:\n  grace: 2s\n",
+            "{submission}{delivery}{coi}imap:\n  listeners:\n    - {{name: plain, address: \"127.0.0.1:0\", tls: none}}\n    - {{name: starttls, address: \"127.0.0.2:0\", tls: starttls}}\n    - {{name: implicit, address: \"127.0.0.3:0\", tls: implicit}}\n  upstream:\n    address: \"{upstream}\"\n  timeouts:\n    upstream_reply: 10s\n{timeouts_extra}{imap_extra}tls:\n  certificate: {}\n  private_key: {}\nadmin:\n  address: \"127.0.0.1:0\"\nshutdown:\n  grace: 2s\n",
             pki.cert_path.display(),
             pki.key_path.display(),
         );
@@ -178,6 +239,7 @@ impl Proxy {
         });
         Proxy {
             submission,
+            delivery: running.delivery,
             plain: addr("plain"),
             starttls: addr("starttls"),
             implicit: addr("implicit"),

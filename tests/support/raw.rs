@@ -381,3 +381,34 @@ pub fn lines_of(bytes: &[u8]) -> Vec<String> {
         .map(|l| String::from_utf8_lossy(l.strip_suffix(b"\r").unwrap_or(l)).into_owned())
         .collect()
 }
+
+/// A minimal TLS ClientHello offering only `client_version` (no supported_versions
+/// extension, so nothing newer), in a record of `record_version`: `[3, 0]` is SSLv3,
+/// `[3, 1]` TLS 1.0, `[3, 2]` TLS 1.1 (SECURITY-CASES case 14).
+pub fn legacy_client_hello(record_version: [u8; 2], client_version: [u8; 2]) -> Vec<u8> {
+    let mut body = client_version.to_vec();
+    body.extend_from_slice(&[0x5a; 32]); // random
+    body.push(0); // no session id
+    let suites: [u16; 6] = [0x002f, 0x0035, 0x000a, 0xc013, 0xc014, 0x00ff];
+    body.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
+    for suite in suites {
+        body.extend_from_slice(&suite.to_be_bytes());
+    }
+    body.extend_from_slice(&[1, 0]); // compression: null
+    let mut handshake = vec![0x01]; // ClientHello
+    handshake.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16]; // handshake
+    record.extend_from_slice(&record_version);
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+/// SSLv3, TLS 1.0 and TLS 1.1 hellos for [`legacy_client_hello`]: (name, record
+/// version, client version).
+pub const LEGACY_HELLOS: [(&str, [u8; 2], [u8; 2]); 3] = [
+    ("SSLv3", [3, 0], [3, 0]),
+    ("TLS 1.0", [3, 1], [3, 1]),
+    ("TLS 1.1", [3, 1], [3, 2]),
+];

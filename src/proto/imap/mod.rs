@@ -6,8 +6,11 @@
 //! - [`response`]: classification of server responses and their response codes.
 //! - [`capability`]: what the proxy advertises.
 //! - [`encode`]: canonical output the proxy writes itself (quoting, literals).
+//! - [`client`]: the mailbox writer's side: commands it builds, responses it reads
+//!   (APPENDUID, FETCH bodies).
 
 pub mod capability;
+pub mod client;
 pub mod command;
 pub mod encode;
 pub mod fragment;

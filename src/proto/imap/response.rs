@@ -204,9 +204,35 @@ pub fn search_numbers(rest: &[u8]) -> Option<Vec<u32>> {
         .collect()
 }
 
+/// The delimiter of a `* LIST (flags) "d" name` response.
+pub fn list_delimiter(line: &[u8]) -> Option<u8> {
+    let ResponseHead::Data { name, rest } = response_head(line).ok()? else {
+        return None;
+    };
+    if !name.eq_ignore_ascii_case(b"LIST") {
+        return None;
+    }
+    let after_flags = &rest[memchr::memchr(b')', rest)? + 1..];
+    let (_, delimiter) = super::command::quoted(after_flags.strip_prefix(b" ")?).ok()?;
+    delimiter.first().copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_delimiter_is_read_from_the_list_response() {
+        assert_eq!(
+            list_delimiter(b"* LIST (\\Noselect) \"/\" \"\""),
+            Some(b'/')
+        );
+        assert_eq!(
+            list_delimiter(b"* LIST (\\Noselect) \".\" \"\""),
+            Some(b'.')
+        );
+        assert_eq!(list_delimiter(b"* LIST (\\Noselect) NIL \"\""), None);
+    }
 
     #[test]
     fn classifies_every_kind_of_response() {

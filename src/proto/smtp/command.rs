@@ -71,6 +71,8 @@ pub enum Command {
     /// `EXPN list`.
     Expn(String),
     Helo(String),
+    /// `LHLO name` (RFC 2033 §4.1): LMTP's EHLO.
+    Lhlo(String),
     /// `HELP [topic]`.
     Help(Option<String>),
     Mail {
@@ -295,6 +297,7 @@ enum Verb {
     Expn,
     Helo,
     Help,
+    Lhlo,
     Mail,
     Noop,
     Quit,
@@ -307,7 +310,7 @@ enum Verb {
 }
 
 impl Verb {
-    const ALL: [(&'static str, Verb); 15] = [
+    const ALL: [(&'static str, Verb); 16] = [
         ("AUTH", Verb::Auth),
         ("BDAT", Verb::Bdat),
         ("DATA", Verb::Data),
@@ -315,6 +318,7 @@ impl Verb {
         ("EXPN", Verb::Expn),
         ("HELO", Verb::Helo),
         ("HELP", Verb::Help),
+        ("LHLO", Verb::Lhlo),
         ("MAIL", Verb::Mail),
         ("NOOP", Verb::Noop),
         ("QUIT", Verb::Quit),
@@ -341,6 +345,7 @@ impl Verb {
             Verb::Expn => "EXPN mailing-list",
             Verb::Helo => "HELO hostname",
             Verb::Help => "HELP [topic]",
+            Verb::Lhlo => "LHLO hostname",
             Verb::Mail => "MAIL FROM:<address> [parameters]",
             Verb::Noop => "NOOP [string]",
             Verb::Quit => "QUIT",
@@ -392,6 +397,7 @@ pub fn command(line: &[u8]) -> Result<Command, CommandError> {
         Verb::Ehlo => arguments(map(preceded(sp, helo_name), Command::Ehlo), args).ok_or(bad),
         Verb::Expn => arguments(map(preceded(sp, string_argument), Command::Expn), args).ok_or(bad),
         Verb::Helo => arguments(map(preceded(sp, helo_name), Command::Helo), args).ok_or(bad),
+        Verb::Lhlo => arguments(map(preceded(sp, helo_name), Command::Lhlo), args).ok_or(bad),
         Verb::Help => {
             arguments(map(opt(preceded(sp, string_argument)), Command::Help), args).ok_or(bad)
         }
@@ -468,13 +474,13 @@ impl Command {
                 }
             }
             Command::Data => line.extend_from_slice(b"DATA"),
-            Command::Ehlo(name) | Command::Helo(name) => {
-                let verb: &[u8] = if matches!(self, Command::Ehlo(_)) {
-                    b"EHLO "
-                } else {
-                    b"HELO "
+            Command::Ehlo(name) | Command::Helo(name) | Command::Lhlo(name) => {
+                let verb: &[u8] = match self {
+                    Command::Ehlo(_) => b"EHLO ",
+                    Command::Helo(_) => b"HELO ",
+                    _ => b"LHLO ",
                 };
-                check(is_helo_name(name.as_bytes()), "EHLO/HELO name")?;
+                check(is_helo_name(name.as_bytes()), "EHLO/HELO/LHLO name")?;
                 line.extend_from_slice(verb);
                 line.extend_from_slice(name.as_bytes());
             }

@@ -49,6 +49,11 @@ fn valid() -> Vec<(&'static str, Command, &'static str)> {
             "EHLO [192.0.2.1]",
         ),
         ("EHLO my_pc", Command::Ehlo("my_pc".into()), "EHLO my_pc"),
+        (
+            "lhlo mx.example",
+            Command::Lhlo("mx.example".into()),
+            "LHLO mx.example",
+        ),
         ("EHLO  x  ", Command::Ehlo("x".into()), "EHLO x"),
         ("HELO x", Command::Helo("x".into()), "HELO x"),
         (

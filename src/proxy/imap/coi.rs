@@ -348,6 +348,10 @@ async fn store(
     command.push(b')');
     let reply = session.upstream_command(&command).await?;
     session.state.coi = None;
+    // The delivery hook's cached copy is stale now, whatever Dovecot answered.
+    if let Some(user) = &session.state.user {
+        session.shared.states.invalidate(user);
+    }
     Ok(if reply.status == Status::Ok {
         Ok(())
     } else {
@@ -565,23 +569,10 @@ async fn separator(session: &mut Session) -> Result<u8> {
     let separator = reply
         .untagged
         .iter()
-        .find_map(|line| list_delimiter(line))
+        .find_map(|line| response::list_delimiter(line))
         .unwrap_or(b'/');
     session.separator = Some(separator);
     Ok(separator)
-}
-
-/// The delimiter of a `* LIST (flags) "d" name` response.
-fn list_delimiter(line: &[u8]) -> Option<u8> {
-    let ResponseHead::Data { name, rest } = response::response_head(line).ok()? else {
-        return None;
-    };
-    if !name.eq_ignore_ascii_case(b"LIST") {
-        return None;
-    }
-    let after_flags = &rest[memchr::memchr(b')', rest)? + 1..];
-    let (_, delimiter) = command::quoted(after_flags.strip_prefix(b" ")?).ok()?;
-    delimiter.first().copied()
 }
 
 /// Whether `name` lies under the trash: below `Trash<sep>` or below a mailbox with the
@@ -666,19 +657,6 @@ mod tests {
         assert_eq!(sequence_set(&[5, 1, 2, 3, 3, 9, 10, 7]), "1:3,5,7,9:10");
         assert_eq!(sequence_set(&[4]), "4");
         assert_eq!(sequence_set(&(1..=5000).collect::<Vec<_>>()), "1:5000");
-    }
-
-    #[test]
-    fn list_delimiter_is_read_from_the_list_response() {
-        assert_eq!(
-            list_delimiter(b"* LIST (\\Noselect) \"/\" \"\""),
-            Some(b'/')
-        );
-        assert_eq!(
-            list_delimiter(b"* LIST (\\Noselect) \".\" \"\""),
-            Some(b'.')
-        );
-        assert_eq!(list_delimiter(b"* LIST (\\Noselect) NIL \"\""), None);
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct Shared {
     pub upstream: Connector,
     pub metrics: Arc<Metrics>,
     pub penalties: penalty::AuthPenalties,
+    /// The user state cache shared with the delivery hook: COI configuration writes
+    /// through this front invalidate it.
+    pub states: Arc<crate::proxy::state::UserStates>,
 }
 
 fn listener_kind(tls: ListenerTls) -> ListenerKind {

@@ -270,7 +270,7 @@ pub(super) struct State {
 }
 
 pub(super) struct Session {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     listener: ListenerTls,
     client: Peer,
     upstream: Peer,

@@ -230,7 +230,10 @@ impl Session {
             Command::Xclient(_) => {
                 self.refuse(550, (5, 7, 0), "Error: insufficient authorization")?
             }
-            Command::Unknown(_) => self.refuse(502, (5, 5, 2), "Error: command not recognized")?,
+            // LHLO is LMTP's; on submission it is as unknown as any other verb.
+            Command::Unknown(_) | Command::Lhlo(_) => {
+                self.refuse(502, (5, 5, 2), "Error: command not recognized")?
+            }
         }
         Ok(Flow::Continue)
     }

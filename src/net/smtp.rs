@@ -1,0 +1,149 @@
+//! An SMTP or LMTP client connection to a backend (Postfix, Dovecot's LMTP): greeting,
+//! commands and their replies, message bytes. Every read of a reply runs under the
+//! reply timeout; every failure is the upstream's and ends the connection.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::connect::Connector;
+use super::stream::MaybeTls;
+use crate::error::{ErrorKind, SessionError, Side};
+use crate::proto::smtp::command::Command;
+use crate::proto::smtp::line::{LineFramer, REPLY_LINE_MAX};
+use crate::proto::smtp::reply::{Reply, ReplyParser};
+
+/// One connection, past its 220 greeting.
+pub struct SmtpClient {
+    stream: MaybeTls,
+    framer: LineFramer,
+    parser: ReplyParser,
+    read_buf: BytesMut,
+    reply_timeout: Duration,
+}
+
+impl SmtpClient {
+    /// Connects and reads the 220 greeting.
+    pub async fn connect(
+        connector: &Connector,
+        reply_timeout: Duration,
+    ) -> Result<SmtpClient, SessionError> {
+        let stream = connector.connect().await?;
+        let mut client = SmtpClient {
+            stream,
+            framer: LineFramer::new(REPLY_LINE_MAX),
+            parser: ReplyParser::new(),
+            read_buf: BytesMut::with_capacity(4096),
+            reply_timeout,
+        };
+        let greeting = client.reply().await?;
+        if greeting.code != 220 {
+            return Err(protocol("no 220 greeting"));
+        }
+        Ok(client)
+    }
+
+    /// Sends a command and reads its reply.
+    pub async fn command(&mut self, command: &Command) -> Result<Reply, SessionError> {
+        let bytes = command.to_bytes().map_err(|_| {
+            SessionError::new(Side::Internal, ErrorKind::Protocol, "unencodable command")
+        })?;
+        self.send(&bytes).await?;
+        self.reply().await
+    }
+
+    /// Sends a command and fails unless the reply has `code`.
+    pub async fn expect(
+        &mut self,
+        command: &Command,
+        code: u16,
+        detail: &'static str,
+    ) -> Result<Reply, SessionError> {
+        let reply = self.command(command).await?;
+        if reply.code == code {
+            Ok(reply)
+        } else {
+            Err(protocol(detail))
+        }
+    }
+
+    /// Writes bytes and flushes them.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.reply_timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SessionError::io(Side::Upstream, e)),
+            Err(_) => Err(timeout()),
+        }
+    }
+
+    /// Writes message bytes without flushing each piece ([`SmtpClient::send`] flushes).
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        match tokio::time::timeout(self.reply_timeout, self.stream.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SessionError::io(Side::Upstream, e)),
+            Err(_) => Err(timeout()),
+        }
+    }
+
+    /// Reads the next complete reply under the reply timeout.
+    pub async fn reply(&mut self) -> Result<Reply, SessionError> {
+        match tokio::time::timeout(self.reply_timeout, self.read_reply()).await {
+            Ok(result) => result,
+            Err(_) => Err(timeout()),
+        }
+    }
+
+    /// Says QUIT without waiting long for the answer: the connection is done either way.
+    pub async fn quit(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            if self.send(b"QUIT\r\n").await.is_ok() {
+                let _ = self.read_reply().await;
+            }
+        })
+        .await;
+    }
+
+    async fn read_reply(&mut self) -> Result<Reply, SessionError> {
+        loop {
+            while let Some(line) = self.framer.next_line() {
+                let line = line.map_err(|_| protocol("malformed reply line"))?;
+                match self.parser.push_line(&line) {
+                    Ok(Some(reply)) => return Ok(reply),
+                    Ok(None) => {}
+                    Err(_) => return Err(protocol("malformed reply")),
+                }
+            }
+            self.read_buf.clear();
+            let n = self
+                .stream
+                .read_buf(&mut self.read_buf)
+                .await
+                .map_err(|e| SessionError::io(Side::Upstream, e))?;
+            if n == 0 {
+                return Err(SessionError::new(
+                    Side::Upstream,
+                    ErrorKind::Closed,
+                    "the backend closed the connection",
+                ));
+            }
+            self.framer.push(&self.read_buf);
+        }
+    }
+}
+
+fn protocol(detail: &'static str) -> SessionError {
+    SessionError::new(Side::Upstream, ErrorKind::Protocol, detail)
+}
+
+fn timeout() -> SessionError {
+    SessionError::new(
+        Side::Upstream,
+        ErrorKind::Timeout,
+        "the backend did not answer in time",
+    )
+}
