@@ -909,3 +909,18 @@ pub fn smtp_data(data: &[u8]) {
 fn escape(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()
 }
+
+/// The submitted-message pipeline (see [`crate::coi::submit::fuzz_submit`]).
+pub fn coi_submit(data: &[u8]) {
+    crate::coi::submit::fuzz_submit(data);
+}
+
+/// Contact storage messages (see [`crate::coi::contacts::fuzz_contacts`]).
+pub fn coi_contacts(data: &[u8]) {
+    crate::coi::contacts::fuzz_contacts(data);
+}
+
+/// The SASL identity of a first response (see [`crate::proto::sasl::fuzz_identity`]).
+pub fn sasl_identity(data: &[u8]) {
+    crate::proto::sasl::fuzz_identity(data);
+}

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub imap: ImapMetrics,
     /// The submission front's metrics.
     pub submission: SubmissionMetrics,
+    /// The delivery hook's metrics, and the IDLE wakes it causes.
+    pub delivery: DeliveryMetrics,
 }
 
 impl Metrics {
@@ -74,10 +76,12 @@ impl Metrics {
 
         let imap = ImapMetrics::new(&registry);
         let submission = SubmissionMetrics::new(&registry);
+        let delivery = DeliveryMetrics::new(&registry);
         Metrics {
             registry,
             imap,
             submission,
+            delivery,
         }
     }
 
@@ -511,6 +515,175 @@ impl MessageOutcome {
     }
 }
 
+// === Delivery ===
+
+/// Upper bounds of `coi_proxy_delivery_duration_seconds`: from 1 ms (a chat message
+/// appended to a warm connection) to 60 s (a large message to a slow disk).
+const DELIVERY_DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Metrics of the delivery hook (Postfix → proxy → Dovecot).
+pub struct DeliveryMetrics {
+    recipients_total: [[IntCounter; DeliveryOutcome::ALL.len()]; DeliveryRoute::ALL.len()],
+    token_captures_total: [IntCounter; CaptureOutcome::ALL.len()],
+    message_bytes_total: IntCounter,
+    duration: Histogram,
+    idle_wakes_total: IntCounter,
+}
+
+impl DeliveryMetrics {
+    fn new(registry: &Registry) -> Self {
+        let recipients = IntCounterVec::new(
+            Opts::new(
+                "coi_proxy_delivery_recipients_total",
+                "Recipients of delivered messages, by route (lmtp: relayed to Dovecot's \
+                 LMTP; inbox, chats: a COI user's chat message appended with $Chat) and \
+                 outcome (delivered; rejected: a permanent refusal; failed: 4xx).",
+            ),
+            &["route", "outcome"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, recipients.clone());
+        let captures = IntCounterVec::new(
+            Opts::new(
+                "coi_proxy_delivery_token_captures_total",
+                "Temporary tokens addressed to a COI recipient, by what happened to the \
+                 recipient's contact (stored; unchanged: already there; failed).",
+            ),
+            &["outcome"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, captures.clone());
+        let bytes = IntCounter::with_opts(Opts::new(
+            "coi_proxy_delivery_message_bytes_total",
+            "Bytes of the messages received from Postfix (unstuffed).",
+        ))
+        .expect(VALID_METRIC);
+        register(registry, bytes.clone());
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "coi_proxy_delivery_duration_seconds",
+                "Time from the end of a message's data to the last recipient's reply.",
+            )
+            .buckets(DELIVERY_DURATION_BUCKETS.to_vec()),
+        )
+        .expect(VALID_METRIC);
+        register(registry, duration.clone());
+        let wakes = IntCounter::with_opts(Opts::new(
+            "coi_proxy_imap_idle_wakes_total",
+            "Backend IDLEs restarted because the proxy stored a message for the idling \
+             session's mailbox (DESIGN.md section 6).",
+        ))
+        .expect(VALID_METRIC);
+        register(registry, wakes.clone());
+        Self {
+            recipients_total: DeliveryRoute::ALL.map(|r| {
+                DeliveryOutcome::ALL
+                    .map(|o| recipients.with_label_values(&[r.as_label(), o.as_label()]))
+            }),
+            token_captures_total: CaptureOutcome::ALL
+                .map(|o| captures.with_label_values(&[o.as_label()])),
+            message_bytes_total: bytes,
+            duration,
+            idle_wakes_total: wakes,
+        }
+    }
+
+    pub fn recipient(&self, route: DeliveryRoute, outcome: DeliveryOutcome) {
+        self.recipients_total[route as usize][outcome as usize].inc();
+    }
+
+    pub fn token_capture(&self, outcome: CaptureOutcome) {
+        self.token_captures_total[outcome as usize].inc();
+    }
+
+    /// One message delivered (to all its recipients) in `duration`.
+    pub fn message(&self, bytes: u64, duration: Duration) {
+        self.message_bytes_total.inc_by(bytes);
+        self.duration.observe(duration.as_secs_f64());
+    }
+
+    pub fn idle_wake(&self) {
+        self.idle_wakes_total.inc();
+    }
+}
+
+impl std::fmt::Debug for DeliveryMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryMetrics").finish_non_exhaustive()
+    }
+}
+
+/// Label `route` of `coi_proxy_delivery_recipients_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeliveryRoute {
+    Chats,
+    Inbox,
+    Lmtp,
+}
+
+impl DeliveryRoute {
+    pub const ALL: [Self; 3] = [Self::Chats, Self::Inbox, Self::Lmtp];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Chats => "chats",
+            Self::Inbox => "inbox",
+            Self::Lmtp => "lmtp",
+        }
+    }
+}
+
+/// Label `outcome` of `coi_proxy_delivery_recipients_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeliveryOutcome {
+    Delivered,
+    Failed,
+    Rejected,
+}
+
+impl DeliveryOutcome {
+    pub const ALL: [Self; 3] = [Self::Delivered, Self::Failed, Self::Rejected];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    /// The outcome a reply means.
+    pub fn of(code: u16) -> Self {
+        match code {
+            200..=299 => Self::Delivered,
+            400..=499 => Self::Failed,
+            _ => Self::Rejected,
+        }
+    }
+}
+
+/// Label `outcome` of `coi_proxy_delivery_token_captures_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CaptureOutcome {
+    Failed,
+    Stored,
+    Unchanged,
+}
+
+impl CaptureOutcome {
+    pub const ALL: [Self; 3] = [Self::Failed, Self::Stored, Self::Unchanged];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Stored => "stored",
+            Self::Unchanged => "unchanged",
+        }
+    }
+}
+
 // === Labels ===
 
 /// Which kind of IMAP listener a connection came in on (label `listener`).
@@ -742,6 +915,15 @@ mod tests {
         for (i, v) in MessageOutcome::ALL.iter().enumerate() {
             assert_eq!(*v as usize, i);
         }
+        for (i, v) in DeliveryRoute::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+        for (i, v) in DeliveryOutcome::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+        for (i, v) in CaptureOutcome::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
     }
 
     #[test]
@@ -759,11 +941,18 @@ mod tests {
         check(TlsOutcome::ALL.map(TlsOutcome::as_label).to_vec());
         check(AuthOutcome::ALL.map(AuthOutcome::as_label).to_vec());
         check(MessageOutcome::ALL.map(MessageOutcome::as_label).to_vec());
+        check(DeliveryRoute::ALL.map(DeliveryRoute::as_label).to_vec());
+        check(DeliveryOutcome::ALL.map(DeliveryOutcome::as_label).to_vec());
+        check(CaptureOutcome::ALL.map(CaptureOutcome::as_label).to_vec());
     }
 
     #[test]
     fn buckets_increase() {
-        for buckets in [COMMAND_DURATION_BUCKETS, SESSION_DURATION_BUCKETS] {
+        for buckets in [
+            COMMAND_DURATION_BUCKETS,
+            SESSION_DURATION_BUCKETS,
+            DELIVERY_DURATION_BUCKETS,
+        ] {
             assert!(buckets.windows(2).all(|w| w[0] < w[1]));
         }
         assert_eq!(COMMAND_DURATION_BUCKETS.first(), Some(&0.000_05));

@@ -39,6 +39,9 @@ fn target(name: &str) -> Option<fn(&[u8])> {
         "imap_fragment_commands" => fuzzing::imap_fragment_commands,
         "imap_fragment_responses" => fuzzing::imap_fragment_responses,
         "imap_response" => fuzzing::imap_response,
+        "coi_submit" => fuzzing::coi_submit,
+        "coi_contacts" => fuzzing::coi_contacts,
+        "sasl_identity" => fuzzing::sasl_identity,
         _ => return None,
     })
 }

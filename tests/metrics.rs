@@ -28,6 +28,37 @@ const FAMILIES: &[Family] = &[
         series: 1,
     },
     Family {
+        name: "coi_proxy_delivery_duration_seconds",
+        kind: "histogram",
+        help: "Time from the end of a message's data to the last recipient's reply.",
+        labels: &[],
+        series: 1,
+    },
+    Family {
+        name: "coi_proxy_delivery_message_bytes_total",
+        kind: "counter",
+        help: "Bytes of the messages received from Postfix (unstuffed).",
+        labels: &[],
+        series: 1,
+    },
+    Family {
+        name: "coi_proxy_delivery_recipients_total",
+        kind: "counter",
+        help: "Recipients of delivered messages, by route (lmtp: relayed to Dovecot's \
+               LMTP; inbox, chats: a COI user's chat message appended with $Chat) and \
+               outcome (delivered; rejected: a permanent refusal; failed: 4xx).",
+        labels: &["route", "outcome"],
+        series: 3 * 3,
+    },
+    Family {
+        name: "coi_proxy_delivery_token_captures_total",
+        kind: "counter",
+        help: "Temporary tokens addressed to a COI recipient, by what happened to the \
+               recipient's contact (stored; unchanged: already there; failed).",
+        labels: &["outcome"],
+        series: 3,
+    },
+    Family {
         name: "coi_proxy_imap_bytes_total",
         kind: "counter",
         help: "IMAP bytes relayed, by direction (before TLS encryption).",
@@ -65,6 +96,14 @@ const FAMILIES: &[Family] = &[
         series: 3,
     },
     Family {
+        name: "coi_proxy_imap_idle_wakes_total",
+        kind: "counter",
+        help: "Backend IDLEs restarted because the proxy stored a message for the idling \
+               session's mailbox (DESIGN.md section 6).",
+        labels: &[],
+        series: 1,
+    },
+    Family {
         name: "coi_proxy_imap_session_duration_seconds",
         kind: "histogram",
         help: "Time from accepting an IMAP client connection until it closed, by listener.",
@@ -84,6 +123,83 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         help: "Connections to the upstream IMAP server that could not be established \
                (refused, timed out or TLS failed).",
+        labels: &[],
+        series: 1,
+    },
+    Family {
+        name: "coi_proxy_submission_auth_total",
+        kind: "counter",
+        help: "AUTH exchanges relayed to Postfix, by outcome (success: 235; failure: \
+               refused or cancelled; unavailable: Postfix could not be asked).",
+        labels: &["outcome"],
+        series: 3,
+    },
+    Family {
+        name: "coi_proxy_submission_connections_current",
+        kind: "gauge",
+        help: "Submission client connections open now, by listener.",
+        labels: &["listener"],
+        series: 3,
+    },
+    Family {
+        name: "coi_proxy_submission_connections_total",
+        kind: "counter",
+        help: "Submission client connections accepted, by listener.",
+        labels: &["listener"],
+        series: 3,
+    },
+    Family {
+        name: "coi_proxy_submission_header_fields_removed_total",
+        kind: "counter",
+        help: "Client-supplied COI token or verdict fields removed from submitted mail.",
+        labels: &[],
+        series: 1,
+    },
+    Family {
+        name: "coi_proxy_submission_message_bytes_total",
+        kind: "counter",
+        help: "Body bytes of the messages Postfix took (as received, before stuffing).",
+        labels: &[],
+        series: 1,
+    },
+    Family {
+        name: "coi_proxy_submission_messages_total",
+        kind: "counter",
+        help: "Messages whose data ended, by outcome (relayed: Postfix took it; \
+               rejected: Postfix refused it; refused: the proxy refused it for the \
+               client's fault; failed: Postfix failed or went silent, 451; internal: the \
+               proxy's own fault, 451).",
+        labels: &["outcome"],
+        series: 5,
+    },
+    Family {
+        name: "coi_proxy_submission_session_duration_seconds",
+        kind: "histogram",
+        help: "Time from accepting a submission client connection until it closed, by \
+               listener.",
+        labels: &["listener"],
+        series: 3,
+    },
+    Family {
+        name: "coi_proxy_submission_tls_handshakes_total",
+        kind: "counter",
+        help: "TLS handshakes with submission clients (implicit TLS or STARTTLS), by \
+               listener and outcome.",
+        labels: &["listener", "outcome"],
+        series: 3 * 3,
+    },
+    Family {
+        name: "coi_proxy_submission_token_injections_total",
+        kind: "counter",
+        help: "X-COI-Temporary-Token fields added to outgoing chat messages.",
+        labels: &[],
+        series: 1,
+    },
+    Family {
+        name: "coi_proxy_submission_upstream_connect_failures_total",
+        kind: "counter",
+        help: "Connections to Postfix that could not be established or set up (refused, \
+               timed out, TLS failed, XCLIENT or EHLO refused).",
         labels: &[],
         series: 1,
     },

@@ -307,6 +307,89 @@ fn internal() -> (Reply, Fault) {
     )
 }
 
+/// Fuzz body (`coi_submit`): the pipeline never panics, does not depend on how the
+/// client's bytes are split, and what it sends upstream is well-framed: a relayed message
+/// ends the data exactly once, at its end; a refused one never ends it.
+///
+/// Input: byte 0 is the chunk size (`byte + 1`); byte 1, bit 0: a sender that owns only
+/// `alice@a.test` (else any `From` passes); the rest is the client's DATA stream.
+#[doc(hidden)]
+pub fn fuzz_submit(data: &[u8]) {
+    use crate::coi::token::Secret;
+    let [size, flags, input @ ..] = data else {
+        return;
+    };
+    let Ok(secret) = Secret::new(&b"fuzz-temporary-secret"[..]) else {
+        return;
+    };
+    let rules = Arc::new(SubmitRules {
+        rewriter: HeaderRewriter::new(Some("coi.a.test:4433")).unwrap_or_default(),
+        secrets: Secrets {
+            temporary: vec![secret],
+            permanent: Vec::new(),
+        },
+        temporary_validity: 86_400,
+        limits: DataLimits {
+            max_line: 1000,
+            max_size: 1 << 20,
+        },
+    });
+    let me = address::normalize("alice@a.test").ok();
+    let submitter = Submitter {
+        sender: me.clone(),
+        owned: (flags & 1 == 1).then(|| Arc::from(me.into_iter().collect::<Vec<_>>())),
+        now: 1_700_000_000,
+    };
+    let run = |chunk: usize| {
+        let mut message = OutgoingMessage::new(rules.clone(), submitter.clone());
+        let mut upstream = Vec::new();
+        for piece in input.chunks(chunk) {
+            message.push(piece);
+            while let Some(step) = message.next_step() {
+                match step {
+                    Step::Upstream(bytes) => upstream.extend_from_slice(&bytes),
+                    Step::End(outcome) => return Some((upstream, outcome)),
+                }
+            }
+        }
+        None
+    };
+    let chunked = run(usize::from(*size) + 1);
+    let whole = run(input.len().max(1));
+    assert_eq!(
+        chunked.as_ref().map(|(u, _)| u),
+        whole.as_ref().map(|(u, _)| u),
+        "the split of the input changed the upstream bytes"
+    );
+    let Some((mut upstream, outcome)) = whole else {
+        return;
+    };
+    let relayed = match outcome {
+        Outcome::Relay { tail, .. } => {
+            upstream.extend_from_slice(&tail);
+            true
+        }
+        Outcome::Refuse { .. } => false,
+    };
+    // Read the upstream bytes back as Postfix would.
+    let mut receiver = DataReceiver::new(DataLimits {
+        max_line: usize::MAX,
+        max_size: u64::MAX,
+    });
+    receiver.push(&upstream);
+    let mut ended = false;
+    while let Some(event) = receiver.next_event() {
+        if let DataEvent::End { violation, .. } = event {
+            assert_eq!(violation, None, "the proxy's own stream is canonical");
+            ended = true;
+        }
+    }
+    assert_eq!(ended, relayed, "the data ends upstream exactly when relayed");
+    if relayed {
+        assert!(receiver.take_buffered().is_empty(), "nothing after the end");
+    }
+}
+
 #[cfg(test)]
 #[path = "submit_tests.rs"]
 mod tests;

@@ -12,6 +12,7 @@ use crate::coi::contacts::{merge_duplicates, Contact, FromHash, Stored, FROM_HAS
 use crate::coi::delivery::{Folder, CHAT_KEYWORD};
 use crate::coi::token::Token;
 use crate::config::UserName;
+use crate::metrics::CaptureOutcome;
 use crate::net::spool::Spool;
 use crate::proto::smtp::command::Path;
 use crate::proto::smtp::reply::Reply;
@@ -120,12 +121,21 @@ impl HookCoi {
         owner: &NormalizedAddress,
         sender: &NormalizedAddress,
         token: Token,
-    ) {
+    ) -> CaptureOutcome {
         let now = unix_now();
         match self.update_contact(user, owner, sender, token, now).await {
-            Ok(true) => debug!("token captured into Contacts"),
-            Ok(false) => debug!("token already in Contacts"),
-            Err(e) => info!(error = %e, "capturing a token into Contacts failed"),
+            Ok(true) => {
+                debug!("token captured into Contacts");
+                CaptureOutcome::Stored
+            }
+            Ok(false) => {
+                debug!("token already in Contacts");
+                CaptureOutcome::Unchanged
+            }
+            Err(e) => {
+                info!(error = %e, "capturing a token into Contacts failed");
+                CaptureOutcome::Failed
+            }
         }
     }
 

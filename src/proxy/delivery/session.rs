@@ -18,7 +18,8 @@ use tracing::{debug, info};
 use super::Shared;
 use crate::coi::address;
 use crate::coi::classify::classify;
-use crate::coi::delivery::{captured_token, route, Route};
+use crate::coi::delivery::{captured_token, route, Folder, Route};
+use crate::metrics::{DeliveryOutcome, DeliveryRoute};
 use crate::coi::headers::{HeaderBlock, HeaderScanner, Progress, MAX_HEADER_BLOCK, TOKEN_FIELD};
 use crate::error::{ErrorKind, SessionError, Side};
 use crate::net::shutdown::{Phase, Shutdown};
@@ -309,8 +310,14 @@ impl Session {
         }
         self.reply(&Reply::new(354, None, "End data with <CR><LF>.<CR><LF>"));
         let received = self.receive().await?;
+        let started = Instant::now();
         let replies = match received {
-            Ok(received) => self.deliver(&transaction, received).await,
+            Ok(received) => {
+                let bytes = received.spool.len();
+                let replies = self.deliver(&transaction, received).await;
+                self.shared.metrics.delivery.message(bytes, started.elapsed());
+                replies
+            }
             Err(refusal) => {
                 // The message is refused whole: every recipient hears why, and Dovecot's
                 // open transaction is reset.
@@ -416,6 +423,21 @@ impl Session {
             .into_iter()
             .map(|r| r.unwrap_or_else(unavailable))
             .collect();
+        for (plan, reply) in plans.iter().zip(&replies) {
+            let route = match plan.route {
+                Route::Lmtp => DeliveryRoute::Lmtp,
+                Route::Append {
+                    mailbox: Folder::Inbox,
+                } => DeliveryRoute::Inbox,
+                Route::Append {
+                    mailbox: Folder::Chats,
+                } => DeliveryRoute::Chats,
+            };
+            self.shared
+                .metrics
+                .delivery
+                .recipient(route, DeliveryOutcome::of(reply.code));
+        }
         self.capture_tokens(transaction, &received, &plans, &replies)
             .await;
         replies
@@ -489,7 +511,8 @@ impl Session {
                 continue;
             };
             if let Some(token) = captured_token(header, &owner, &sender, now) {
-                coi.capture(user, &owner, &sender, token).await;
+                let outcome = coi.capture(user, &owner, &sender, token).await;
+                self.shared.metrics.delivery.token_capture(outcome);
             }
         }
     }
