@@ -72,6 +72,53 @@ fn example_config_loads_with_every_documented_value() {
     assert_eq!(config.log.format, LogFormat::Text);
     assert_eq!(config.log.level, "info");
     assert_eq!(config.shutdown.grace, Duration::from_secs(30));
+
+    assert_eq!(config.coi.server.as_deref(), Some("coi.example.org:4433"));
+    assert_eq!(config.coi.tokens.secrets.temporary.len(), 1);
+    assert_eq!(config.coi.tokens.secrets.permanent.len(), 1);
+    assert_eq!(
+        config.coi.tokens.temporary_validity,
+        Duration::from_secs(30 * 86_400)
+    );
+
+    let submission = config.submission.as_ref().expect("submission section");
+    let names: Vec<(&str, String, ListenerTls)> = submission
+        .listeners
+        .iter()
+        .map(|l| (l.name.as_str(), l.address.to_string(), l.tls))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("submission", "0.0.0.0:587".to_owned(), ListenerTls::Starttls),
+            ("submissions", "[::]:465".to_owned(), ListenerTls::Implicit),
+        ]
+    );
+    assert_eq!(
+        (submission.upstream.host.as_str(), submission.upstream.port),
+        ("127.0.0.1", 10587)
+    );
+    assert_eq!(submission.hostname, "mail.example.org");
+    assert_eq!(submission.sender_domains, ["example.org"]);
+    assert_eq!(submission.limits.max_line_bytes, 2048);
+    assert_eq!(submission.limits.max_message_bytes, 50 * 1024 * 1024);
+    assert_eq!(submission.limits.max_recipients, 1000);
+    assert_eq!(submission.timeouts.command, Duration::from_secs(300));
+    assert_eq!(submission.timeouts.upstream_reply, Duration::from_secs(60));
+    assert!(!submission.insecure_allow_plaintext_auth);
+    assert!(!submission.insecure_allow_any_sender);
+
+    let delivery = config.delivery.as_ref().expect("delivery section");
+    assert_eq!(delivery.address.to_string(), "127.0.0.1:10025");
+    assert_eq!(delivery.upstream.port, 10024);
+    assert_eq!(delivery.user_name, config::UserName::Address);
+    assert_eq!(delivery.spool_directory.as_deref(), Some(Path::new("/var/tmp")));
+    assert_eq!(delivery.limits.spool_memory_bytes, 1024 * 1024);
+
+    let writer = config.mailbox_writer.as_ref().expect("mailbox_writer section");
+    assert_eq!(writer.master_user, "coi-proxy");
+    assert_eq!(writer.max_connections, 64);
+    assert!(!format!("{writer:?}").contains("change-me"), "the password never shows");
 }
 
 /// The example spells out each default; a value drifting from its constant would make
@@ -106,6 +153,41 @@ fn example_config_values_match_the_default_constants() {
     assert_eq!(config.log.format, config::DEFAULT_LOG_FORMAT);
     assert_eq!(config.log.level, config::DEFAULT_LOG_LEVEL);
     assert_eq!(config.shutdown.grace, config::DEFAULT_SHUTDOWN_GRACE);
+    assert_eq!(
+        config.coi.tokens.temporary_validity,
+        config::DEFAULT_TEMPORARY_TOKEN_VALIDITY
+    );
+    let submission = config.submission.as_ref().expect("submission section");
+    assert_eq!(
+        submission.limits.max_line_bytes,
+        config::DEFAULT_SUBMISSION_MAX_LINE_BYTES
+    );
+    assert_eq!(
+        submission.limits.max_message_bytes,
+        config::DEFAULT_SUBMISSION_MAX_MESSAGE_BYTES
+    );
+    assert_eq!(
+        submission.limits.max_recipients,
+        config::DEFAULT_SUBMISSION_MAX_RECIPIENTS
+    );
+    assert_eq!(
+        submission.timeouts.command,
+        config::DEFAULT_SUBMISSION_COMMAND_TIMEOUT
+    );
+    assert_eq!(
+        submission.timeouts.upstream_reply,
+        config::DEFAULT_SUBMISSION_UPSTREAM_REPLY_TIMEOUT
+    );
+    let delivery = config.delivery.as_ref().expect("delivery section");
+    assert_eq!(
+        delivery.limits.max_message_bytes,
+        config::DEFAULT_DELIVERY_MAX_MESSAGE_BYTES
+    );
+    assert_eq!(
+        delivery.limits.spool_memory_bytes,
+        config::DEFAULT_SPOOL_MEMORY_BYTES
+    );
+    assert_eq!(delivery.user_name, config::DEFAULT_USER_NAME);
 }
 
 #[test]
@@ -136,6 +218,9 @@ fn minimal_config_loads_with_defaults() {
     assert_eq!(config.log.format, LogFormat::Text);
     assert_eq!(config.log.level, "info");
     assert_eq!(config.shutdown.grace, Duration::from_secs(30));
+
+    assert!(config.submission.is_none() && config.delivery.is_none());
+    assert!(config.mailbox_writer.is_none() && config.coi.tokens.secrets.temporary.is_empty());
 }
 
 #[test]

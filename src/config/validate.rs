@@ -61,7 +61,8 @@ impl Validator {
         let imap = self.imap(root.imap.as_ref());
         let tls = self.tls(root.tls.as_ref());
         let coi = self.coi(root.coi.as_ref());
-        let submission = self.submission(root.submission.as_ref());
+        let imap_listeners = imap.as_ref().map(|imap| imap.listeners.clone());
+        let submission = self.submission(root.submission.as_ref(), imap_listeners.as_deref());
         let delivery = self.delivery(root.delivery.as_ref());
         let mailbox_writer = self.mailbox_writer(root.mailbox_writer.as_ref());
         let admin = self.admin(root.admin.as_ref());
@@ -71,9 +72,6 @@ impl Validator {
         let mut bound: Vec<(String, SocketAddr)> = Vec::new();
         if let Some(imap) = &imap {
             bound.extend(indexed("imap.listeners", &imap.listeners));
-        }
-        if let (Some(imap), Some(Some(submission))) = (&imap, &submission) {
-            self.check_fronts_do_not_overlap(&imap.listeners, &submission.listeners);
         }
         if let Some(Some(submission)) = &submission {
             bound.extend(indexed("submission.listeners", &submission.listeners));
@@ -740,7 +738,11 @@ impl Validator {
     }
 
     /// `None` inside: the section is absent (no submission front).
-    fn submission(&mut self, value: Option<&Value>) -> Option<Option<SubmissionConfig>> {
+    fn submission(
+        &mut self,
+        value: Option<&Value>,
+        imap_listeners: Option<&[Listener]>,
+    ) -> Option<Option<SubmissionConfig>> {
         const PATH: &str = "submission";
         let Some(value) = value else {
             return Some(None);
@@ -751,6 +753,9 @@ impl Validator {
             "submission.listeners",
             DEFAULT_SUBMISSION_LISTENER_NAME_PREFIX,
         );
+        if let (Some(imap), Some(listeners)) = (imap_listeners, &listeners) {
+            self.check_fronts_do_not_overlap(imap, listeners);
+        }
         let upstream = self.upstream(raw.upstream.as_ref(), "submission.upstream");
         let hostname = self.required(raw.hostname.as_ref(), "submission.hostname", |v| {
             let name = raw::string(v)?;
@@ -1187,10 +1192,12 @@ fn token_validity(value: &Value) -> Result<Duration, String> {
         return Err("must be at least 1s".to_owned());
     }
     if duration > MAX_TOKEN_VALIDITY {
+        // In days: humantime would say "11months 30days 3h 50m 24s" for 365 days.
+        const DAY: u64 = 86_400;
         return Err(format!(
-            "{} is too long (at most {})",
-            humantime::format_duration(duration),
-            humantime::format_duration(MAX_TOKEN_VALIDITY)
+            "{:.1} days is too long (at most {} days)",
+            duration.as_secs_f64() / DAY as f64,
+            MAX_TOKEN_VALIDITY.as_secs() / DAY
         ));
     }
     Ok(duration)
