@@ -35,6 +35,8 @@ pub enum ErrorKind {
     Shutdown,
     /// Too many failed authentications in one session.
     AuthenticationFailures,
+    /// Too many refused commands in one session.
+    TooManyErrors,
 }
 
 impl ErrorKind {
@@ -48,6 +50,7 @@ impl ErrorKind {
             ErrorKind::Shutdown => "shutdown",
             ErrorKind::Timeout => "timeout",
             ErrorKind::TooBig => "too_big",
+            ErrorKind::TooManyErrors => "too_many_errors",
             ErrorKind::Tls => "tls",
         }
     }
@@ -129,7 +132,10 @@ impl SessionError {
                 (4, 7, 0),
                 "Error: too many failed authentications; closing",
             ),
-            (Side::Downstream, _) => reply(421, (4, 7, 0), "Error: too many errors; closing"),
+            (Side::Downstream, ErrorKind::TooManyErrors) => {
+                reply(421, (4, 7, 0), "Error: too many errors; closing")
+            }
+            (Side::Downstream, _) => reply(421, (4, 7, 0), "Error: protocol violation; closing"),
             (Side::Upstream, _) => reply(
                 421,
                 (4, 3, 0),

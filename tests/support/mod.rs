@@ -4,6 +4,7 @@ pub mod dovecot;
 pub mod io;
 pub mod mailbox;
 pub mod mbsync;
+pub mod memory;
 pub mod pki;
 pub mod postfix;
 pub mod process;

@@ -322,10 +322,12 @@ impl Session {
         self.flush().await?;
         if self.framer.buffered() > 0 {
             // Plaintext pipelined behind STARTTLS would run inside TLS: command injection
-            // (SECURITY-CASES case 9). Close instead of discarding.
+            // (SECURITY-CASES case 9). Close instead of discarding, and without a 421:
+            // after the 220 the client's next bytes are its TLS handshake, so any
+            // plaintext line would be out of place (a Tls error gets no reply).
             return Err(SessionError::new(
                 Side::Downstream,
-                ErrorKind::Protocol,
+                ErrorKind::Tls,
                 "data pipelined after STARTTLS",
             ));
         }
@@ -616,7 +618,15 @@ impl Session {
                 }
             }
             let deadline = Instant::now() + self.shared.config.timeouts.command;
-            let bytes = self.read_client(deadline).await?;
+            let bytes = match self.read_client(deadline).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    // Postfix is inside DATA: anything more (a QUIT) would be message
+                    // text. Dropping the connection discards the open transaction.
+                    self.upstream = None;
+                    return Err(e);
+                }
+            };
             message.push(&bytes);
         }
     }
@@ -693,8 +703,26 @@ impl Session {
                 return Ok(None);
             }
         }
-        let result = self.upstream_mut()?.command(command).await;
+        let mut result = self.upstream_mut()?.command(command).await;
+        if matches!(command, Command::Mail { .. }) && stale(&result) {
+            // Postfix ends an idle connection after its smtpd_timeout (a 421 left in the
+            // buffer, then the close); a MAIL starts afresh, so it may take a new one.
+            debug!("Postfix connection went stale; reconnecting for MAIL");
+            self.upstream = None;
+            if self.connect_upstream().await.is_err() {
+                self.reply(&upstream_unavailable());
+                return Ok(None);
+            }
+            result = self.upstream_mut()?.command(command).await;
+        }
         match result {
+            // 421: Postfix is closing this connection; the next command reconnects.
+            Ok(reply) if reply.code == 421 => {
+                self.upstream = None;
+                self.transaction = None;
+                self.reply(&upstream_unavailable());
+                Ok(None)
+            }
             Ok(reply) => Ok(Some(reply)),
             Err(e) if e.side == Side::Upstream => {
                 info!(error = %e, "Postfix failed");
@@ -771,7 +799,7 @@ impl Session {
         if self.errors >= MAX_ERRORS {
             return Err(SessionError::new(
                 Side::Downstream,
-                ErrorKind::Protocol,
+                ErrorKind::TooManyErrors,
                 "too many errors",
             ));
         }
@@ -799,15 +827,18 @@ impl Session {
 
     /// The next command line; replies pending are written before waiting.
     async fn read_line(&mut self) -> SessionResult<Result<bytes::Bytes, LineError>> {
+        // One deadline for the whole line, set before its first read: a client that
+        // trickles a byte now and then must not extend it with every read
+        // (SECURITY-CASES case 38, slowloris).
+        let deadline = if self.auth.is_some() {
+            Instant::now() + self.shared.config.timeouts.command
+        } else {
+            self.pre_auth_deadline
+        };
         loop {
             if let Some(line) = self.framer.next_line() {
                 return Ok(line);
             }
-            let deadline = if self.auth.is_some() {
-                Instant::now() + self.shared.config.timeouts.command
-            } else {
-                self.pre_auth_deadline
-            };
             let bytes = self.read_client(deadline).await?;
             self.framer.push(&bytes);
         }
@@ -838,6 +869,14 @@ impl Session {
                 "client too slow",
             )),
         }
+    }
+}
+
+/// Whether a reply (or failure) shows a connection Postfix already gave up.
+fn stale(result: &SessionResult<Reply>) -> bool {
+    match result {
+        Ok(reply) => reply.code == 421,
+        Err(e) => e.side == Side::Upstream && matches!(e.kind, ErrorKind::Closed | ErrorKind::Io),
     }
 }
 
