@@ -18,6 +18,7 @@ use crate::net::connect::Connector;
 use crate::net::shutdown::{self, Phase, Trigger};
 use crate::net::tls::{self, TlsError};
 use crate::proto::smtp::data::{DataLimits, TEXT_LINE_MAX};
+use crate::proxy::registry::SessionRegistry;
 use crate::proxy::state::UserStates;
 use crate::proxy::writer::{MailboxWriter, MasterPassword, WriterConfig, WriterTls};
 use crate::proxy::{delivery, imap, submission};
@@ -65,6 +66,14 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     };
     let upstream = Connector::new(&config.imap.upstream).map_err(StartError::UpstreamTls)?;
     let states = Arc::new(UserStates::new());
+    // Every IMAP session may register: the listeners' session limits bound it.
+    let registry = Arc::new(SessionRegistry::new(
+        config
+            .imap
+            .limits
+            .max_sessions
+            .saturating_mul(config.imap.listeners.len()),
+    ));
     let shared = Arc::new(imap::Shared {
         config: config.imap.clone(),
         coi: config.coi.clone(),
@@ -73,6 +82,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         penalties: imap::penalty::AuthPenalties::new(config.imap.timeouts.auth_failure_delay),
         states: states.clone(),
+        registry: registry.clone(),
     });
     let submission_shared = match &config.submission {
         Some(submission) => Some(Arc::new(submission_shared(
@@ -105,6 +115,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 upstream,
                 metrics.clone(),
                 coi,
+                registry.clone(),
             )))
         }
         None => None,

@@ -61,11 +61,19 @@ async fn dovecot_sees_the_clients_address_not_the_proxys() {
         tagged_status(&c.imap("a", "LOGIN alice secret-alice").await.unwrap()),
         "OK"
     );
-    let log = dovecot.log_contents();
-    let login = log
-        .lines()
-        .find(|l| l.contains("Login: user=<alice>"))
-        .unwrap_or_else(|| panic!("no login line in:\n{log}"));
+    // Dovecot writes its log asynchronously: poll for the line, within a deadline.
+    let deadline = std::time::Instant::now() + support::io::STEP;
+    let login = loop {
+        let log = dovecot.log_contents();
+        if let Some(line) = log.lines().find(|l| l.contains("Login: user=<alice>")) {
+            break line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no login line in:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
     assert!(login.contains("rip=127.0.0.77"), "{login}");
 }
 

@@ -2,6 +2,7 @@
 
 pub mod delivery;
 pub mod imap;
+pub mod registry;
 pub mod state;
 pub mod submission;
 pub mod writer;

@@ -31,11 +31,7 @@ pub struct HookCoi {
 impl HookCoi {
     /// The Dovecot user a recipient path names.
     pub fn user_of(&self, to: &Path) -> Option<String> {
-        let mailbox = to.mailbox()?;
-        Some(match self.user_name {
-            UserName::Address => mailbox.to_string(),
-            UserName::LocalPart => mailbox.local_part.clone(),
-        })
+        super::user_of(self.user_name, to)
     }
 
     /// The user's COI configuration: from the cache, else from the backend (the truth;
@@ -69,8 +65,14 @@ impl HookCoi {
     }
 
     /// Appends the spooled message for `user` with `$Chat`; the reply for that
-    /// recipient comes from the APPEND's result.
-    pub async fn append(&self, user: &str, folder: Folder, spool: &mut Spool) -> Reply {
+    /// recipient comes from the APPEND's result. On success also the mailbox it went to
+    /// (wire form), for the IDLE wake.
+    pub async fn append(
+        &self,
+        user: &str,
+        folder: Folder,
+        spool: &mut Spool,
+    ) -> (Reply, Option<String>) {
         let result = async {
             let mut session = self.writer.session(user).await?;
             let mailbox = match folder {
@@ -86,27 +88,35 @@ impl HookCoi {
                 .reader()
                 .await
                 .map_err(|e| WriterError::Body(crate::proxy::writer::BodyError::Read(e)))?;
-            session
+            let uid = session
                 .append(&mailbox, &[CHAT_KEYWORD], None, len, reader)
-                .await
+                .await?;
+            Ok::<_, WriterError>((uid, mailbox))
         }
         .await;
         match result {
-            Ok(uid) => {
+            Ok((uid, mailbox)) => {
                 debug!(uid = uid.uid, "chat message stored");
-                Reply::new(250, Some((2, 0, 0)), "Saved chat message")
+                (
+                    Reply::new(250, Some((2, 0, 0)), "Saved chat message"),
+                    Some(mailbox),
+                )
             }
             Err(e) if e.is_transient() => {
                 info!(error = %e, "storing a chat message failed");
-                Reply::new(
+                let reply = Reply::new(
                     451,
                     Some((4, 2, 0)),
                     "Temporary failure storing the message",
-                )
+                );
+                (reply, None)
             }
             Err(e) => {
                 warn!(error = %e, "storing a chat message was refused");
-                Reply::new(550, Some((5, 2, 0)), "Mailbox unavailable")
+                (
+                    Reply::new(550, Some((5, 2, 0)), "Mailbox unavailable"),
+                    None,
+                )
             }
         }
     }

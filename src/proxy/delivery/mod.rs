@@ -5,6 +5,8 @@
 //! message itself through the mailbox writer ([`crate::coi::delivery::route`]). Every
 //! recipient is answered only with the result of its own store: Dovecot's per-recipient
 //! reply, or the APPEND's tagged OK (DESIGN.md §1.3: nothing is acknowledged early).
+//! After each successful store it wakes the recipient's IMAP sessions that idle on that
+//! mailbox ([`crate::proxy::registry`], DESIGN.md §6).
 
 mod coi;
 mod session;
@@ -19,11 +21,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::config::DeliveryConfig;
+use crate::config::{DeliveryConfig, UserName};
 use crate::error::{ErrorKind, Side};
 use crate::metrics::Metrics;
 use crate::net::connect::Connector;
 use crate::net::shutdown::{Phase, Shutdown};
+use crate::proto::smtp::command::Path;
+use crate::proxy::registry::SessionRegistry;
 
 /// What every session of the hook shares.
 pub struct Shared {
@@ -33,6 +37,8 @@ pub struct Shared {
     pub spool_dir: PathBuf,
     /// `None` without a mailbox writer: everything goes to Dovecot's LMTP unchanged.
     pub coi: Option<HookCoi>,
+    /// The IMAP sessions to wake after a store (IDLE wake).
+    pub registry: Arc<SessionRegistry>,
 }
 
 impl Shared {
@@ -41,6 +47,7 @@ impl Shared {
         upstream: Connector,
         metrics: Arc<Metrics>,
         coi: Option<HookCoi>,
+        registry: Arc<SessionRegistry>,
     ) -> Self {
         let spool_dir = config
             .spool_directory
@@ -52,8 +59,19 @@ impl Shared {
             metrics,
             spool_dir,
             coi,
+            registry,
         }
     }
+}
+
+/// The Dovecot user a recipient path names (`delivery.user_name`); `None` for a path
+/// without a mailbox (`<>`, which RCPT never carries).
+pub fn user_of(user_name: UserName, to: &Path) -> Option<String> {
+    let mailbox = to.mailbox()?;
+    Some(match user_name {
+        UserName::Address => mailbox.to_string(),
+        UserName::LocalPart => mailbox.local_part.clone(),
+    })
 }
 
 /// Accepts Postfix's LMTP connections until shutdown.

@@ -19,9 +19,9 @@ use super::Shared;
 use crate::coi::address;
 use crate::coi::classify::classify;
 use crate::coi::delivery::{captured_token, route, Folder, Route};
-use crate::metrics::{DeliveryOutcome, DeliveryRoute};
 use crate::coi::headers::{HeaderBlock, HeaderScanner, Progress, MAX_HEADER_BLOCK, TOKEN_FIELD};
 use crate::error::{ErrorKind, SessionError, Side};
+use crate::metrics::{DeliveryOutcome, DeliveryRoute};
 use crate::net::shutdown::{Phase, Shutdown};
 use crate::net::smtp::SmtpClient;
 use crate::net::spool::{Spool, SpoolReader};
@@ -315,7 +315,10 @@ impl Session {
             Ok(received) => {
                 let bytes = received.spool.len();
                 let replies = self.deliver(&transaction, received).await;
-                self.shared.metrics.delivery.message(bytes, started.elapsed());
+                self.shared
+                    .metrics
+                    .delivery
+                    .message(bytes, started.elapsed());
                 replies
             }
             Err(refusal) => {
@@ -408,14 +411,25 @@ impl Session {
             let lmtp_replies = self
                 .deliver_lmtp(transaction, &lmtp, &mut received.spool)
                 .await;
+            let user_name = self.shared.config.user_name;
             for (index, reply) in lmtp.iter().zip(lmtp_replies) {
+                let to = &transaction.recipients[*index].to;
+                // Dovecot's LMTP stores into INBOX unless Sieve files the message
+                // elsewhere; then the wake restarts an INBOX IDLE for nothing.
+                if let (true, Some(user)) = (reply.is_positive(), super::user_of(user_name, to)) {
+                    self.wake(&user, "INBOX");
+                }
                 replies[*index] = Some(reply);
             }
         }
         if let Some(coi) = &self.shared.coi {
             for (index, plan) in plans.iter().enumerate() {
                 if let (Route::Append { mailbox }, Some(user)) = (&plan.route, &plan.user) {
-                    replies[index] = Some(coi.append(user, *mailbox, &mut received.spool).await);
+                    let (reply, stored) = coi.append(user, *mailbox, &mut received.spool).await;
+                    if let Some(mailbox) = stored {
+                        self.wake(user, &mailbox);
+                    }
+                    replies[index] = Some(reply);
                 }
             }
         }
@@ -441,6 +455,16 @@ impl Session {
         self.capture_tokens(transaction, &received, &plans, &replies)
             .await;
         replies
+    }
+
+    /// The IDLE wake (DESIGN.md §6): `user`'s IMAP sessions through this proxy that idle
+    /// on `mailbox` restart their backend IDLE, so they see the message now instead of
+    /// after Dovecot's notification delay.
+    fn wake(&self, user: &str, mailbox: &str) {
+        let woken = self.shared.registry.wake(user, mailbox);
+        if woken > 0 {
+            debug!(woken, mailbox, "IDLE sessions woken");
+        }
     }
 
     /// Where each recipient's copy goes. The recipient's COI configuration is read only

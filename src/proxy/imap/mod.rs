@@ -32,6 +32,9 @@ pub struct Shared {
     /// The user state cache shared with the delivery hook: COI configuration writes
     /// through this front invalidate it.
     pub states: Arc<crate::proxy::state::UserStates>,
+    /// Authenticated sessions register here so that the proxy's own stores can wake
+    /// their IDLE (DESIGN.md §6).
+    pub registry: Arc<crate::proxy::registry::SessionRegistry>,
 }
 
 fn listener_kind(tls: ListenerTls) -> ListenerKind {

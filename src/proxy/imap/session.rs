@@ -8,6 +8,13 @@
 //! and the mailbox commands with COI side effects) are run as a barrier: the session waits
 //! until every earlier command has its tagged reply, then talks to the upstream alone with
 //! its own tags ([`Session::upstream_command`]).
+//!
+//! IDLE wake (DESIGN.md §6): once authenticated, the session is in the
+//! [session registry](crate::proxy::registry). When the proxy stores a message into the
+//! mailbox the client idles on, the session ends the backend's IDLE and starts it again
+//! with the client's tag ([`Idle`]), so that Dovecot reports the message at once instead
+//! of after its notification delay. The client sees only the new untagged responses:
+//! the backend's tagged reply to the interrupted IDLE and its second `+` are swallowed.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,6 +38,7 @@ use crate::proto::imap::fragment::{
     Fragment, Framer, FramerOptions, LineEnding, LiteralHeader, LiteralMode, LongLines, StreamKind,
 };
 use crate::proto::imap::response::{self, ResponseHead, Status};
+use crate::proxy::registry::Registration;
 
 /// Above this many queued bytes towards a side, the session stops reading from the other
 /// side until the queue drains: per-session memory stays bounded whatever the peers do.
@@ -230,6 +238,8 @@ enum Effect {
     Select {
         mailbox: Vec<u8>,
         read_only: bool,
+        /// The name as sent, for the IDLE wake (see `Session::selected_name`).
+        name: Option<Vec<u8>>,
     },
     /// A STORE or FETCH that may set `\Seen` on these unseen `$Chat` messages (sequence
     /// numbers, valid until the next command that allows EXPUNGE).
@@ -299,6 +309,61 @@ pub(super) struct Session {
     /// While true, mailbox updates from internal commands are not relayed (the client is
     /// leaving the mailbox they concern).
     pub(super) swallow_updates: bool,
+    /// This session in the session registry, from its authentication on.
+    registration: Option<Registration>,
+    /// The selected mailbox's name as the client sent it (quoting or literal removed,
+    /// modified UTF-7 kept), for the IDLE wake: unlike `state.selected` it is known also
+    /// when the name came as a literal.
+    selected_name: Option<Vec<u8>>,
+    /// The literal of a SELECT/EXAMINE whose mailbox name is a literal, while it is
+    /// forwarded.
+    select_literal: Option<Vec<u8>>,
+    /// The client's IDLE, while the proxy may restart it.
+    idle: Option<Idle>,
+}
+
+/// Longest mailbox name collected from a SELECT literal for the IDLE wake; a longer one
+/// is not woken (Dovecot's own limit is lower).
+const MAX_WAKE_NAME: usize = 1024;
+
+/// A client IDLE that the proxy may restart upstream (DESIGN.md §6).
+///
+/// A restart: in [`IdlePhase::Idling`] a wake sends `DONE` upstream (`Ending`); the
+/// backend answers the untagged updates, which are relayed, and its tagged OK for the
+/// client's IDLE, which is swallowed; then the proxy sends `<tag> IDLE` again
+/// (`Restarting`) and swallows the `+`. Races:
+/// - the client's own line (`DONE`) while `Ending` or `Restarting` is kept in
+///   `client_end` and client input waits behind it. A `DONE` that arrives while `Ending`
+///   is not sent at all: the backend's tagged reply to the proxy's `DONE` goes to the
+///   client as the answer to its own, and the IDLE is not sent again. Otherwise the line
+///   goes upstream after the `+` of the re-sent IDLE, as it would have without the wake
+///   (any line but `DONE` makes Dovecot answer BAD).
+/// - a wake while `Starting`, `Ending` or `Restarting` is remembered (`wake_pending`,
+///   however many arrive) and acted on once the backend idles again: the message may
+///   have been stored after the backend's last look at the mailbox.
+/// - a tagged reply other than OK to the proxy's `DONE`, or any tagged reply before the
+///   `+` of the re-sent IDLE (NO or BAD), is the client's tag: it goes to the client and
+///   ends its IDLE; a line the client sent meanwhile is dropped with it.
+#[derive(Debug)]
+struct Idle {
+    tag: Vec<u8>,
+    phase: IdlePhase,
+    wake_pending: bool,
+    client_end: Option<Bytes>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IdlePhase {
+    /// The client's IDLE went upstream; the backend's `+` has not come yet.
+    Starting,
+    /// Both the client and the backend idle.
+    Idling,
+    /// The proxy sent `DONE`; the backend's tagged reply is swallowed.
+    Ending,
+    /// The proxy sent the IDLE again; the backend's `+` is swallowed.
+    Restarting,
+    /// The client's line that ends the IDLE went upstream.
+    Done,
 }
 
 /// Parsed reply to one of the proxy's own upstream commands.
@@ -355,6 +420,10 @@ impl Session {
             peer_ip: None,
             replay: None,
             swallow_updates: false,
+            registration: None,
+            selected_name: None,
+            select_literal: None,
+            idle: None,
         }
     }
 
@@ -511,6 +580,7 @@ impl Session {
                 }
                 // Resolves once; after that the phase check above ends the session.
                 () = &mut closing_signal => {}
+                () = woken(self.registration.as_mut()), if self.idle.is_some() => self.on_wake(),
             }
         }
     }
@@ -599,7 +669,12 @@ impl Session {
         let relaying = self.outbound == OutboundMessage::Relaying;
         let boundary =
             matches!(self.inbound, Inbound::Between) && self.line_mode == LineMode::Command;
-        relaying || (boundary && self.in_flight.iter().any(|f| f.effect.changes_state()))
+        // What follows the line that ends a restarted IDLE waits until that line is
+        // upstream or answered.
+        let idle_ending = self.idle.as_ref().is_some_and(|i| i.client_end.is_some());
+        relaying
+            || idle_ending
+            || (boundary && self.in_flight.iter().any(|f| f.effect.changes_state()))
     }
 
     /// Whether a new command must wait for a barrier before it is handled:
@@ -653,7 +728,15 @@ impl Session {
             Fragment::LinePart { .. } => unreachable!("client framer rejects long lines"),
             Fragment::LiteralData(data) => {
                 match &mut self.inbound {
-                    Inbound::Forwarding => self.upstream.out.push(data),
+                    Inbound::Forwarding => {
+                        if let Some(name) = &mut self.select_literal {
+                            // Bounded: a longer name is not used anyway.
+                            if name.len() <= MAX_WAKE_NAME {
+                                name.extend_from_slice(&data);
+                            }
+                        }
+                        self.upstream.out.push(data);
+                    }
                     Inbound::Assembling(a) => {
                         a.args.extend_from_slice(&data);
                         a.forward.extend_from_slice(&data);
@@ -720,6 +803,9 @@ impl Session {
                 }
                 self.upstream.send_cow(&line, synchronising(&line, literal));
                 self.inbound = Inbound::Forwarding;
+                if let Some(name) = self.select_literal.take() {
+                    self.note_select_literal(name);
+                }
                 self.after_forwarded_line(literal, false)
             }
             Inbound::Assembling(mut a) => {
@@ -765,6 +851,7 @@ impl Session {
         };
         let tag = head.tag.to_vec();
         let authenticated = self.state.user.is_some();
+        self.select_literal = None;
         match head.name {
             CommandName::Starttls => self.on_starttls(&tag, literal),
             CommandName::Compress => {
@@ -803,6 +890,7 @@ impl Session {
             CommandName::Idle if authenticated => {
                 self.forward_head(line, &head, Effect::None, literal)?;
                 if literal.is_none() {
+                    self.start_idle(&tag);
                     self.wait = Some(Wait::Continuation {
                         tag,
                         purpose: ContinuationPurpose::Idle,
@@ -811,11 +899,25 @@ impl Session {
                 Ok(())
             }
             CommandName::Select | CommandName::Examine if authenticated => {
-                let mailbox = command::mailbox(head.args)
-                    .map(|(_, m)| m)
-                    .unwrap_or_default();
+                let parsed = command::mailbox(head.args).ok();
+                let name = parsed.as_ref().map(|(_, m)| m.clone());
+                let mailbox = parsed.map(|(_, m)| m).unwrap_or_default();
                 let read_only = head.name == CommandName::Examine;
-                self.forward_head(line, &head, Effect::Select { mailbox, read_only }, literal)
+                // `SELECT {n}`: the name is the literal that follows.
+                let name_is_literal = name.is_none()
+                    && literal.is_some()
+                    && head.args.first() == Some(&b'{')
+                    && head.args.last() == Some(&b'}');
+                let effect = Effect::Select {
+                    mailbox,
+                    read_only,
+                    name,
+                };
+                self.forward_head(line, &head, effect, literal)?;
+                if name_is_literal && matches!(self.inbound, Inbound::Forwarding) {
+                    self.select_literal = Some(Vec::new());
+                }
+                Ok(())
             }
             CommandName::Store | CommandName::Fetch
                 if literal.is_none() && self.may_set_seen_in_inbox(&head) =>
@@ -1329,10 +1431,21 @@ impl Session {
         Ok(())
     }
 
-    fn on_idle_done(&mut self, line: &[u8], literal: Option<LiteralHeader>) -> SessionResult<()> {
+    fn on_idle_done(&mut self, line: &Bytes, literal: Option<LiteralHeader>) -> SessionResult<()> {
         if literal.is_some() || line.iter().any(|&b| command::is_forbidden_control(b)) {
             self.upstream.send_line(b"DONE");
             return Err(downstream(ErrorKind::Protocol, "expected DONE during IDLE"));
+        }
+        if let Some(idle) = &mut self.idle {
+            match idle.phase {
+                IdlePhase::Ending | IdlePhase::Restarting => {
+                    // The backend is between two IDLEs of the proxy's restart.
+                    idle.client_end = Some(line.clone());
+                    return Ok(());
+                }
+                IdlePhase::Idling | IdlePhase::Starting => idle.phase = IdlePhase::Done,
+                IdlePhase::Done => {}
+            }
         }
         // Anything but DONE ends the IDLE too: Dovecot answers `BAD Expected DONE.` and
         // goes on (RFC 2177), so the checked line is passed on for it to judge.
@@ -1412,6 +1525,10 @@ impl Session {
                 Ok(())
             }
             ResponseHead::Tagged { tag, status, .. } => {
+                if self.idle_tagged(tag, status) {
+                    // The reply to the proxy's DONE of an IDLE restart: swallowed.
+                    return Ok(());
+                }
                 self.on_tagged(tag, status);
                 let rewritten = self.rewrite_capability_code(&line, &head);
                 self.client.send_cow(&line, rewritten);
@@ -1434,6 +1551,15 @@ impl Session {
     }
 
     fn on_upstream_continuation(&mut self, line: &[u8]) -> SessionResult<()> {
+        if self
+            .idle
+            .as_ref()
+            .is_some_and(|i| i.phase == IdlePhase::Restarting)
+        {
+            // The `+` of the proxy's own IDLE: the client has had its `+`.
+            self.on_idle_restarted();
+            return Ok(());
+        }
         let Some(Wait::Continuation { tag, purpose }) = self.wait.take() else {
             return Err(upstream(
                 ErrorKind::Protocol,
@@ -1456,6 +1582,14 @@ impl Session {
             ContinuationPurpose::Idle => {
                 self.client.send_line(line);
                 self.line_mode = LineMode::IdleDone { tag };
+                if let Some(idle) = &mut self.idle {
+                    if idle.phase == IdlePhase::Starting {
+                        idle.phase = IdlePhase::Idling;
+                        if std::mem::take(&mut idle.wake_pending) {
+                            self.restart_idle();
+                        }
+                    }
+                }
             }
         }
         Ok(())
@@ -1522,6 +1656,7 @@ impl Session {
             (Effect::Authenticate { user: Some(user) }, Status::Ok) => {
                 info!(user = %user, "authenticated");
                 tracing::Span::current().record("user", user.as_str());
+                self.registration = self.shared.registry.register(&user);
                 self.state.user = Some(user);
                 self.deadline = Instant::now() + self.shared.config.timeouts.idle;
             }
@@ -1532,15 +1667,24 @@ impl Session {
                 self.client
                     .send_line(b"* BYE [UNAVAILABLE] Could not determine the authenticated user");
             }
-            (Effect::Select { mailbox, read_only }, Status::Ok) => {
+            (
+                Effect::Select {
+                    mailbox,
+                    read_only,
+                    name,
+                },
+                Status::Ok,
+            ) => {
                 self.state.selected = Some(mailbox);
                 self.state.read_only = read_only;
                 self.state.coi = None;
+                self.selected_name = name;
             }
             (Effect::SeenCandidates(uids), Status::Ok) => self.state.seen_pending.extend(uids),
             // A failed SELECT leaves no mailbox selected (RFC 9051 §6.3.2).
             (Effect::Select { .. }, _) | (Effect::Unselect, Status::Ok) => {
-                self.state.selected = None
+                self.state.selected = None;
+                self.selected_name = None;
             }
             (Effect::Logout, _) => self.state.logout = true,
             _ => {}
@@ -1587,6 +1731,121 @@ impl Session {
             view.authenticated = self.state.user.is_some();
         }
         view
+    }
+
+    // === IDLE wake ===
+
+    /// The client's IDLE goes upstream: from now on a wake for the selected mailbox may
+    /// restart it. Without a registration or a known mailbox name nothing changes.
+    fn start_idle(&mut self, tag: &[u8]) {
+        let (Some(registration), Some(name)) = (&mut self.registration, &self.selected_name) else {
+            return;
+        };
+        // A wake left over from an earlier IDLE concerns what that one already reported.
+        registration.take_wake();
+        registration.set_idle(Some(name));
+        self.idle = Some(Idle {
+            tag: tag.to_vec(),
+            phase: IdlePhase::Starting,
+            wake_pending: false,
+            client_end: None,
+        });
+    }
+
+    /// The IDLE is over (its tagged reply reached the client).
+    fn end_idle(&mut self) {
+        self.idle = None;
+        if let Some(registration) = &self.registration {
+            registration.set_idle(None);
+        }
+    }
+
+    /// The proxy stored a message in the mailbox this session idles on.
+    fn on_wake(&mut self) {
+        let Some(idle) = &mut self.idle else {
+            return;
+        };
+        match idle.phase {
+            IdlePhase::Idling => self.restart_idle(),
+            IdlePhase::Starting | IdlePhase::Ending | IdlePhase::Restarting => {
+                idle.wake_pending = true
+            }
+            // The client's own DONE is on its way: its tagged reply syncs anyway.
+            IdlePhase::Done => {}
+        }
+    }
+
+    /// Ends the backend's IDLE; its tagged reply will be swallowed.
+    fn restart_idle(&mut self) {
+        let Some(idle) = &mut self.idle else {
+            return;
+        };
+        idle.phase = IdlePhase::Ending;
+        idle.wake_pending = false;
+        self.upstream.send_line(b"DONE");
+        self.shared.metrics.delivery.idle_wake();
+        debug!("IDLE restarted for a wake");
+    }
+
+    /// A tagged reply while an IDLE may be restarted. `true`: it answered the proxy's
+    /// own DONE and is swallowed; the IDLE is sent again (or, if the client's DONE came
+    /// meanwhile, not: the reply is then the client's, and `false`).
+    fn idle_tagged(&mut self, tag: &[u8], status: Status) -> bool {
+        let Some(idle) = &mut self.idle else {
+            return false;
+        };
+        if idle.tag != tag {
+            return false;
+        }
+        let client_done = idle
+            .client_end
+            .as_deref()
+            .is_some_and(|line| line.eq_ignore_ascii_case(b"DONE"));
+        if idle.phase == IdlePhase::Ending && status == Status::Ok && !client_done {
+            idle.phase = IdlePhase::Restarting;
+            let mut line = idle.tag.clone();
+            line.extend_from_slice(b" IDLE");
+            self.upstream.send_line(&line);
+            return true;
+        }
+        // The IDLE ends here for the client: after its own DONE (also one the proxy did
+        // not need to send), or refused by the backend.
+        self.end_idle();
+        false
+    }
+
+    /// The backend idles again after a restart.
+    fn on_idle_restarted(&mut self) {
+        let Some(idle) = &mut self.idle else {
+            return;
+        };
+        if let Some(line) = idle.client_end.take() {
+            idle.phase = IdlePhase::Done;
+            self.upstream.send_line(&line);
+        } else if idle.wake_pending {
+            self.restart_idle();
+        } else {
+            idle.phase = IdlePhase::Idling;
+        }
+    }
+
+    /// The literal of `SELECT {n}` has been forwarded: it is the mailbox's name.
+    fn note_select_literal(&mut self, name: Vec<u8>) {
+        if name.len() > MAX_WAKE_NAME {
+            return;
+        }
+        let name = if name.eq_ignore_ascii_case(b"INBOX") {
+            b"INBOX".to_vec()
+        } else {
+            name
+        };
+        if let Some(InFlight {
+            effect: Effect::Select { name: slot, .. },
+            ..
+        }) = self.in_flight.back_mut()
+        {
+            *slot = Some(name);
+        }
     }
 
     // === replies the proxy writes itself ===
@@ -1790,6 +2049,14 @@ impl Verb {
 
     fn authenticates(verb: Option<Verb>) -> bool {
         verb.is_some_and(|v| matches!(v.name, CommandName::Login | CommandName::Authenticate))
+    }
+}
+
+/// The next wake of a registered session; never, without a registration.
+async fn woken(registration: Option<&mut Registration>) {
+    match registration {
+        Some(registration) => registration.woken().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,557 @@
+//! The IDLE wake (DESIGN.md §6, BENCHMARKS.md B6 "path S with the IDLE wake"): from
+//! submitting a message to `* n EXISTS` at the recipient's IDLE, with the wake (the client
+//! idles through the proxy) and without it (the client idles directly on Dovecot), for
+//! the same deliveries: `cargo bench --bench idle_wake`.
+//!
+//! Setup: a private Dovecot and the proxy in this process (delivery hook with the mailbox
+//! writer, plaintext IMAP listener), from the integration-test support (`tests/support`).
+//! Two clients of `bob` idle on INBOX the whole time: `wake` through the proxy, `direct`
+//! on Dovecot itself (a separate Dovecot session, so the proxy's restart of its own
+//! backend IDLE cannot speed it up). Each delivery is timed from just before `MAIL FROM`
+//! until each client has read the `* n EXISTS` line; the next delivery starts only when
+//! both have, so every message is seen by both under the same conditions.
+//!
+//! Paths (`BENCH_PATHS`, default both, interleaved: the order swaps every round):
+//! - `lmtp`: LMTP straight to the proxy's delivery hook (which relays to Dovecot's LMTP
+//!   and wakes the IDLE on its 250).
+//! - `mail`: SMTP submission to a Postfix for a.test, which relays to a Postfix for b.test,
+//!   which delivers by LMTP to the hook: BENCHMARKS.md's "submission at domain A →
+//!   recipient's IDLE at domain B" (needs root for Postfix; skipped with a note without).
+//!
+//! Reported per path and variant: p50, p90 and max in ms over the rounds, and the ratio
+//! of the p50s. Also the time to the end-of-data reply, the number of backend IDLE
+//! restarts (`coi_proxy_imap_idle_wakes_total`), any line the `wake` client saw that is
+//! not an untagged update (there must be none), and the CPU of this process (proxy and
+//! bench clients) per delivery. Prints figures; asserts nothing.
+//!
+//! Knobs: `BENCH_ROUNDS` (default 20), `BENCH_PATHS` (`lmtp,mail`), `--quick` or
+//! `BENCH_QUICK=1` for 3 rounds (also used without cargo's `--bench` argument, e.g. under
+//! `cargo test --benches`). Every delivery has a deadline ([`DELIVERY_DEADLINE`]), every
+//! network step a timeout.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use support::dovecot::Dovecot;
+use support::io::{tagged_status, LineClient};
+use support::postfix::{smtp, Postfix, PostfixOptions};
+use support::proxy::{DeliveryOptions, Options, Proxy};
+
+type BenchResult<T> = Result<T, Box<dyn Error>>;
+
+/// From submission until both clients have seen the message; beyond it the bench fails.
+const DELIVERY_DEADLINE: Duration = Duration::from_secs(10);
+/// Bound for one setup step (connect, login, one reply).
+const STEP: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("idle_wake bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    Lmtp,
+    Mail,
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::Lmtp => "lmtp",
+            Path::Mail => "mail",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Path::Lmtp => "LMTP to the proxy's delivery hook → Dovecot LMTP",
+            Path::Mail => {
+                "submission to Postfix a.test → Postfix b.test → delivery hook → Dovecot LMTP"
+            }
+        }
+    }
+}
+
+struct Settings {
+    rounds: usize,
+    paths: Vec<Path>,
+}
+
+impl Settings {
+    fn from_env() -> BenchResult<Settings> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let quick_env = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let under_cargo_bench = args.iter().any(|a| a == "--bench");
+        let quick = quick_env || args.iter().any(|a| a == "--quick") || !under_cargo_bench;
+        let rounds = match std::env::var("BENCH_ROUNDS") {
+            Ok(v) if !v.trim().is_empty() => v
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| format!("BENCH_ROUNDS={v:?} is not a number"))?
+                .max(1),
+            _ if quick => 3,
+            _ => 20,
+        };
+        let paths = match std::env::var("BENCH_PATHS") {
+            Ok(list) if !list.trim().is_empty() => {
+                let mut paths = Vec::new();
+                for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    let path = [Path::Lmtp, Path::Mail]
+                        .into_iter()
+                        .find(|p| p.name() == name)
+                        .ok_or_else(|| format!("BENCH_PATHS: unknown path {name:?}"))?;
+                    if !paths.contains(&path) {
+                        paths.push(path);
+                    }
+                }
+                paths
+            }
+            _ => vec![Path::Lmtp, Path::Mail],
+        };
+        Ok(Settings { rounds, paths })
+    }
+}
+
+fn run() -> BenchResult<()> {
+    let settings = Settings::from_env()?;
+    let dovecot = Dovecot::start()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let proxy = runtime.block_on(Proxy::start(
+        dovecot.imap_addr(),
+        Options {
+            plaintext_auth: true,
+            delivery: Some(DeliveryOptions {
+                upstream: dovecot.lmtp_addr(),
+                master: Some((
+                    dovecot.master_user().to_owned(),
+                    dovecot.master_password().to_owned(),
+                )),
+                spool_memory_bytes: None,
+            }),
+            ..Options::default()
+        },
+    ));
+    let hook = proxy.delivery.ok_or("the proxy has no delivery hook")?;
+    // Postfix b.test delivers to the hook; Postfix a.test relays b.test to it.
+    let mut postfixes = None;
+    let mut paths = settings.paths.clone();
+    if paths.contains(&Path::Mail) {
+        let started = Postfix::start(PostfixOptions::new("b.test", hook)).and_then(|b| {
+            let a = Postfix::start(
+                PostfixOptions::new("a.test", dovecot.lmtp_addr()).route("b.test", b.mx_addr()),
+            )?;
+            Ok((a, b))
+        });
+        match started {
+            Ok(pair) => postfixes = Some(pair),
+            Err(e) => {
+                println!("path mail skipped: Postfix did not start ({e})");
+                paths.retain(|p| *p != Path::Mail);
+            }
+        }
+    }
+    if paths.is_empty() {
+        return Err("no path to measure".into());
+    }
+    let submission = postfixes.as_ref().map(|(a, _)| a.submission_addr());
+    let result = runtime.block_on(measure(
+        &settings, &paths, &dovecot, &proxy, hook, submission,
+    ));
+    runtime.block_on(proxy.stop(Duration::from_millis(200)));
+    drop(postfixes);
+    result
+}
+
+/// One delivery's figures.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    path: Path,
+    /// Until the end-of-data reply (the hook's or Postfix a.test's 250).
+    accepted: Duration,
+    wake: Duration,
+    direct: Duration,
+}
+
+async fn measure(
+    settings: &Settings,
+    paths: &[Path],
+    dovecot: &Dovecot,
+    proxy: &Proxy,
+    hook: SocketAddr,
+    submission: Option<SocketAddr>,
+) -> BenchResult<()> {
+    let mut wake = Idler::start("wake", proxy.plain).await?;
+    let mut direct = Idler::start("direct", dovecot.imap_addr()).await?;
+    let mut lmtp = Lmtp::connect(hook).await?;
+    let mut smtp_client = match submission {
+        Some(addr) => {
+            let mut client = bounded("connect to Postfix", smtp::connect(addr)).await?;
+            bounded("EHLO", smtp::expect(&mut client, "EHLO bench.a.test", 250)).await?;
+            Some(client)
+        }
+        None => None,
+    };
+
+    // One delivery per path first, unmeasured: the first LMTP delivery creates indexes,
+    // the first relay opens Postfix's connections.
+    let mut n = 0;
+    for &path in paths {
+        n += 1;
+        deliver(
+            path,
+            n,
+            &mut lmtp,
+            smtp_client.as_mut(),
+            &mut wake,
+            &mut direct,
+        )
+        .await?;
+    }
+    let wakes_before = wakes_total(proxy);
+    let cpu_before = cpu_time();
+    let mut samples = Vec::new();
+    for round in 0..settings.rounds {
+        let mut order = paths.to_vec();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for path in order {
+            n += 1;
+            let sample = deliver(
+                path,
+                n,
+                &mut lmtp,
+                smtp_client.as_mut(),
+                &mut wake,
+                &mut direct,
+            )
+            .await?;
+            samples.push(sample);
+        }
+    }
+    let cpu = cpu_time().saturating_sub(cpu_before);
+    let restarts = wakes_total(proxy).saturating_sub(wakes_before);
+
+    println!(
+        "idle_wake: submit → `* n EXISTS` at an IDLE on INBOX, {} rounds, {} deliveries ({})",
+        settings.rounds,
+        samples.len(),
+        machine()
+    );
+    for &path in paths {
+        let of = |f: fn(&Sample) -> Duration| -> Vec<f64> {
+            let mut v: Vec<f64> = samples
+                .iter()
+                .filter(|s| s.path == path)
+                .map(|s| f(s).as_secs_f64() * 1000.0)
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let with = of(|s| s.wake);
+        let without = of(|s| s.direct);
+        let accepted = of(|s| s.accepted);
+        println!("path {}: {}", path.name(), path.describe());
+        println!("  variant                              p50 ms    p90 ms    max ms");
+        for (name, values) in [
+            ("wake   (client → proxy → Dovecot)", &with),
+            ("direct (client → Dovecot, no wake)", &without),
+            ("end-of-data reply (for reference)", &accepted),
+        ] {
+            println!(
+                "  {name:<35} {:>8.2}  {:>8.2}  {:>8.2}",
+                percentile(values, 0.5),
+                percentile(values, 0.9),
+                values.last().copied().unwrap_or(f64::NAN),
+            );
+        }
+        let (p_with, p_without) = (percentile(&with, 0.5), percentile(&without, 0.5));
+        println!(
+            "  ratio p50 wake/direct: {:.4} (direct is {:.0}× slower); target p50 ≤ 15 ms with the wake vs ~509 ms without",
+            p_with / p_without,
+            p_without / p_with
+        );
+    }
+    println!(
+        "restarts (coi_proxy_imap_idle_wakes_total): {restarts} for {} deliveries; \
+         unexpected lines at the wake client: {}",
+        samples.len(),
+        wake.unexpected.len()
+    );
+    for line in wake.unexpected.iter().take(5) {
+        println!("  unexpected: {line:?}");
+    }
+    println!(
+        "CPU of this process (proxy + bench clients, from schedstat): {:.3} ms per delivery",
+        cpu.as_secs_f64() * 1000.0 / samples.len().max(1) as f64
+    );
+    Ok(())
+}
+
+/// Delivers message `n` to bob and waits until both idling clients report it.
+async fn deliver(
+    path: Path,
+    n: u32,
+    lmtp: &mut Lmtp,
+    smtp_client: Option<&mut LineClient>,
+    wake: &mut Idler,
+    direct: &mut Idler,
+) -> BenchResult<Sample> {
+    let message = format!(
+        "From: <alice@a.test>\r\nTo: <bob@b.test>\r\nSubject: bench {n}\r\n\
+         Message-ID: <bench{n}.{}@a.test>\r\n\r\nmessage {n}\r\n",
+        support::process::unique_token()
+    );
+    let started = Instant::now();
+    let deadline = started + DELIVERY_DEADLINE;
+    match path {
+        Path::Lmtp => lmtp.deliver("bob@b.test", &message).await?,
+        Path::Mail => {
+            let client = smtp_client.ok_or("no submission session")?;
+            bounded(
+                "submission",
+                smtp::send_in_session(client, "alice@a.test", &["bob@b.test"], &message),
+            )
+            .await?;
+        }
+    }
+    let accepted = started.elapsed();
+    let wake_at = wake.exists(n, deadline).await?;
+    let direct_at = direct.exists(n, deadline).await?;
+    Ok(Sample {
+        path,
+        accepted,
+        wake: wake_at.saturating_duration_since(started),
+        direct: direct_at.saturating_duration_since(started),
+    })
+}
+
+/// A client of bob idling on INBOX; a task reads its lines and timestamps each EXISTS.
+struct Idler {
+    name: &'static str,
+    events: mpsc::UnboundedReceiver<(String, Instant)>,
+    /// Lines other than `* n EXISTS|RECENT` (the wake client must see none).
+    unexpected: Vec<String>,
+    _writer: OwnedWriteHalf,
+}
+
+impl Idler {
+    async fn start(name: &'static str, addr: SocketAddr) -> BenchResult<Idler> {
+        let stream = bounded("connect", TcpStream::connect(addr)).await?;
+        stream.set_nodelay(true)?;
+        let (read, mut writer) = stream.into_split();
+        let mut reader = BufReader::new(read);
+        let mut line = String::new();
+        bounded("greeting", reader.read_line(&mut line)).await?;
+        for (tag, command) in [("l", "LOGIN bob secret-bob"), ("s", "SELECT INBOX")] {
+            writer
+                .write_all(format!("{tag} {command}\r\n").as_bytes())
+                .await?;
+            let mut lines = Vec::new();
+            loop {
+                line.clear();
+                bounded("reply", reader.read_line(&mut line)).await?;
+                let l = line.trim_end().to_owned();
+                let done = l.starts_with(&format!("{tag} "));
+                lines.push(l);
+                if done {
+                    break;
+                }
+            }
+            if tagged_status(&lines) != "OK" {
+                return Err(format!("{name}: {command}: {lines:?}").into());
+            }
+        }
+        writer.write_all(b"i IDLE\r\n").await?;
+        line.clear();
+        bounded("IDLE", reader.read_line(&mut line)).await?;
+        if !line.starts_with("+ ") {
+            return Err(format!("{name}: IDLE: {line:?}").into());
+        }
+        let (tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            // Ends when the connection or the bench ends.
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match reader.read_line(&mut line).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        let at = Instant::now();
+                        if tx.send((line.trim_end().to_owned(), at)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Idler {
+            name,
+            events,
+            unexpected: Vec::new(),
+            _writer: writer,
+        })
+    }
+
+    /// When `* n EXISTS` (or a higher count) arrived.
+    async fn exists(&mut self, n: u32, deadline: Instant) -> BenchResult<Instant> {
+        loop {
+            let event = tokio::time::timeout_at(
+                tokio::time::Instant::from_std(deadline),
+                self.events.recv(),
+            )
+            .await;
+            let (line, at) = match event {
+                Ok(Some(event)) => event,
+                Ok(None) => return Err(format!("{}: connection closed", self.name).into()),
+                Err(_) => {
+                    return Err(format!(
+                        "{}: no `* {n} EXISTS` within {DELIVERY_DEADLINE:?}",
+                        self.name
+                    )
+                    .into())
+                }
+            };
+            let words: Vec<&str> = line.split(' ').collect();
+            match words.as_slice() {
+                ["*", count, "EXISTS"] => {
+                    if count.parse::<u32>().is_ok_and(|c| c >= n) {
+                        return Ok(at);
+                    }
+                }
+                ["*", count, "RECENT"] if count.parse::<u32>().is_ok() => {}
+                _ => self.unexpected.push(line),
+            }
+        }
+    }
+}
+
+/// An LMTP session with the delivery hook, after LHLO.
+struct Lmtp(LineClient);
+
+impl Lmtp {
+    async fn connect(hook: SocketAddr) -> BenchResult<Lmtp> {
+        let mut client = LineClient::connect(hook).await?;
+        let greeting = client.read_line().await?;
+        if !greeting.starts_with("220 ") {
+            return Err(format!("LMTP greeting: {greeting}").into());
+        }
+        client.write_line("LHLO bench.b.test").await?;
+        loop {
+            let line = client.read_line().await?;
+            if !line.starts_with("250") {
+                return Err(format!("LHLO: {line}").into());
+            }
+            if line.starts_with("250 ") {
+                return Ok(Lmtp(client));
+            }
+        }
+    }
+
+    async fn deliver(&mut self, to: &str, message: &str) -> BenchResult<()> {
+        for (command, code) in [
+            ("MAIL FROM:<alice@a.test>".to_owned(), "250"),
+            (format!("RCPT TO:<{to}>"), "250"),
+            ("DATA".to_owned(), "354"),
+        ] {
+            self.0.write_line(&command).await?;
+            let reply = self.0.read_line().await?;
+            if !reply.starts_with(code) {
+                return Err(format!("{command}: {reply}").into());
+            }
+        }
+        self.0.write_raw(&smtp::data_payload(message)).await?;
+        let reply = self.0.read_line().await?;
+        if !reply.starts_with("250 ") {
+            return Err(format!("end of data: {reply}").into());
+        }
+        Ok(())
+    }
+}
+
+async fn bounded<T, E: Into<Box<dyn Error>>>(
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> BenchResult<T> {
+    match tokio::time::timeout(STEP, fut).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(format!("{what}: no answer within {STEP:?}").into()),
+    }
+}
+
+fn wakes_total(proxy: &Proxy) -> u64 {
+    proxy
+        .metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("coi_proxy_imap_idle_wakes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// CPU time of this process so far: the sum of every thread's on-CPU time from
+/// `/proc/self/task/*/schedstat` (nanoseconds; threads that already exited are missing,
+/// the tokio workers of the bench live to the end).
+fn cpu_time() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
+/// CPUs and backend versions, for the record.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let version = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "?".to_owned())
+    };
+    let dovecot = ["/usr/sbin/dovecot", "dovecot"]
+        .into_iter()
+        .map(|p| version(p, &["--version"]))
+        .find(|v| v != "?")
+        .unwrap_or_else(|| "?".to_owned());
+    let postfix = ["/usr/sbin/postconf", "postconf"]
+        .into_iter()
+        .map(|p| version(p, &["-h", "mail_version"]))
+        .find(|v| v != "?")
+        .unwrap_or_else(|| "?".to_owned());
+    format!("{cpus} CPUs, Dovecot {dovecot}, Postfix {postfix}")
+}
