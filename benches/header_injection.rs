@@ -210,6 +210,7 @@ fn submitter() -> BenchResult<Submitter> {
         sender: Some(me.clone()),
         owned: Some(Arc::from(vec![me])),
         now: NOW,
+        message_id: "<bench.1@a.test>".to_owned(),
     })
 }
 

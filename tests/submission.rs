@@ -440,4 +440,14 @@ async fn pipelined_transactions_are_answered_in_order() {
         [250, 250, 354, 250, 250, 250, 354, 250, 250, 250, 354, 250, 221]
     );
     wait_for_inbox(&world.dovecot_b, "bob", 3, &world.postfixes()).await;
+    // The messages had no Message-ID: the proxy added its own (SECURITY-CASES §4 rule 6),
+    // so Postfix did not make one up.
+    let mut imap = imap_login(&world.dovecot_b, "bob").await;
+    let message = fetch_message(&mut imap, "INBOX", 1).await;
+    assert!(
+        message.iter().any(|l| {
+            l.starts_with("Message-ID: <coi-proxy.") && l.ends_with("@submission.test>")
+        }),
+        "{message:#?}"
+    );
 }

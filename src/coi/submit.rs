@@ -57,6 +57,9 @@ pub struct Submitter {
     pub owned: Option<Arc<[NormalizedAddress]>>,
     /// Unix time, for the tokens' `created` field.
     pub now: u64,
+    /// The `Message-ID` value (`<unique@host>`) to add when the message has none, so
+    /// that every attempt to deliver it carries the same one (SECURITY-CASES §4 rule 6).
+    pub message_id: String,
 }
 
 /// What the upstream gets next, or how the message ended.
@@ -88,6 +91,8 @@ pub struct Summary {
     pub removed: usize,
     /// Body size as received (unstuffed, RFC 1870's measure).
     pub bytes: u64,
+    /// The message had no `Message-ID`; the proxy added [`Submitter::message_id`].
+    pub message_id_added: bool,
 }
 
 /// Who is at fault for a refusal.
@@ -264,7 +269,19 @@ impl OutgoingMessage {
         self.summary.chat = chat;
         self.summary.tokens = if chat { injections.len() } else { 0 };
         self.summary.removed = rendered.removed;
-        Ok(rendered.header)
+        if header.first("Message-ID").is_some() || !is_message_id(&self.submitter.message_id) {
+            return Ok(rendered.header);
+        }
+        // Field order carries no meaning (RFC 5322 §3.6), so the new field goes first,
+        // which also works for a message that is all header without a blank line.
+        let mut out =
+            BytesMut::with_capacity(rendered.header.len() + 16 + self.submitter.message_id.len());
+        out.extend_from_slice(b"Message-ID: ");
+        out.extend_from_slice(self.submitter.message_id.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&rendered.header);
+        self.summary.message_id_added = true;
+        Ok(out.freeze())
     }
 }
 
@@ -294,6 +311,17 @@ fn check_from(header: &HeaderBlock, owned: &[NormalizedAddress]) -> Result<(), (
         ),
         Fault::Client,
     ))
+}
+
+/// `<` id-left `@` id-right `>` in printable ASCII without spaces, at most 250 octets:
+/// what the proxy may write as a field value (the session builds it; this only keeps a
+/// bad one off the wire).
+fn is_message_id(id: &str) -> bool {
+    id.len() <= 250
+        && id.starts_with('<')
+        && id.ends_with('>')
+        && id.contains('@')
+        && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn internal() -> (Reply, Fault) {
@@ -339,6 +367,7 @@ pub fn fuzz_submit(data: &[u8]) {
         sender: me.clone(),
         owned: (flags & 1 == 1).then(|| Arc::from(me.into_iter().collect::<Vec<_>>())),
         now: 1_700_000_000,
+        message_id: "<fuzz.1@a.test>".to_owned(),
     };
     let run = |chunk: usize| {
         let mut message = OutgoingMessage::new(rules.clone(), submitter.clone());
@@ -384,7 +413,10 @@ pub fn fuzz_submit(data: &[u8]) {
             ended = true;
         }
     }
-    assert_eq!(ended, relayed, "the data ends upstream exactly when relayed");
+    assert_eq!(
+        ended, relayed,
+        "the data ends upstream exactly when relayed"
+    );
     if relayed {
         assert!(receiver.take_buffered().is_empty(), "nothing after the end");
     }

@@ -30,6 +30,7 @@ fn alice() -> Submitter {
         sender: Some(me.clone()),
         owned: Some(Arc::from(vec![me])),
         now: NOW,
+        message_id: "<coi.1@submission.test>".to_owned(),
     }
 }
 
@@ -106,7 +107,7 @@ fn token_lines(upstream: &[u8]) -> Vec<String> {
 #[test]
 fn plain_mail_passes_byte_identical_and_restuffed() {
     // Body lines ".", "..x", ".y", "z" as the client stuffs them (SECURITY-CASES case 6).
-    let input = b"From: alice@a.test\r\nTo: bob@b.test\r\nSubject: hi\r\n\r\n..\r\n...x\r\n..y\r\nz\r\n.\r\n";
+    let input = b"From: alice@a.test\r\nTo: bob@b.test\r\nSubject: hi\r\nMessage-ID: <1@a.test>\r\n\r\n..\r\n...x\r\n..y\r\nz\r\n.\r\n";
     let (upstream, outcome) = run_both(rules(true), alice(), input);
     // The client's stuffing is undone and done again: the wire is the same here.
     assert_eq!(upstream, input.to_vec());
@@ -116,8 +117,12 @@ fn plain_mail_passes_byte_identical_and_restuffed() {
     // Unstuffed: three stuffing dots and the end-of-data line fewer.
     assert_eq!(summary.bytes, (input.len() - 3 - 3) as u64);
     // A client that does not stuff: ".y" is "y".
-    let (upstream, _) = run_both(rules(true), alice(), b"Subject: s\r\n\r\n.y\r\n.\r\n");
-    assert_eq!(upstream, b"Subject: s\r\n\r\ny\r\n.\r\n");
+    let (upstream, _) = run_both(
+        rules(true),
+        alice(),
+        b"Message-ID: <2@a.test>\r\n\r\n.y\r\n.\r\n",
+    );
+    assert_eq!(upstream, b"Message-ID: <2@a.test>\r\n\r\ny\r\n.\r\n");
 }
 
 #[test]
@@ -258,13 +263,35 @@ fn long_lines_and_size_are_refused_with_their_codes() {
 }
 
 #[test]
-fn header_without_body_and_empty_message_are_relayed() {
+fn header_without_body_and_empty_message_are_relayed_with_a_message_id() {
     let (upstream, outcome) = run_both(rules(true), alice(), b"Subject: only a header\r\n.\r\n");
-    relayed(&outcome);
-    assert_eq!(upstream, b"Subject: only a header\r\n.\r\n");
+    assert!(relayed(&outcome).message_id_added);
+    assert_eq!(
+        upstream,
+        b"Message-ID: <coi.1@submission.test>\r\nSubject: only a header\r\n.\r\n"
+    );
     let (upstream, outcome) = run_both(rules(true), alice(), b".\r\n");
     relayed(&outcome);
-    assert_eq!(upstream, b".\r\n");
+    assert_eq!(upstream, b"Message-ID: <coi.1@submission.test>\r\n.\r\n");
+}
+
+#[test]
+fn a_message_id_is_added_only_when_missing_and_only_a_well_formed_one() {
+    // SECURITY-CASES §4 rule 6: every attempt carries the same Message-ID.
+    let (upstream, outcome) = run_both(rules(true), alice(), b"Subject: s\r\n\r\nx\r\n.\r\n");
+    assert!(relayed(&outcome).message_id_added);
+    assert!(upstream.starts_with(b"Message-ID: <coi.1@submission.test>\r\nSubject: s\r\n"));
+    let (upstream, outcome) = run_both(
+        rules(true),
+        alice(),
+        b"Message-Id: <mine@a.test>\r\n\r\nx\r\n.\r\n",
+    );
+    assert!(!relayed(&outcome).message_id_added);
+    assert_eq!(upstream, b"Message-Id: <mine@a.test>\r\n\r\nx\r\n.\r\n");
+    let mut bad = alice();
+    bad.message_id = "<spaced id@x>".to_owned();
+    let (upstream, _) = run_both(rules(true), bad, b"Subject: s\r\n\r\nx\r\n.\r\n");
+    assert!(upstream.starts_with(b"Subject: s\r\n"));
 }
 
 #[test]
@@ -286,7 +313,10 @@ fn the_body_streams_without_being_held() {
     while let Some(Step::Upstream(bytes)) = message.next_step() {
         released += bytes.len();
     }
-    assert_eq!(released, "Subject: big\r\n\r\n".len());
+    assert_eq!(
+        released,
+        "Message-ID: <coi.1@submission.test>\r\nSubject: big\r\n\r\n".len()
+    );
     let line = format!("{}\r\n", "x".repeat(998));
     for _ in 0..1000 {
         message.push(line.as_bytes());

@@ -12,6 +12,7 @@
 //! and the proxy's own dot-stuffed message stream; client bytes never pass through.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -577,6 +578,7 @@ impl Session {
             sender,
             owned,
             now: unix_now(),
+            message_id: self.new_message_id(),
         };
         let mut message = OutgoingMessage::new(self.shared.rules.clone(), submitter);
         message.push(&self.framer.take_buffered());
@@ -683,6 +685,22 @@ impl Session {
                 self.reply(&reply);
             }
         }
+    }
+
+    /// A Message-ID for a message that has none: unique per process and time, named
+    /// after this host (RFC 5322 §3.6.4).
+    fn new_message_id(&self) -> String {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!(
+            "<coi-proxy.{nanos:x}.{}.{n}@{}>",
+            std::process::id(),
+            self.shared.config.hostname
+        )
     }
 
     // === upstream ===
