@@ -2001,7 +2001,7 @@ async fn dot_stuffing_is_redone_on_the_upstream_wire() {
     let stub = Stub::start(Script::Reply("250 2.0.0 Ok: queued as STUB2\r\n")).await;
     let proxy = proxy_in_front_of_stub(&stub, |_| {}).await;
     let addr = proxy.submission.expect("submission listeners").plain;
-    let stuffed = b"Subject: dots\r\n\r\n..\r\n...\r\n..x\r\n...x\r\nend\r\n.\r\n";
+    let stuffed = b"Subject: dots\r\nMessage-ID: <dots@a.test>\r\n\r\n..\r\n...\r\n..x\r\n...x\r\nend\r\n.\r\n";
     for delivery in DELIVERIES {
         let mut c = logged_in(addr, "alice").await;
         start_data(&mut c, &["bob@a.test"]).await;

@@ -1,6 +1,8 @@
 //! An SMTP or LMTP client connection to a backend (Postfix, Dovecot's LMTP): greeting,
 //! commands and their replies, message bytes. Every read of a reply runs under the
-//! reply timeout; every failure is the upstream's and ends the connection.
+//! reply timeout; every failure is the upstream's and ends the connection, and so does
+//! a 421 reply (the server closing the channel), which is reported as a failure rather
+//! than relayed as an answer.
 
 use std::time::Duration;
 
@@ -113,6 +115,16 @@ impl SmtpClient {
             while let Some(line) = self.framer.next_line() {
                 let line = line.map_err(|_| protocol("malformed reply line"))?;
                 match self.parser.push_line(&line) {
+                    // RFC 5321 §3.8: 421 means the server is closing the channel, whatever
+                    // command it answers (Dovecot says it unasked when it shuts down):
+                    // this connection is done.
+                    Ok(Some(reply)) if reply.code == 421 => {
+                        return Err(SessionError::new(
+                            Side::Upstream,
+                            ErrorKind::Closed,
+                            "the backend is closing the connection (421)",
+                        ))
+                    }
                     Ok(Some(reply)) => return Ok(reply),
                     Ok(None) => {}
                     Err(_) => return Err(protocol("malformed reply")),

@@ -41,6 +41,20 @@ pub struct Options {
     /// A delivery hook in front of this Dovecot LMTP listener, with the mailbox writer
     /// logging in as the test Dovecot's master user.
     pub delivery: Option<DeliveryOptions>,
+    /// Limits and timeouts of the delivery hook (with [`Options::delivery`]).
+    pub delivery_tuning: DeliveryTuning,
+}
+
+/// `delivery.limits` and `delivery.timeouts` that differ from the test defaults; `None`
+/// keeps the default (the proxy's own, except `upstream_reply`: 10 s here).
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryTuning {
+    /// `delivery.limits.max_message_bytes`.
+    pub max_message_bytes: Option<u64>,
+    /// `delivery.limits.max_recipients`.
+    pub max_recipients: Option<usize>,
+    /// `delivery.timeouts.upstream_reply` in milliseconds.
+    pub upstream_reply_ms: Option<u64>,
 }
 
 /// The delivery hook (listener on 127.0.0.7, port 0) and the mailbox writer.
@@ -56,12 +70,30 @@ pub struct DeliveryOptions {
 
 impl DeliveryOptions {
     pub fn yaml(&self) -> String {
+        self.yaml_tuned(&DeliveryTuning::default())
+    }
+
+    /// [`DeliveryOptions::yaml`] with `tuning`'s limits and timeouts.
+    pub fn yaml_tuned(&self, tuning: &DeliveryTuning) -> String {
+        let reply = tuning
+            .upstream_reply_ms
+            .map_or_else(|| "10s".to_owned(), |ms| format!("{ms}ms"));
         let mut y = format!(
-            "delivery:\n  address: \"127.0.0.7:0\"\n  upstream:\n    address: \"{}\"\n  hostname: hook.test\n  user_name: local_part\n  timeouts:\n    upstream_reply: 10s\n",
+            "delivery:\n  address: \"127.0.0.7:0\"\n  upstream:\n    address: \"{}\"\n  hostname: hook.test\n  user_name: local_part\n  timeouts:\n    upstream_reply: {reply}\n",
             self.upstream
         );
-        if let Some(n) = self.spool_memory_bytes {
-            y.push_str(&format!("  limits:\n    spool_memory_bytes: {n}\n"));
+        let limits = [
+            ("spool_memory_bytes", self.spool_memory_bytes),
+            ("max_message_bytes", tuning.max_message_bytes),
+            ("max_recipients", tuning.max_recipients.map(|n| n as u64)),
+        ];
+        if limits.iter().any(|(_, n)| n.is_some()) {
+            y.push_str("  limits:\n");
+            for (key, n) in limits {
+                if let Some(n) = n {
+                    y.push_str(&format!("    {key}: {n}\n"));
+                }
+            }
         }
         if let Some((user, password)) = &self.master {
             y.push_str(&format!(
@@ -208,7 +240,7 @@ impl Proxy {
         let delivery = options
             .delivery
             .as_ref()
-            .map(DeliveryOptions::yaml)
+            .map(|d| d.yaml_tuned(&options.delivery_tuning))
             .unwrap_or_default();
         // Distinct loopback addresses keep the listeners distinct while the ports are 0.
         let yaml = format!(

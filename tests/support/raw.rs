@@ -321,6 +321,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     pub fn take_inbox(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.inbox)
     }
+
+    /// Reads exactly `n` bytes (e.g. an IMAP literal), within [`STEP`] per read; end of
+    /// stream first is `UnexpectedEof`.
+    pub async fn read_bytes(&mut self, n: usize) -> std::io::Result<Vec<u8>> {
+        while self.inbox.len() < n {
+            if !self.fill(STEP).await? {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("connection closed after {} of {n} bytes", self.inbox.len()),
+                ));
+            }
+        }
+        Ok(self.inbox.drain(..n).collect())
+    }
 }
 
 /// Whether an I/O error means the peer is gone (closed or reset the connection).

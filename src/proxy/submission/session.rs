@@ -734,13 +734,6 @@ impl Session {
             result = self.upstream_mut()?.command(command).await;
         }
         match result {
-            // 421: Postfix is closing this connection; the next command reconnects.
-            Ok(reply) if reply.code == 421 => {
-                self.upstream = None;
-                self.transaction = None;
-                self.reply(&upstream_unavailable());
-                Ok(None)
-            }
             Ok(reply) => Ok(Some(reply)),
             Err(e) if e.side == Side::Upstream => {
                 info!(error = %e, "Postfix failed");
@@ -890,12 +883,10 @@ impl Session {
     }
 }
 
-/// Whether a reply (or failure) shows a connection Postfix already gave up.
+/// Whether a failure shows a connection Postfix already gave up (closed, reset, or its
+/// 421, which the SMTP client reports as closed).
 fn stale(result: &SessionResult<Reply>) -> bool {
-    match result {
-        Ok(reply) => reply.code == 421,
-        Err(e) => e.side == Side::Upstream && matches!(e.kind, ErrorKind::Closed | ErrorKind::Io),
-    }
+    matches!(result, Err(e) if e.side == Side::Upstream && matches!(e.kind, ErrorKind::Closed | ErrorKind::Io))
 }
 
 fn upstream_unavailable() -> Reply {

@@ -9,20 +9,17 @@
 //! SASL-authenticated, `sasl_method=XCLIENT`).
 //!
 //! Every read of a reply runs under the reply timeout; every failure is the upstream's
-//! and ends this connection (the session reconnects for the next transaction).
+//! and ends this connection (the session reconnects for the next transaction); a 421
+//! from Postfix counts as such a failure ([`SmtpClient`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use crate::error::{ErrorKind, SessionError, Side};
 use crate::net::connect::Connector;
-use crate::net::stream::MaybeTls;
+use crate::net::smtp::SmtpClient;
 use crate::proto::smtp::command::Command;
-use crate::proto::smtp::line::{LineFramer, REPLY_LINE_MAX};
-use crate::proto::smtp::reply::{Reply, ReplyParser};
+use crate::proto::smtp::reply::Reply;
 
 /// What Postfix is told about the client with XCLIENT.
 #[derive(Clone, Debug)]
@@ -34,12 +31,10 @@ pub struct ClientFacts {
     pub login: Option<String>,
 }
 
-/// One connection to Postfix, set up and ready for a command.
+/// One connection to Postfix, set up and ready for a command: an [`SmtpClient`] plus what
+/// Postfix advertised.
 pub struct Postfix {
-    stream: MaybeTls,
-    framer: LineFramer,
-    parser: ReplyParser,
-    reply_timeout: Duration,
+    client: SmtpClient,
     /// The EHLO keyword lines of Postfix's reply (greeting line excluded).
     keywords: Vec<String>,
 }
@@ -52,29 +47,26 @@ impl Postfix {
         client: &ClientFacts,
         reply_timeout: Duration,
     ) -> Result<Postfix, SessionError> {
-        let stream = connector.connect().await?;
-        let mut postfix = Postfix {
-            stream,
-            framer: LineFramer::new(REPLY_LINE_MAX),
-            parser: ReplyParser::new(),
-            reply_timeout,
-            keywords: Vec::new(),
-        };
-        postfix.expect(220, "no 220 greeting from Postfix").await?;
+        let mut smtp = SmtpClient::connect(connector, reply_timeout).await?;
         let xclient = Command::Xclient(xclient_attributes(client));
-        let reply = postfix.command(&xclient).await?;
+        let reply = smtp.command(&xclient).await?;
         if reply.code != 220 {
             // Postfix answers 550 5.7.0 when the proxy is not in
             // smtpd_authorized_xclient_hosts: a configuration error worth its own log line.
             tracing::warn!(code = reply.code, text = %reply.lines.join(" "), "Postfix refused XCLIENT; authorize the proxy in smtpd_authorized_xclient_hosts");
             return Err(protocol("Postfix refused XCLIENT"));
         }
-        let reply = postfix.command(&Command::Ehlo(hostname.to_owned())).await?;
-        if reply.code != 250 {
-            return Err(protocol("Postfix refused EHLO"));
-        }
-        postfix.keywords = reply.lines.into_iter().skip(1).collect();
-        Ok(postfix)
+        let reply = smtp
+            .expect(
+                &Command::Ehlo(hostname.to_owned()),
+                250,
+                "Postfix refused EHLO",
+            )
+            .await?;
+        Ok(Postfix {
+            client: smtp,
+            keywords: reply.lines.into_iter().skip(1).collect(),
+        })
     }
 
     /// The EHLO keyword lines Postfix advertised to the proxy.
@@ -84,89 +76,27 @@ impl Postfix {
 
     /// Sends a command and reads its reply.
     pub async fn command(&mut self, command: &Command) -> Result<Reply, SessionError> {
-        let bytes = command.to_bytes().map_err(|_| {
-            SessionError::new(Side::Internal, ErrorKind::Protocol, "unencodable command")
-        })?;
-        self.send(&bytes).await?;
-        self.reply().await
+        self.client.command(command).await
     }
 
     /// Sends a raw line (a SASL response, `*`), CRLF included by the caller.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
-        let write = async {
-            self.stream.write_all(bytes).await?;
-            self.stream.flush().await
-        };
-        match tokio::time::timeout(self.reply_timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(SessionError::io(Side::Upstream, e)),
-            Err(_) => Err(timeout()),
-        }
+        self.client.send(bytes).await
     }
 
-    /// Writes message bytes without flushing each piece (the caller flushes at the end
-    /// through [`Postfix::send`] or [`Postfix::reply`]).
+    /// Writes message bytes without flushing each piece.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
-        match tokio::time::timeout(self.reply_timeout, self.stream.write_all(bytes)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(SessionError::io(Side::Upstream, e)),
-            Err(_) => Err(timeout()),
-        }
+        self.client.write(bytes).await
     }
 
     /// Reads the next complete reply under the reply timeout.
     pub async fn reply(&mut self) -> Result<Reply, SessionError> {
-        match tokio::time::timeout(self.reply_timeout, self.read_reply()).await {
-            Ok(result) => result,
-            Err(_) => Err(timeout()),
-        }
+        self.client.reply().await
     }
 
-    /// Says QUIT without waiting long for the answer: the connection is done either way.
-    pub async fn quit(mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            if self.send(b"QUIT\r\n").await.is_ok() {
-                let _ = self.read_reply().await;
-            }
-        })
-        .await;
-    }
-
-    async fn expect(&mut self, code: u16, detail: &'static str) -> Result<Reply, SessionError> {
-        let reply = self.reply().await?;
-        if reply.code == code {
-            Ok(reply)
-        } else {
-            Err(protocol(detail))
-        }
-    }
-
-    async fn read_reply(&mut self) -> Result<Reply, SessionError> {
-        let mut buf = BytesMut::with_capacity(4096);
-        loop {
-            while let Some(line) = self.framer.next_line() {
-                let line = line.map_err(|_| protocol("malformed reply line from Postfix"))?;
-                match self.parser.push_line(&line) {
-                    Ok(Some(reply)) => return Ok(reply),
-                    Ok(None) => {}
-                    Err(_) => return Err(protocol("malformed reply from Postfix")),
-                }
-            }
-            buf.clear();
-            let n = self
-                .stream
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| SessionError::io(Side::Upstream, e))?;
-            if n == 0 {
-                return Err(SessionError::new(
-                    Side::Upstream,
-                    ErrorKind::Closed,
-                    "Postfix closed the connection",
-                ));
-            }
-            self.framer.push(&buf);
-        }
+    /// Says QUIT without waiting long for the answer.
+    pub async fn quit(self) {
+        self.client.quit().await;
     }
 }
 
@@ -198,12 +128,4 @@ fn xclient_attributes(client: &ClientFacts) -> Vec<(String, String)> {
 
 fn protocol(detail: &'static str) -> SessionError {
     SessionError::new(Side::Upstream, ErrorKind::Protocol, detail)
-}
-
-fn timeout() -> SessionError {
-    SessionError::new(
-        Side::Upstream,
-        ErrorKind::Timeout,
-        "Postfix did not answer in time",
-    )
 }
