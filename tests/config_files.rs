@@ -90,7 +90,11 @@ fn example_config_loads_with_every_documented_value() {
     assert_eq!(
         names,
         [
-            ("submission", "0.0.0.0:587".to_owned(), ListenerTls::Starttls),
+            (
+                "submission",
+                "0.0.0.0:587".to_owned(),
+                ListenerTls::Starttls
+            ),
             ("submissions", "[::]:465".to_owned(), ListenerTls::Implicit),
         ]
     );
@@ -112,13 +116,22 @@ fn example_config_loads_with_every_documented_value() {
     assert_eq!(delivery.address.to_string(), "127.0.0.1:10025");
     assert_eq!(delivery.upstream.port, 10024);
     assert_eq!(delivery.user_name, config::UserName::Address);
-    assert_eq!(delivery.spool_directory.as_deref(), Some(Path::new("/var/tmp")));
+    assert_eq!(
+        delivery.spool_directory.as_deref(),
+        Some(Path::new("/var/tmp"))
+    );
     assert_eq!(delivery.limits.spool_memory_bytes, 1024 * 1024);
 
-    let writer = config.mailbox_writer.as_ref().expect("mailbox_writer section");
+    let writer = config
+        .mailbox_writer
+        .as_ref()
+        .expect("mailbox_writer section");
     assert_eq!(writer.master_user, "coi-proxy");
     assert_eq!(writer.max_connections, 64);
-    assert!(!format!("{writer:?}").contains("change-me"), "the password never shows");
+    assert!(
+        !format!("{writer:?}").contains("change-me"),
+        "the password never shows"
+    );
 }
 
 /// The example spells out each default; a value drifting from its constant would make
