@@ -12,7 +12,13 @@
 //!   Helm renders as empty strings), and every top-level value is used;
 //! - values.schema.json is strict JSON, describes exactly values.yaml's top-level keys
 //!   and the configuration's sections, and accepts the default values;
-//! - Chart.yaml's appVersion is this crate's version.
+//! - Chart.yaml's appVersion is this crate's version;
+//! - rendered with a small Go-template engine (`gotmpl`, below) as `helm template` would:
+//!   the configuration file the pods mount loads with the proxy's own loader for the
+//!   default and the full (`ci/full-values.yaml`) values, it is a ConfigMap only while it
+//!   holds no secret (token secrets and the master password never appear in clear), the
+//!   submission and LMTP ports exist only when their parts are on, and the delivery hook
+//!   has its own ClusterIP Service whatever `service.type` is.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -398,6 +404,813 @@ fn security_context_defaults() {
 }
 
 // ---------------------------------------------------------------------------------------
+// The chart rendered (gotmpl below) as `helm template coi-proxy ./helm/coi-proxy -n mail`.
+
+/// The release name; the chart's resources are then named `coi-proxy` too.
+const RELEASE: &str = "coi-proxy";
+const NAMESPACE: &str = "mail";
+
+/// Helm's merge of user values onto the chart's: maps key by key, anything else (lists
+/// included) replaced whole, and null deletes the key.
+fn coalesce(base: &mut Mapping, overrides: &Mapping) {
+    for (key, value) in overrides {
+        match (base.get_mut(key), value) {
+            (_, Value::Null) => {
+                base.remove(key);
+            }
+            (Some(Value::Mapping(existing)), Value::Mapping(value)) => coalesce(existing, value),
+            _ => {
+                base.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// Everything one rendering produced.
+struct Rendered {
+    /// Every object, with the template it came from.
+    objects: Vec<(String, Value)>,
+    /// All the rendered text, NOTES.txt included.
+    text: String,
+}
+
+/// Renders the chart with values.yaml and the override files (YAML text) merged in order,
+/// after checking the merged values against values.schema.json as Helm does.
+fn render(overrides: &[&str]) -> Result<Rendered, String> {
+    render_with(overrides, true)
+}
+
+/// `render` with or without the schema check (without: as `--skip-schema-validation`,
+/// to reach the templates' own guards).
+fn render_with(overrides: &[&str], check_schema: bool) -> Result<Rendered, String> {
+    let mut values = values();
+    for text in overrides {
+        let parsed: Value = serde_yaml::from_str(text).map_err(|e| format!("{text}: {e}"))?;
+        if let Value::Mapping(overrides) = parsed {
+            coalesce(values.as_mapping_mut().expect("mapping"), &overrides);
+        }
+    }
+    if check_schema {
+        let schema = schema();
+        let mut errors = Vec::new();
+        mini_schema::validate(&schema, &schema, &values, "", &mut errors);
+        if !errors.is_empty() {
+            return Err(format!("values.schema.json: {}", errors.join("; ")));
+        }
+    }
+    let chart = yaml("Chart.yaml");
+    let chart_name = get(&chart, "name").as_str().expect("name").to_owned();
+    let files: Vec<(String, String)> = templates()
+        .into_iter()
+        .map(|(name, text)| (format!("{chart_name}/{name}"), text))
+        .collect();
+    let engine = gotmpl::Engine::new(&files)?;
+    let mapping = |pairs: &[(&str, Value)]| {
+        Value::Mapping(
+            pairs
+                .iter()
+                .map(|(k, v)| (Value::from(*k), v.clone()))
+                .collect(),
+        )
+    };
+    let mut rendered = Rendered {
+        objects: Vec::new(),
+        text: String::new(),
+    };
+    for (name, _) in &files {
+        if name
+            .rsplit('/')
+            .next()
+            .is_some_and(|base| base.starts_with('_'))
+        {
+            continue;
+        }
+        let data = mapping(&[
+            ("Values", values.clone()),
+            (
+                "Release",
+                mapping(&[
+                    ("Name", RELEASE.into()),
+                    ("Namespace", NAMESPACE.into()),
+                    ("Service", "Helm".into()),
+                    ("IsInstall", true.into()),
+                    ("IsUpgrade", false.into()),
+                    ("Revision", 1.into()),
+                ]),
+            ),
+            (
+                "Chart",
+                mapping(&[
+                    ("Name", get(&chart, "name").clone()),
+                    ("Version", get(&chart, "version").clone()),
+                    ("AppVersion", get(&chart, "appVersion").clone()),
+                ]),
+            ),
+            (
+                "Template",
+                mapping(&[
+                    ("Name", name.as_str().into()),
+                    ("BasePath", format!("{chart_name}/templates").into()),
+                ]),
+            ),
+        ]);
+        let out = engine.render(name, &data)?;
+        rendered.text.push_str(&out);
+        if name.ends_with("NOTES.txt") {
+            continue;
+        }
+        assert!(!out.contains("\n---"), "{name}: one object per template");
+        let object: Value =
+            serde_yaml::from_str(&out).map_err(|e| format!("{name}: {e}\n{out}"))?;
+        if !object.is_null() {
+            rendered.objects.push((name.clone(), object));
+        }
+    }
+    Ok(rendered)
+}
+
+fn rendered(overrides: &[&str]) -> Rendered {
+    render(overrides).unwrap_or_else(|e| panic!("the chart does not render: {e}"))
+}
+
+/// The value at a dotted path of a rendered object, if any.
+fn at<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(value, |v, key| v.get(key))
+}
+
+fn text_at<'a>(value: &'a Value, path: &str) -> &'a str {
+    at(value, path)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string at {path} in {value:?}"))
+}
+
+fn list_at<'a>(value: &'a Value, path: &str) -> &'a [Value] {
+    at(value, path)
+        .and_then(Value::as_sequence)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+impl Rendered {
+    fn all(&self, kind: &str) -> Vec<&Value> {
+        self.objects
+            .iter()
+            .map(|(_, object)| object)
+            .filter(|o| o.get("kind").and_then(Value::as_str) == Some(kind))
+            .collect()
+    }
+
+    fn find(&self, kind: &str, name: &str) -> Option<&Value> {
+        self.all(kind)
+            .into_iter()
+            .find(|o| at(o, "metadata.name").and_then(Value::as_str) == Some(name))
+    }
+
+    fn object(&self, kind: &str, name: &str) -> &Value {
+        self.find(kind, name)
+            .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+    }
+
+    /// (kind, name) of every object, sorted.
+    fn inventory(&self) -> Vec<(String, String)> {
+        let mut found: Vec<_> = self
+            .objects
+            .iter()
+            .map(|(_, o)| {
+                (
+                    text_at(o, "kind").to_owned(),
+                    text_at(o, "metadata.name").to_owned(),
+                )
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    fn pod_spec(&self) -> &Value {
+        at(self.object("Deployment", RELEASE), "spec.template.spec").expect("pod spec")
+    }
+
+    fn container(&self) -> &Value {
+        &list_at(self.pod_spec(), "containers")[0]
+    }
+
+    /// The proxy container's ports, (name, containerPort).
+    fn container_ports(&self) -> Vec<(String, u64)> {
+        list_at(self.container(), "ports")
+            .iter()
+            .map(|p| {
+                (
+                    text_at(p, "name").to_owned(),
+                    at(p, "containerPort")
+                        .and_then(Value::as_u64)
+                        .expect("port"),
+                )
+            })
+            .collect()
+    }
+
+    /// A Service's ports, (name, port, targetPort as text).
+    fn service_ports(&self, name: &str) -> Vec<(String, u64, String)> {
+        list_at(self.object("Service", name), "spec.ports")
+            .iter()
+            .map(|p| {
+                let target = match at(p, "targetPort") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Number(n)) => n.to_string(),
+                    other => panic!("targetPort {other:?}"),
+                };
+                (
+                    text_at(p, "name").to_owned(),
+                    at(p, "port").and_then(Value::as_u64).expect("port"),
+                    target,
+                )
+            })
+            .collect()
+    }
+
+    fn volume(&self, name: &str) -> &Value {
+        list_at(self.pod_spec(), "volumes")
+            .iter()
+            .find(|v| v.get("name").and_then(Value::as_str) == Some(name))
+            .unwrap_or_else(|| panic!("no volume {name}"))
+    }
+
+    fn mount_path(&self, volume: &str) -> &str {
+        list_at(self.container(), "volumeMounts")
+            .iter()
+            .find(|m| m.get("name").and_then(Value::as_str) == Some(volume))
+            .map(|m| text_at(m, "mountPath"))
+            .unwrap_or_else(|| panic!("no mount of {volume}"))
+    }
+
+    fn checksum(&self) -> Option<&str> {
+        at(
+            self.object("Deployment", RELEASE),
+            "spec.template.metadata.annotations",
+        )
+        .and_then(|a| a.get("checksum/config"))
+        .and_then(Value::as_str)
+    }
+
+    /// The configuration file the pods mount: the ConfigMap's or the Secret's (decoded).
+    fn config_file(&self) -> String {
+        let data = |object: &Value| {
+            object
+                .get("data")
+                .and_then(|d| d.get("coi-proxy.yaml"))
+                .and_then(Value::as_str)
+                .expect("data.coi-proxy.yaml")
+                .to_owned()
+        };
+        match (
+            self.find("ConfigMap", RELEASE),
+            self.find("Secret", RELEASE),
+        ) {
+            (Some(map), None) => data(map),
+            (None, Some(secret)) => {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data(secret))
+                    .expect("base64");
+                String::from_utf8(bytes).expect("UTF-8")
+            }
+            other => panic!("expected the configuration in one ConfigMap or Secret: {other:?}"),
+        }
+    }
+
+    /// The mounted configuration, through coi-proxy's own loader.
+    fn config(&self) -> coi_proxy::config::Config {
+        let text = self.config_file();
+        coi_proxy::config::load_str(&text).unwrap_or_else(|errors| {
+            panic!("rendered configuration is invalid:\n{errors}\n---\n{text}")
+        })
+    }
+}
+
+/// Every COI part on: helm/coi-proxy/ci/full-values.yaml.
+fn full_values() -> String {
+    read("ci/full-values.yaml")
+}
+
+const TEMPORARY_SECRET: &str = "change-me-temporary-secret-0001";
+const PERMANENT_SECRET: &str = "change-me-permanent-secret-0001";
+const MASTER_PASSWORD: &str = "change-me-master-password";
+
+/// No ConfigMap carries a secret-bearing key.
+fn assert_no_secret_in_configmaps(chart: &Rendered) {
+    for map in chart.all("ConfigMap") {
+        let text = serde_yaml::to_string(map).expect("serialise");
+        for key in ["temporary_secrets", "permanent_secrets", "master_password"] {
+            assert!(!text.contains(key), "a ConfigMap holds {key}:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn rendered_default_chart_is_the_imap_gateway_it_was() {
+    let chart = rendered(&[]);
+    let expect = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, n)| (k.to_string(), n.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        chart.inventory(),
+        expect(&[
+            ("ConfigMap", "coi-proxy"),
+            ("Deployment", "coi-proxy"),
+            ("Pod", "coi-proxy-config-check"),
+            ("PodDisruptionBudget", "coi-proxy"),
+            ("Service", "coi-proxy"),
+            ("Service", "coi-proxy-headless"),
+        ])
+    );
+    // The ConfigMap holds `config`, verbatim, and nothing else.
+    let file: Value = serde_yaml::from_str(&chart.config_file()).expect("config file");
+    assert_eq!(&file, get(&values(), "config"));
+    let config = chart.config();
+    assert!(config.submission.is_none() && config.delivery.is_none());
+    assert!(config.mailbox_writer.is_none() && config.coi.server.is_none());
+    assert_eq!(
+        text_at(chart.volume("config"), "configMap.name"),
+        RELEASE,
+        "the configuration is mounted from the ConfigMap"
+    );
+    let ports = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+        pairs.iter().map(|(n, p)| (n.to_string(), *p)).collect()
+    };
+    assert_eq!(
+        chart.container_ports(),
+        ports(&[("imap", 143), ("imaps", 993), ("admin", 9090)])
+    );
+    let names = |service: &str| -> Vec<String> {
+        chart
+            .service_ports(service)
+            .into_iter()
+            .map(|p| p.0)
+            .collect()
+    };
+    assert_eq!(names(RELEASE), ["imap", "imaps"]);
+    assert_eq!(names("coi-proxy-headless"), ["imap", "imaps", "admin"]);
+    assert!(chart.checksum().is_some());
+    assert!(list_at(chart.pod_spec(), "volumes")
+        .iter()
+        .all(|v| v.get("name").and_then(Value::as_str) != Some("spool")));
+    let readiness = at(chart.container(), "readinessProbe.httpGet").expect("readiness");
+    assert_eq!(text_at(readiness, "path"), "/readyz");
+    assert_eq!(text_at(readiness, "port"), "admin");
+}
+
+#[test]
+fn full_values_render_a_valid_configuration_in_a_secret() {
+    use coi_proxy::config::{ListenerTls, UserName};
+    let full = full_values();
+    let chart = rendered(&[&full]);
+    assert!(
+        chart.all("ConfigMap").is_empty(),
+        "no ConfigMap once secrets are set"
+    );
+    let config = chart.config();
+
+    let submission = config.submission.as_ref().expect("submission");
+    let listeners: Vec<_> = submission
+        .listeners
+        .iter()
+        .map(|l| (l.name.as_str(), l.address.to_string(), l.tls))
+        .collect();
+    assert_eq!(
+        listeners,
+        [
+            (
+                "submission",
+                "0.0.0.0:587".to_owned(),
+                ListenerTls::Starttls
+            ),
+            (
+                "submissions",
+                "0.0.0.0:465".to_owned(),
+                ListenerTls::Implicit
+            )
+        ]
+    );
+    assert_eq!(submission.upstream.host, "postfix.mail.svc.cluster.local");
+    assert_eq!(submission.upstream.port, 10587);
+    assert_eq!(submission.hostname, "mail.example.org");
+    assert_eq!(submission.sender_domains, ["example.org"]);
+    assert_eq!(submission.limits.max_message_bytes, 50 * 1024 * 1024);
+
+    let delivery = config.delivery.as_ref().expect("delivery");
+    assert_eq!(delivery.address.to_string(), "0.0.0.0:10025");
+    assert_eq!(
+        (delivery.upstream.host.as_str(), delivery.upstream.port),
+        ("dovecot.mail.svc.cluster.local", 24)
+    );
+    assert_eq!(delivery.hostname, "mail.example.org");
+    assert_eq!(delivery.user_name, UserName::Address);
+    // The root file system is read-only: large messages spool to the emptyDir.
+    let spool = delivery.spool_directory.as_ref().expect("spool_directory");
+    assert_eq!(spool, Path::new(chart.mount_path("spool")));
+    assert_eq!(text_at(chart.volume("spool"), "emptyDir.sizeLimit"), "1Gi");
+
+    let writer = config.mailbox_writer.as_ref().expect("mailbox_writer");
+    assert_eq!(writer.master_user, "coi-proxy");
+    assert_eq!(writer.master_password, MASTER_PASSWORD);
+    assert_eq!(config.coi.server.as_deref(), Some("coi.example.org:4433"));
+    assert_eq!(config.coi.tokens.secrets.temporary.len(), 1);
+    assert_eq!(config.coi.tokens.secrets.permanent.len(), 1);
+    // IMAP is what `config` says.
+    assert_eq!(config.imap.listeners.len(), 2);
+
+    assert_eq!(
+        text_at(chart.volume("config"), "secret.secretName"),
+        RELEASE,
+        "the configuration is mounted from the chart's Secret"
+    );
+    assert_eq!(text_at(chart.object("Secret", RELEASE), "type"), "Opaque");
+    // A changed Secret rolls the pods, like a changed ConfigMap.
+    let checksum = chart.checksum().expect("checksum/config");
+    assert_ne!(Some(checksum), rendered(&[]).checksum());
+    let other = rendered(&[
+        &full,
+        "coi: {tokens: {temporarySecrets: [another-secret-0123456789]}}",
+    ]);
+    assert_ne!(other.checksum(), Some(checksum));
+    // The helm test pod checks the same file with the same mounts.
+    let test_pod = chart.object("Pod", "coi-proxy-config-check");
+    let test_volumes = list_at(test_pod, "spec.volumes");
+    assert_eq!(test_volumes, list_at(chart.pod_spec(), "volumes"));
+}
+
+#[test]
+fn secrets_are_never_in_a_configmap() {
+    let full = full_values();
+    let cases: [(&[&str], &[&str]); 5] = [
+        (
+            &[&full],
+            &[TEMPORARY_SECRET, PERMANENT_SECRET, MASTER_PASSWORD],
+        ),
+        (
+            &["coi: {tokens: {temporarySecrets: [change-me-temporary-secret-0001]}}"],
+            &[TEMPORARY_SECRET],
+        ),
+        (
+            &["coi: {tokens: {permanentSecrets: [change-me-permanent-secret-0001]}}"],
+            &[PERMANENT_SECRET],
+        ),
+        (
+            &["mailboxWriter: {enabled: true, masterPassword: change-me-master-password}"],
+            &[MASTER_PASSWORD],
+        ),
+        (
+            &[
+                &full,
+                "coi: {tokens: {temporarySecrets: [], permanentSecrets: []}}",
+                "delivery: {enabled: false}\nsubmission: {enabled: false}",
+            ],
+            &[MASTER_PASSWORD],
+        ),
+    ];
+    for (overrides, secrets) in cases {
+        let chart = rendered(overrides);
+        assert_no_secret_in_configmaps(&chart);
+        assert!(chart.all("ConfigMap").is_empty(), "{overrides:?}");
+        assert!(chart.find("Secret", RELEASE).is_some(), "{overrides:?}");
+        // The Secret holds them, base64-encoded: nothing rendered shows them in clear,
+        // NOTES.txt included.
+        for secret in [TEMPORARY_SECRET, PERMANENT_SECRET, MASTER_PASSWORD] {
+            assert!(
+                !chart.text.contains(secret),
+                "{secret} in clear: {overrides:?}"
+            );
+        }
+        let file = chart.config_file();
+        for secret in secrets {
+            assert!(file.contains(secret), "{secret} missing from the file");
+        }
+        chart.config();
+    }
+
+    // Without secrets, the new parts keep the ConfigMap (and the validity is no secret).
+    let chart = rendered(&[
+        "submission: {enabled: true, hostname: mail.example.org}",
+        "delivery: {enabled: true, hostname: mail.example.org}",
+        "coi: {server: \"coi.example.org:4433\", tokens: {temporaryValidity: 7d}}",
+    ]);
+    assert_no_secret_in_configmaps(&chart);
+    assert!(chart.find("Secret", RELEASE).is_none());
+    let config = chart.config();
+    assert!(config.submission.is_some() && config.delivery.is_some());
+    assert_eq!(
+        config.coi.tokens.temporary_validity,
+        Duration::from_secs(7 * 24 * 3600)
+    );
+    assert!(config.coi.tokens.secrets.temporary.is_empty());
+}
+
+#[test]
+fn submission_ports_only_when_enabled() {
+    let names =
+        |ports: Vec<(String, u64)>| -> Vec<String> { ports.into_iter().map(|p| p.0).collect() };
+    let service_names = |chart: &Rendered, service: &str| -> Vec<String> {
+        chart
+            .service_ports(service)
+            .into_iter()
+            .map(|p| p.0)
+            .collect()
+    };
+    let default = rendered(&[]);
+    let on = "submission: {enabled: true, hostname: mail.example.org}";
+    let chart = rendered(&[on]);
+    for (chart, expected) in [(&default, false), (&chart, true)] {
+        for name in ["submission", "submissions"] {
+            assert_eq!(
+                names(chart.container_ports()).contains(&name.to_owned()),
+                expected
+            );
+            assert_eq!(
+                service_names(chart, RELEASE).contains(&name.to_owned()),
+                expected
+            );
+            assert_eq!(
+                service_names(chart, "coi-proxy-headless").contains(&name.to_owned()),
+                expected
+            );
+        }
+        assert_eq!(chart.config().submission.is_some(), expected);
+    }
+    let own = |pairs: &[(&str, u64, &str)]| -> Vec<(String, u64, String)> {
+        pairs
+            .iter()
+            .map(|(n, p, t)| (n.to_string(), *p, t.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        chart.service_ports(RELEASE),
+        own(&[
+            ("imap", 143, "imap"),
+            ("imaps", 993, "imaps"),
+            ("submission", 587, "submission"),
+            ("submissions", 465, "submissions"),
+        ])
+    );
+    // The container ports are the listeners' ports.
+    let config = chart.config();
+    let listening: Vec<(String, u64)> = config
+        .imap
+        .listeners
+        .iter()
+        .chain(&config.submission.as_ref().expect("submission").listeners)
+        .map(|l| (l.name.clone(), u64::from(l.address.port())))
+        .collect();
+    let mut container = chart.container_ports();
+    assert_eq!(container.pop(), Some(("admin".to_owned(), 9090)));
+    assert_eq!(container, listening);
+
+    // One listener only, another listening port, a node port on a load balancer.
+    let chart = rendered(&[
+        on,
+        "submission: {starttls: {enabled: false}, implicit: {targetPort: 1465, nodePort: 30465}}",
+        "service: {type: LoadBalancer}",
+    ]);
+    let service = chart.service_ports(RELEASE);
+    assert_eq!(
+        service[2..],
+        own(&[("submissions", 465, "submissions")])[..]
+    );
+    let port = &list_at(chart.object("Service", RELEASE), "spec.ports")[2];
+    assert_eq!(at(port, "nodePort").and_then(Value::as_u64), Some(30465));
+    assert!(chart
+        .container_ports()
+        .contains(&("submissions".to_owned(), 1465)));
+    let submission = chart.config().submission.expect("submission");
+    assert_eq!(submission.listeners.len(), 1);
+    assert_eq!(submission.listeners[0].address.to_string(), "0.0.0.0:1465");
+    // No node port on a ClusterIP Service.
+    let chart = rendered(&[on, "submission: {implicit: {nodePort: 30465}}"]);
+    assert!(list_at(chart.object("Service", RELEASE), "spec.ports")
+        .iter()
+        .all(|p| p.get("nodePort").is_none()));
+}
+
+#[test]
+fn delivery_hook_has_its_own_cluster_ip_service() {
+    let hook = "coi-proxy-delivery";
+    let default = rendered(&[]);
+    assert!(default.find("Service", hook).is_none());
+    assert!(!default.container_ports().iter().any(|p| p.0 == "lmtp"));
+
+    // Even when the client Service is a load balancer.
+    let chart = rendered(&[
+        "delivery: {enabled: true, hostname: mail.example.org}",
+        "service: {type: LoadBalancer}",
+    ]);
+    let service = chart.object("Service", hook);
+    assert_eq!(text_at(service, "spec.type"), "ClusterIP");
+    assert_eq!(
+        chart.service_ports(hook),
+        [("lmtp".to_owned(), 10025, "lmtp".to_owned())]
+    );
+    for key in [
+        "nodePort",
+        "externalTrafficPolicy",
+        "loadBalancerSourceRanges",
+    ] {
+        assert!(
+            !serde_yaml::to_string(service).expect("yaml").contains(key),
+            "{key} on the hook Service"
+        );
+    }
+    assert_eq!(
+        at(service, "spec.selector"),
+        at(
+            chart.object("Deployment", RELEASE),
+            "spec.selector.matchLabels"
+        ),
+        "the hook Service selects the proxy's pods"
+    );
+    assert_eq!(
+        text_at(chart.object("Service", RELEASE), "spec.type"),
+        "LoadBalancer"
+    );
+    for other in [RELEASE, "coi-proxy-headless"] {
+        assert!(
+            chart
+                .service_ports(other)
+                .iter()
+                .all(|(name, port, _)| name != "lmtp" && *port != 10025),
+            "the LMTP port is on {other}"
+        );
+    }
+    assert!(chart
+        .container_ports()
+        .contains(&("lmtp".to_owned(), 10025)));
+    let delivery = chart.config().delivery.expect("delivery");
+    assert_eq!(delivery.address.port(), 10025);
+    // No value can change the hook Service's type.
+    let template = read("templates/service-delivery.yaml");
+    assert!(template.contains("  type: ClusterIP\n"));
+    assert!(!template.contains(".Values.service."));
+}
+
+#[test]
+fn existing_secret_holds_the_whole_configuration() {
+    let chart = rendered(&[
+        "existingSecret: my-coi-config",
+        "submission: {enabled: true}\ndelivery: {enabled: true}\nmailboxWriter: {enabled: true}",
+    ]);
+    assert!(chart.all("ConfigMap").is_empty() && chart.all("Secret").is_empty());
+    assert_eq!(
+        text_at(chart.volume("config"), "secret.secretName"),
+        "my-coi-config"
+    );
+    let test_pod = chart.object("Pod", "coi-proxy-config-check");
+    assert_eq!(
+        list_at(test_pod, "spec.volumes"),
+        list_at(chart.pod_spec(), "volumes")
+    );
+    assert_eq!(
+        chart.checksum(),
+        None,
+        "the chart cannot hash a Secret it does not render"
+    );
+    // The ports still follow the values.
+    let names: Vec<String> = chart.container_ports().into_iter().map(|p| p.0).collect();
+    assert_eq!(
+        names,
+        [
+            "imap",
+            "imaps",
+            "submission",
+            "submissions",
+            "lmtp",
+            "admin"
+        ]
+    );
+    assert!(chart.find("Service", "coi-proxy-delivery").is_some());
+    assert!(
+        chart.text.contains("rollout restart"),
+        "NOTES.txt says to roll the pods"
+    );
+
+    let error = render(&[&full_values(), "existingSecret: my-coi-config"])
+        .err()
+        .expect("secrets in values next to existingSecret are refused");
+    assert!(error.contains("existingSecret is set"), "{error}");
+}
+
+#[test]
+fn chart_refuses_values_that_would_misplace_secrets_or_ports() {
+    let full = full_values();
+    // Sections the chart renders itself: the schema refuses them, and so do the templates
+    // when the schema is skipped.
+    for (overrides, message) in [
+        (
+            "config: {submission: {hostname: x}}",
+            "config.submission: set it through the chart's `submission`",
+        ),
+        (
+            "config: {delivery: {hostname: x}}",
+            "config.delivery: set it through the chart's `delivery`",
+        ),
+        (
+            "config: {mailbox_writer: {master_user: x}}",
+            "config.mailbox_writer: set it through the chart's `mailboxWriter`",
+        ),
+        (
+            "config: {coi: {tokens: {temporary_secrets: [a-secret-of-20-bytes]}}}",
+            "config.coi.tokens: set it through the chart's `coi.tokens`",
+        ),
+        (
+            "config: {coi: {server: \"coi.example.org:4433\"}}",
+            "config.coi.server",
+        ),
+    ] {
+        let error = render(&[overrides])
+            .err()
+            .unwrap_or_else(|| panic!("accepted {overrides}"));
+        assert!(
+            error.contains("values.schema.json: /config/"),
+            "{overrides}: {error}"
+        );
+        let error = render_with(&[overrides], false)
+            .err()
+            .unwrap_or_else(|| panic!("accepted {overrides} without the schema"));
+        assert!(error.contains(message), "{overrides}: {error}");
+    }
+    // config.coi.mailbox_root stays in `config`, next to the rendered keys.
+    let chart = rendered(&[&full, "config: {coi: {mailbox_root: Chats}}"]);
+    let config = chart.config();
+    assert_eq!(config.coi.mailbox_root, "Chats");
+    assert_eq!(config.coi.server.as_deref(), Some("coi.example.org:4433"));
+
+    for (overrides, message) in [
+        (&["mailboxWriter: {enabled: true}"][..], "needs mailboxWriter.masterPassword"),
+        (&["submission: {enabled: true}"][..], "needs submission.hostname"),
+        (&["delivery: {enabled: true}"][..], "needs delivery.hostname"),
+        (
+            &[&full, "submission: {starttls: {enabled: false}, implicit: {enabled: false}}"][..],
+            "needs submission.starttls.enabled or submission.implicit.enabled",
+        ),
+        (
+            &[&full, "submission: {starttls: {targetPort: 993}}"][..],
+            "container port 993 of \"submission\" is also the port of \"imaps\"",
+        ),
+        (&[&full, "delivery: {port: 9090}"][..], "container port 9090 of \"lmtp\" is also the port of \"admin\""),
+        (
+            &[&full, "service: {ports: [{name: imap, port: 143, targetPort: 143}, {name: submission, port: 587, targetPort: 1587}]}"][..],
+            "port name \"submission\" is used twice",
+        ),
+        (&["coi: {tokens: {temporarySecrets: [short]}}"][..], "shorter than minLength"),
+    ] {
+        let error = render(overrides).err().unwrap_or_else(|| panic!("accepted {overrides:?}"));
+        assert!(error.contains(message), "{overrides:?}: {error}");
+    }
+}
+
+#[test]
+fn mini_renderer_follows_go_templates() {
+    let data: Value = serde_yaml::from_str("{a: {b: null}}").expect("data");
+    let render = |source: &str| {
+        gotmpl::Engine::new(&[("t".to_owned(), source.to_owned())])
+            .and_then(|engine| engine.render("t", &data))
+    };
+    // Trim markers, define/include, range over a map in key order, variables assigned
+    // and maps set inside a block, else if.
+    let source = r#"{{- define "item" -}} <{{ . }}> {{- end -}}
+{{- $m := dict "b" 2 "a" 1 }}
+{{- range $k, $v := $m }}{{ $k }}={{ $v }};{{ end }}
+{{- $l := list "w" }}
+{{- if true }}{{ $l = append $l "x" }}{{ $_ := set $m "c" 3 }}{{ end }}
+{{- range $l }}{{ include "item" . }}{{ end }}
+{{- if eq (int "1") 0 }}no{{ else if hasKey $m "c" }} c={{ get $m "c" }}{{ else }}no{{ end }}
+"#;
+    assert_eq!(render(source).as_deref(), Ok("a=1;b=2;<w><x> c=3\n"));
+    assert_eq!(
+        render("a  {{- /* c */}}  b {{ printf \"%s:%d\" \"h\" 5 }}").as_deref(),
+        Ok("a  b h:5")
+    );
+    assert_eq!(
+        render("{{ \"x\\ny\" | nindent 2 }}|{{ toYaml (list 1) }}|{{ quote \"q\" }}").as_deref(),
+        Ok("\n  x\n  y|- 1|\"q\"")
+    );
+    assert_eq!(
+        render("{{ and 1 0 }}{{ or 0 \"\" 7 }}{{ default \"d\" .a.x }}{{ print \"a\" \"b\" }}")
+            .as_deref(),
+        Ok("07dab")
+    );
+    // What Go refuses, or what the engine does not know, is an error, never a guess.
+    let error = |source: &str| render(source).expect_err(source);
+    assert_eq!(error("{{ .a.b.c }}"), "t: nil pointer evaluating .a.b.c");
+    assert!(error("{{ .a }}").contains("printing"));
+    assert!(error("{{ eq .a.b \"x\" }}").contains("incompatible types"));
+    assert!(error("{{ fail \"stop\" }}").contains("fail: stop"));
+    assert!(error("{{ lookup \"v1\" \"Secret\" \"\" \"\" }}").contains("unknown function"));
+    assert!(error("{{ template \"x\" }}").contains("not supported"));
+}
+
+// ---------------------------------------------------------------------------------------
 // values.schema.json
 
 fn schema_text() -> String {
@@ -466,10 +1279,17 @@ fn schema_top_level_properties_are_the_values_keys() {
     );
 }
 
+/// Configuration sections the chart renders from its own values (`submission`,
+/// `delivery`, `mailboxWriter`) and so refuses in `config`.
+const RENDERED_SECTIONS: [&str; 3] = ["submission", "delivery", "mailbox_writer"];
+/// Keys of the `coi` section rendered from the `coi` values (`coi.tokens` holds secrets).
+const RENDERED_COI_KEYS: [&str; 2] = ["server", "tokens"];
+
 #[test]
 fn schema_config_sections_are_the_proxy_sections() {
     // conf/coi-proxy.yaml documents every section; the schema's `config` must allow
-    // exactly those, so a new section is not refused by `helm install`.
+    // exactly those the chart does not render itself, so a new section is not refused by
+    // `helm install`, and the rendered ones (secrets among them) cannot be given twice.
     let documented: Value = serde_yaml::from_str(
         &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/coi-proxy.yaml"))
             .expect("conf/coi-proxy.yaml"),
@@ -478,9 +1298,24 @@ fn schema_config_sections_are_the_proxy_sections() {
     let schema = schema();
     let config = get(&schema, "properties.config");
     assert_eq!(get(config, "additionalProperties"), &Value::Bool(false));
+    let allowed = keys(as_mapping(get(config, "properties"), "config properties"));
+    let rendered: BTreeSet<String> = RENDERED_SECTIONS.iter().map(|s| s.to_string()).collect();
+    assert!(allowed.is_disjoint(&rendered), "{allowed:?}");
     assert_eq!(
-        keys(as_mapping(get(config, "properties"), "config properties")),
+        allowed.union(&rendered).cloned().collect::<BTreeSet<_>>(),
         keys(as_mapping(&documented, "conf/coi-proxy.yaml"))
+    );
+    let coi = get(config, "properties.coi");
+    assert_eq!(get(coi, "additionalProperties"), &Value::Bool(false));
+    let allowed = keys(as_mapping(get(coi, "properties"), "config.coi properties"));
+    let rendered: BTreeSet<String> = RENDERED_COI_KEYS.iter().map(|s| s.to_string()).collect();
+    assert!(allowed.is_disjoint(&rendered), "{allowed:?}");
+    assert_eq!(
+        allowed.union(&rendered).cloned().collect::<BTreeSet<_>>(),
+        keys(as_mapping(
+            get(&documented, "coi"),
+            "conf/coi-proxy.yaml coi"
+        ))
     );
 }
 
@@ -872,5 +1707,1027 @@ mod mini_schema {
                 }
             }
         }
+    }
+}
+
+/// A small Go text/template engine with the Sprig and Helm functions this chart uses, so
+/// that the tests render the chart as `helm template` does, without a helm binary. What
+/// it does not know (an action, a function, a printf verb, printing a map) is an error,
+/// never a guess, so the templates cannot silently outgrow it. Differences from Helm that
+/// the chart does not rely on: maps are values, not references (`set` changes the
+/// variable it names, so a map is completed before it is stored in another one);
+/// `sha256sum` is a stand-in hash (the tests only compare hashes with each other);
+/// `toYaml` writes serde_yaml's style (in Go's key order), and numbers compare by value
+/// whatever their type (comparing other different types is an error, as in Go).
+mod gotmpl {
+    use std::collections::BTreeMap;
+
+    use base64::Engine as _;
+    use serde_yaml::{Mapping, Value};
+
+    #[derive(Debug)]
+    enum Node {
+        Text(String),
+        Output(Pipe),
+        /// `if`/`else if` branches, then the `else` body.
+        If(Vec<(Pipe, Vec<Node>)>, Vec<Node>),
+        Range(Pipe, Vec<Node>, Vec<Node>),
+        With(Pipe, Vec<Node>, Vec<Node>),
+    }
+
+    #[derive(Debug, Default)]
+    struct Pipe {
+        /// `$a :=`, `$a =`, or in `range` `$k, $v :=`.
+        vars: Vec<String>,
+        declare: bool,
+        commands: Vec<Vec<Term>>,
+    }
+
+    #[derive(Debug)]
+    enum Term {
+        /// `.`, `.a.b`
+        Dot(Vec<String>),
+        /// `$`, `$x`, `$x.a`
+        Var(String, Vec<String>),
+        Literal(Value),
+        Function(String),
+        Nested(Pipe),
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum Token {
+        Dot(Vec<String>),
+        Var(String, Vec<String>),
+        Literal(Value),
+        Ident(String),
+        Open,
+        Close,
+        Bar,
+        Comma,
+        Declare,
+        Assign,
+    }
+
+    enum Piece {
+        Text(String),
+        Action(String),
+    }
+
+    /// Text and actions, with the trim markers (`{{- `, ` -}}`) applied and comments
+    /// dropped.
+    fn split(source: &str) -> Result<Vec<Piece>, String> {
+        let mut pieces = Vec::new();
+        let mut rest = source;
+        let mut trim_next = false;
+        while let Some(open) = rest.find("{{") {
+            let mut text = &rest[..open];
+            if trim_next {
+                text = text.trim_start();
+            }
+            let after = &rest[open + 2..];
+            let trim_left =
+                after.starts_with('-') && after[1..].starts_with(|c: char| c.is_ascii_whitespace());
+            let body = if trim_left { &after[1..] } else { after };
+            let close = find_close(body).ok_or("an action is not closed")?;
+            let mut inner = &body[..close];
+            let trim_right = inner.ends_with('-')
+                && inner[..inner.len() - 1].ends_with(|c: char| c.is_ascii_whitespace());
+            if trim_right {
+                inner = &inner[..inner.len() - 1];
+            }
+            if trim_left {
+                text = text.trim_end();
+            }
+            if !text.is_empty() {
+                pieces.push(Piece::Text(text.to_owned()));
+            }
+            let inner = inner.trim();
+            if !(inner.starts_with("/*") && inner.ends_with("*/")) {
+                pieces.push(Piece::Action(inner.to_owned()));
+            }
+            trim_next = trim_right;
+            rest = &body[close + 2..];
+        }
+        let text = if trim_next { rest.trim_start() } else { rest };
+        if !text.is_empty() {
+            pieces.push(Piece::Text(text.to_owned()));
+        }
+        Ok(pieces)
+    }
+
+    /// Where the `}}` closing an action starts, outside quotes and comments.
+    fn find_close(body: &str) -> Option<usize> {
+        if body.trim_start().starts_with("/*") {
+            let end = body.find("*/")?;
+            return body[end..].find("}}").map(|i| end + i);
+        }
+        let bytes = body.as_bytes();
+        let mut quote = None;
+        let mut i = 0;
+        while i < bytes.len() {
+            match (quote, bytes[i]) {
+                (Some(b'"'), b'\\') => i += 1,
+                (Some(q), b) if b == q => quote = None,
+                (Some(_), _) => {}
+                (None, b @ (b'"' | b'`')) => quote = Some(b),
+                (None, b'}') if bytes.get(i + 1) == Some(&b'}') => return Some(i),
+                (None, _) => {}
+            }
+            i += 1;
+        }
+        None
+    }
+
+    fn tokenize(action: &str) -> Result<Vec<Token>, String> {
+        let chars: Vec<char> = action.chars().collect();
+        let ident_end = |from: usize| {
+            (from..chars.len())
+                .find(|&j| !(chars[j].is_alphanumeric() || chars[j] == '_'))
+                .unwrap_or(chars.len())
+        };
+        // `.a.b` from a '.', as the field names and the position after them.
+        let fields = |mut i: usize| -> Result<(Vec<String>, usize), String> {
+            let mut path = Vec::new();
+            while chars.get(i) == Some(&'.') {
+                let end = ident_end(i + 1);
+                if end == i + 1 {
+                    if path.is_empty() {
+                        return Ok((path, i + 1));
+                    }
+                    return Err("a field name is missing after '.'".to_owned());
+                }
+                path.push(chars[i + 1..end].iter().collect());
+                i = end;
+            }
+            Ok((path, i))
+        };
+        let mut tokens = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            match c {
+                c if c.is_whitespace() => i += 1,
+                '(' | ')' | '|' | ',' | '=' => {
+                    tokens.push(match c {
+                        '(' => Token::Open,
+                        ')' => Token::Close,
+                        '|' => Token::Bar,
+                        ',' => Token::Comma,
+                        _ => Token::Assign,
+                    });
+                    i += 1;
+                }
+                ':' if chars.get(i + 1) == Some(&'=') => {
+                    tokens.push(Token::Declare);
+                    i += 2;
+                }
+                '"' => {
+                    let mut text = String::new();
+                    i += 1;
+                    loop {
+                        match chars.get(i) {
+                            None => return Err("unterminated string".to_owned()),
+                            Some('"') => break,
+                            Some('\\') => {
+                                text.push(match chars.get(i + 1) {
+                                    Some('n') => '\n',
+                                    Some('t') => '\t',
+                                    Some('r') => '\r',
+                                    Some(&e @ ('\\' | '"' | '\'')) => e,
+                                    other => return Err(format!("escape {other:?}")),
+                                });
+                                i += 2;
+                            }
+                            Some(&ch) => {
+                                text.push(ch);
+                                i += 1;
+                            }
+                        }
+                    }
+                    tokens.push(Token::Literal(Value::String(text)));
+                    i += 1;
+                }
+                '`' => {
+                    let end = (i + 1..chars.len())
+                        .find(|&j| chars[j] == '`')
+                        .ok_or("unterminated raw string")?;
+                    tokens.push(Token::Literal(Value::String(
+                        chars[i + 1..end].iter().collect(),
+                    )));
+                    i = end + 1;
+                }
+                '.' => {
+                    let (path, next) = fields(i)?;
+                    tokens.push(Token::Dot(path));
+                    i = next;
+                }
+                '$' => {
+                    let end = ident_end(i + 1);
+                    let name = format!("${}", chars[i + 1..end].iter().collect::<String>());
+                    let (path, next) = fields(end)?;
+                    tokens.push(Token::Var(name, path));
+                    i = next;
+                }
+                '-' | '0'..='9' => {
+                    let end = (i + 1..chars.len())
+                        .find(|&j| !(chars[j].is_ascii_digit() || chars[j] == '.'))
+                        .unwrap_or(chars.len());
+                    let text: String = chars[i..end].iter().collect();
+                    let number = match text.parse::<i64>() {
+                        Ok(n) => Value::from(n),
+                        Err(_) => Value::from(
+                            text.parse::<f64>()
+                                .map_err(|_| format!("bad number {text:?}"))?,
+                        ),
+                    };
+                    tokens.push(Token::Literal(number));
+                    i = end;
+                }
+                c if c.is_alphabetic() || c == '_' => {
+                    let end = ident_end(i);
+                    let word: String = chars[i..end].iter().collect();
+                    tokens.push(match word.as_str() {
+                        "true" => Token::Literal(Value::Bool(true)),
+                        "false" => Token::Literal(Value::Bool(false)),
+                        "nil" => Token::Literal(Value::Null),
+                        _ => Token::Ident(word),
+                    });
+                    i = end;
+                }
+                other => return Err(format!("unexpected {other:?}")),
+            }
+        }
+        Ok(tokens)
+    }
+
+    fn pipe(tokens: &[Token]) -> Result<Pipe, String> {
+        let mut result = Pipe::default();
+        let mut rest = tokens;
+        if let Some(at) = tokens
+            .iter()
+            .position(|t| matches!(t, Token::Declare | Token::Assign))
+        {
+            for (i, token) in tokens[..at].iter().enumerate() {
+                match token {
+                    Token::Var(name, path) if i % 2 == 0 && path.is_empty() => {
+                        result.vars.push(name.clone())
+                    }
+                    Token::Comma if i % 2 == 1 => {}
+                    _ => return Err("bad variable declaration".to_owned()),
+                }
+            }
+            result.declare = tokens[at] == Token::Declare;
+            rest = &tokens[at + 1..];
+        }
+        let mut at = 0;
+        result.commands = commands(rest, &mut at, false)?;
+        Ok(result)
+    }
+
+    fn commands(tokens: &[Token], at: &mut usize, nested: bool) -> Result<Vec<Vec<Term>>, String> {
+        let mut commands = Vec::new();
+        let mut current = Vec::new();
+        while let Some(token) = tokens.get(*at) {
+            *at += 1;
+            match token {
+                Token::Close if nested => {
+                    if current.is_empty() {
+                        return Err("empty command".to_owned());
+                    }
+                    commands.push(current);
+                    return Ok(commands);
+                }
+                Token::Bar => {
+                    if current.is_empty() {
+                        return Err("empty command".to_owned());
+                    }
+                    commands.push(std::mem::take(&mut current));
+                }
+                Token::Open => {
+                    let inner = commands_of(tokens, at)?;
+                    current.push(Term::Nested(inner));
+                }
+                Token::Dot(path) => current.push(Term::Dot(path.clone())),
+                Token::Var(name, path) => current.push(Term::Var(name.clone(), path.clone())),
+                Token::Literal(value) => current.push(Term::Literal(value.clone())),
+                Token::Ident(name) => current.push(Term::Function(name.clone())),
+                other => return Err(format!("unexpected {other:?}")),
+            }
+        }
+        if nested {
+            return Err("unclosed '('".to_owned());
+        }
+        if current.is_empty() {
+            return Err("empty command".to_owned());
+        }
+        commands.push(current);
+        Ok(commands)
+    }
+
+    fn commands_of(tokens: &[Token], at: &mut usize) -> Result<Pipe, String> {
+        Ok(Pipe {
+            commands: commands(tokens, at, true)?,
+            ..Pipe::default()
+        })
+    }
+
+    enum Stop {
+        End,
+        Else,
+        ElseIf(Pipe),
+        Eof,
+    }
+
+    struct Parser<'a> {
+        pieces: &'a [Piece],
+        at: usize,
+        defines: &'a mut BTreeMap<String, Vec<Node>>,
+    }
+
+    impl Parser<'_> {
+        fn list(&mut self) -> Result<(Vec<Node>, Stop), String> {
+            let mut nodes = Vec::new();
+            while let Some(piece) = self.pieces.get(self.at) {
+                self.at += 1;
+                let action = match piece {
+                    Piece::Text(text) => {
+                        nodes.push(Node::Text(text.clone()));
+                        continue;
+                    }
+                    Piece::Action(action) => action,
+                };
+                let tokens = tokenize(action).map_err(|e| format!("{{{{{action}}}}}: {e}"))?;
+                let keyword = match tokens.first() {
+                    Some(Token::Ident(word)) => word.as_str(),
+                    _ => "",
+                };
+                let args = &tokens[1.min(tokens.len())..];
+                match keyword {
+                    "end" => return Ok((nodes, Stop::End)),
+                    "else" => {
+                        return match args.first() {
+                            None => Ok((nodes, Stop::Else)),
+                            Some(Token::Ident(word)) if word == "if" => {
+                                Ok((nodes, Stop::ElseIf(pipe(&args[1..])?)))
+                            }
+                            Some(_) => Err(format!("{{{{{action}}}}} is not supported")),
+                        }
+                    }
+                    "if" => nodes.push(self.if_chain(pipe(args)?)?),
+                    "range" | "with" => {
+                        let head = pipe(args)?;
+                        let (body, otherwise) = self.body_and_else()?;
+                        nodes.push(if keyword == "range" {
+                            Node::Range(head, body, otherwise)
+                        } else {
+                            Node::With(head, body, otherwise)
+                        });
+                    }
+                    "define" => {
+                        let Some(Token::Literal(Value::String(name))) = args.first() else {
+                            return Err(format!("{{{{{action}}}}}: a name is needed"));
+                        };
+                        let (body, stop) = self.list()?;
+                        if !matches!(stop, Stop::End) {
+                            return Err(format!("define {name:?} is not closed by end"));
+                        }
+                        if self.defines.insert(name.clone(), body).is_some() {
+                            return Err(format!("template {name:?} is defined twice"));
+                        }
+                    }
+                    "template" | "block" | "break" | "continue" => {
+                        return Err(format!("{{{{{action}}}}} is not supported"))
+                    }
+                    _ => nodes.push(Node::Output(pipe(&tokens)?)),
+                }
+            }
+            Ok((nodes, Stop::Eof))
+        }
+
+        fn if_chain(&mut self, first: Pipe) -> Result<Node, String> {
+            let mut branches = Vec::new();
+            let mut condition = first;
+            loop {
+                let (body, stop) = self.list()?;
+                branches.push((condition, body));
+                match stop {
+                    Stop::End => return Ok(Node::If(branches, Vec::new())),
+                    Stop::Else => {
+                        let (otherwise, stop) = self.list()?;
+                        return match stop {
+                            Stop::End => Ok(Node::If(branches, otherwise)),
+                            _ => Err("if: else is not closed by end".to_owned()),
+                        };
+                    }
+                    Stop::ElseIf(next) => condition = next,
+                    Stop::Eof => return Err("if is not closed".to_owned()),
+                }
+            }
+        }
+
+        fn body_and_else(&mut self) -> Result<(Vec<Node>, Vec<Node>), String> {
+            match self.list()? {
+                (body, Stop::End) => Ok((body, Vec::new())),
+                (body, Stop::Else) => match self.list()? {
+                    (otherwise, Stop::End) => Ok((body, otherwise)),
+                    _ => Err("else is not closed by end".to_owned()),
+                },
+                _ => Err("range/with is not closed by end".to_owned()),
+            }
+        }
+    }
+
+    /// Parsed templates: every file under its name, every `define` under its name.
+    pub struct Engine {
+        templates: BTreeMap<String, Vec<Node>>,
+    }
+
+    type Vars = Vec<(String, Value)>;
+
+    impl Engine {
+        pub fn new(files: &[(String, String)]) -> Result<Self, String> {
+            let mut templates = BTreeMap::new();
+            for (name, source) in files {
+                let pieces = split(source).map_err(|e| format!("{name}: {e}"))?;
+                let mut defines = BTreeMap::new();
+                let mut parser = Parser {
+                    pieces: &pieces,
+                    at: 0,
+                    defines: &mut defines,
+                };
+                let (nodes, stop) = parser.list().map_err(|e| format!("{name}: {e}"))?;
+                if !matches!(stop, Stop::Eof) {
+                    return Err(format!("{name}: unexpected end or else"));
+                }
+                for (define, body) in defines {
+                    if templates.insert(define.clone(), body).is_some() {
+                        return Err(format!("{name}: template {define:?} is defined twice"));
+                    }
+                }
+                templates.insert(name.clone(), nodes);
+            }
+            Ok(Self { templates })
+        }
+
+        /// Runs the template `name` with `data` as `.` and `$`.
+        pub fn render(&self, name: &str, data: &Value) -> Result<String, String> {
+            self.include(name, data, 0)
+                .map_err(|e| format!("{name}: {e}"))
+        }
+
+        fn include(&self, name: &str, data: &Value, depth: usize) -> Result<String, String> {
+            if depth > 50 {
+                return Err("includes nested too deeply".to_owned());
+            }
+            let nodes = self
+                .templates
+                .get(name)
+                .ok_or_else(|| format!("no template {name:?}"))?;
+            let mut vars = vec![("$".to_owned(), data.clone())];
+            let mut out = String::new();
+            self.run(nodes, data, &mut vars, &mut out, depth)?;
+            Ok(out)
+        }
+
+        fn run(
+            &self,
+            nodes: &[Node],
+            dot: &Value,
+            vars: &mut Vars,
+            out: &mut String,
+            depth: usize,
+        ) -> Result<(), String> {
+            for node in nodes {
+                let mark = vars.len();
+                match node {
+                    Node::Text(text) => out.push_str(text),
+                    Node::Output(pipe) => {
+                        let value = self.pipe(pipe, dot, vars, depth)?;
+                        if pipe.vars.is_empty() {
+                            out.push_str(&display(&value)?);
+                        }
+                        // A declaration lives until the end of the enclosing block.
+                        continue;
+                    }
+                    Node::If(branches, otherwise) => {
+                        let mut taken = false;
+                        for (condition, body) in branches {
+                            if truthy(&self.pipe(condition, dot, vars, depth)?) {
+                                self.run(body, dot, vars, out, depth)?;
+                                taken = true;
+                                break;
+                            }
+                        }
+                        if !taken {
+                            self.run(otherwise, dot, vars, out, depth)?;
+                        }
+                    }
+                    Node::With(head, body, otherwise) => {
+                        let value = self.pipe(head, dot, vars, depth)?;
+                        if truthy(&value) {
+                            self.run(body, &value, vars, out, depth)?;
+                        } else {
+                            self.run(otherwise, dot, vars, out, depth)?;
+                        }
+                    }
+                    Node::Range(head, body, otherwise) => {
+                        let items: Vec<(Value, Value)> = match self.value(head, dot, vars, depth)? {
+                            Value::Sequence(items) => items
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, item)| (Value::from(i as u64), item))
+                                .collect(),
+                            // Go ranges over a map in key order.
+                            Value::Mapping(map) => {
+                                let mut entries: Vec<_> = map.into_iter().collect();
+                                entries.sort_by_key(|(key, _)| display_key(key));
+                                entries
+                            }
+                            Value::Null => Vec::new(),
+                            other => return Err(format!("range over {other:?}")),
+                        };
+                        if items.is_empty() {
+                            self.run(otherwise, dot, vars, out, depth)?;
+                        }
+                        for (key, item) in items {
+                            let inner = vars.len();
+                            match head.vars.as_slice() {
+                                [] => {}
+                                [value] => vars.push((value.clone(), item.clone())),
+                                [k, value] => {
+                                    vars.push((k.clone(), key));
+                                    vars.push((value.clone(), item.clone()));
+                                }
+                                _ => return Err("range: too many variables".to_owned()),
+                            }
+                            self.run(body, &item, vars, out, depth)?;
+                            vars.truncate(inner);
+                        }
+                    }
+                }
+                vars.truncate(mark);
+            }
+            Ok(())
+        }
+
+        /// A pipeline's value, bound to its variables if it declares or assigns any.
+        fn pipe(
+            &self,
+            pipe: &Pipe,
+            dot: &Value,
+            vars: &mut Vars,
+            depth: usize,
+        ) -> Result<Value, String> {
+            let value = self.value(pipe, dot, vars, depth)?;
+            match (pipe.vars.as_slice(), pipe.declare) {
+                ([], _) => {}
+                ([name], true) => vars.push((name.clone(), value.clone())),
+                ([name], false) => assign(vars, name, value.clone())?,
+                _ => return Err("several variables outside range".to_owned()),
+            }
+            Ok(value)
+        }
+
+        fn value(
+            &self,
+            pipe: &Pipe,
+            dot: &Value,
+            vars: &mut Vars,
+            depth: usize,
+        ) -> Result<Value, String> {
+            let mut piped = None;
+            for command in &pipe.commands {
+                piped = Some(self.command(command, piped, dot, vars, depth)?);
+            }
+            piped.ok_or_else(|| "empty pipeline".to_owned())
+        }
+
+        fn command(
+            &self,
+            terms: &[Term],
+            piped: Option<Value>,
+            dot: &Value,
+            vars: &mut Vars,
+            depth: usize,
+        ) -> Result<Value, String> {
+            match terms {
+                [Term::Function(name), args @ ..] => self.call(name, args, piped, dot, vars, depth),
+                [term] if piped.is_none() => self.term(term, dot, vars, depth),
+                _ => Err("arguments given to a value that is not a function".to_owned()),
+            }
+        }
+
+        fn term(
+            &self,
+            term: &Term,
+            dot: &Value,
+            vars: &mut Vars,
+            depth: usize,
+        ) -> Result<Value, String> {
+            match term {
+                Term::Dot(path) => field(dot, path),
+                Term::Var(name, path) => field(&lookup(vars, name)?, path),
+                Term::Literal(value) => Ok(value.clone()),
+                Term::Function(name) => self.call(name, &[], None, dot, vars, depth),
+                Term::Nested(pipe) => self.value(pipe, dot, vars, depth),
+            }
+        }
+
+        fn call(
+            &self,
+            name: &str,
+            terms: &[Term],
+            piped: Option<Value>,
+            dot: &Value,
+            vars: &mut Vars,
+            depth: usize,
+        ) -> Result<Value, String> {
+            match name {
+                // Short-circuit: the first deciding argument, else the last.
+                "and" | "or" => {
+                    let mut last = Value::Null;
+                    for term in terms {
+                        last = self.term(term, dot, vars, depth)?;
+                        if truthy(&last) == (name == "or") {
+                            return Ok(last);
+                        }
+                    }
+                    Ok(piped.unwrap_or(last))
+                }
+                // Sprig's set changes the map in place; here: the variable it names.
+                "set" => {
+                    let [Term::Var(variable, path), key, item] = terms else {
+                        return Err("set: expected set $variable key value".to_owned());
+                    };
+                    if !path.is_empty() || piped.is_some() {
+                        return Err("set: only on a plain $variable".to_owned());
+                    }
+                    let Value::Mapping(mut map) = lookup(vars, variable)? else {
+                        return Err(format!("set: {variable} is not a map"));
+                    };
+                    let key = self.term(key, dot, vars, depth)?;
+                    let item = self.term(item, dot, vars, depth)?;
+                    map.insert(Value::String(display(&key)?), item);
+                    assign(vars, variable, Value::Mapping(map.clone()))?;
+                    Ok(Value::Mapping(map))
+                }
+                _ => {
+                    let mut args = Vec::with_capacity(terms.len() + 1);
+                    for term in terms {
+                        args.push(self.term(term, dot, vars, depth)?);
+                    }
+                    args.extend(piped);
+                    if name == "include" {
+                        let [template, data] = args.as_slice() else {
+                            return Err("include: expected a name and a value".to_owned());
+                        };
+                        let template = template.as_str().ok_or("include: the name is a string")?;
+                        return self.include(template, data, depth + 1).map(Value::String);
+                    }
+                    function(name, &args).map_err(|e| format!("{name}: {e}"))
+                }
+            }
+        }
+    }
+
+    fn lookup(vars: &Vars, name: &str) -> Result<Value, String> {
+        vars.iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| format!("undefined variable {name}"))
+    }
+
+    fn assign(vars: &mut Vars, name: &str, value: Value) -> Result<(), String> {
+        let slot = vars
+            .iter_mut()
+            .rev()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| format!("undefined variable {name}"))?;
+        slot.1 = value;
+        Ok(())
+    }
+
+    /// `.a.b` of a value: a missing key is nil, a field of nil is an error (as in Go).
+    fn field(value: &Value, path: &[String]) -> Result<Value, String> {
+        let mut current = value.clone();
+        for (i, key) in path.iter().enumerate() {
+            current = match &current {
+                Value::Mapping(map) => map.get(key.as_str()).cloned().unwrap_or(Value::Null),
+                Value::Null => {
+                    return Err(format!("nil pointer evaluating .{}", path[..=i].join(".")))
+                }
+                other => return Err(format!("can't evaluate field {key} in {other:?}")),
+            };
+        }
+        Ok(current)
+    }
+
+    fn truthy(value: &Value) -> bool {
+        match value {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            Value::String(s) => !s.is_empty(),
+            Value::Sequence(s) => !s.is_empty(),
+            Value::Mapping(m) => !m.is_empty(),
+            Value::Tagged(_) => true,
+        }
+    }
+
+    /// How `{{ value }}` prints: nil as nothing (Helm drops "<no value>").
+    fn display(value: &Value) -> Result<String, String> {
+        Ok(match value {
+            Value::Null => String::new(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(i), _, _) => i.to_string(),
+                (_, Some(u), _) => u.to_string(),
+                (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.0}"),
+                (_, _, f) => format!("{}", f.unwrap_or_default()),
+            },
+            Value::String(s) => s.clone(),
+            other => {
+                return Err(format!(
+                    "printing {other:?} (Go would print map[...] or [...])"
+                ))
+            }
+        })
+    }
+
+    fn display_key(key: &Value) -> String {
+        display(key).unwrap_or_default()
+    }
+
+    /// The value with its maps in the key order of Go's YAML encoder (yaml.v2, which
+    /// Helm's toYaml ends in): letters by code point, other characters before letters.
+    /// (Its numeric ordering of digit runs is left out: no key of the chart has digits.)
+    fn go_sorted(value: &Value) -> Value {
+        fn order(a: &str, b: &str) -> std::cmp::Ordering {
+            for (x, y) in a.chars().zip(b.chars()) {
+                if x != y {
+                    return match (x.is_alphabetic(), y.is_alphabetic()) {
+                        (true, false) => std::cmp::Ordering::Greater,
+                        (false, true) => std::cmp::Ordering::Less,
+                        _ => x.cmp(&y),
+                    };
+                }
+            }
+            a.chars().count().cmp(&b.chars().count())
+        }
+        match value {
+            Value::Mapping(map) => {
+                let mut entries: Vec<(Value, Value)> =
+                    map.iter().map(|(k, v)| (k.clone(), go_sorted(v))).collect();
+                entries.sort_by(|a, b| order(&display_key(&a.0), &display_key(&b.0)));
+                Value::Mapping(entries.into_iter().collect())
+            }
+            Value::Sequence(items) => Value::Sequence(items.iter().map(go_sorted).collect()),
+            other => other.clone(),
+        }
+    }
+
+    fn equal(a: &Value, b: &Value) -> Result<bool, String> {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => Ok(x.as_f64() == y.as_f64()),
+            (Value::String(x), Value::String(y)) => Ok(x == y),
+            (Value::Bool(x), Value::Bool(y)) => Ok(x == y),
+            _ => Err(format!("incompatible types for comparison: {a:?}, {b:?}")),
+        }
+    }
+
+    /// Go's %q (strconv.Quote) for the characters the chart can meet.
+    fn go_quote(text: &str) -> String {
+        let mut out = String::from("\"");
+        for c in text.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    /// Sprig's toInt: numbers truncate, strings parse (else 0), nil is 0.
+    fn to_int(value: &Value) -> Result<i64, String> {
+        match value {
+            Value::Number(n) => n
+                .as_i64()
+                .or_else(|| n.as_f64().map(|f| f as i64))
+                .ok_or_else(|| format!("{n} is not an int")),
+            Value::String(s) => Ok(s.trim().parse().unwrap_or(0)),
+            Value::Bool(b) => Ok(i64::from(*b)),
+            Value::Null => Ok(0),
+            other => Err(format!("{other:?} is not an int")),
+        }
+    }
+
+    fn printf(format: &str, args: &[Value]) -> Result<String, String> {
+        let mut out = String::new();
+        let mut args = args.iter();
+        let mut chars = format.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            let verb = chars.next().ok_or("a lone % at the end")?;
+            if verb == '%' {
+                out.push('%');
+                continue;
+            }
+            let arg = args.next().ok_or("too few arguments")?;
+            match verb {
+                's' | 'v' => out.push_str(&display(arg)?),
+                'q' => out.push_str(&go_quote(&display(arg)?)),
+                'd' => match arg {
+                    Value::Number(n) if n.as_i64().is_some() => out.push_str(&display(arg)?),
+                    other => return Err(format!("%d of {other:?}")),
+                },
+                other => return Err(format!("verb %{other} is not supported")),
+            }
+        }
+        if args.next().is_some() {
+            return Err("too many arguments".to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Not SHA-256: a stand-in (FNV-1a), enough for tests that compare hashes.
+    fn stand_in_hash(text: &str) -> String {
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        format!("{hash:016x}")
+    }
+
+    fn string_arg(value: &Value) -> Result<&str, String> {
+        value
+            .as_str()
+            .ok_or_else(|| format!("{value:?} is not a string"))
+    }
+
+    fn map_arg(value: &Value) -> Result<&Mapping, String> {
+        value
+            .as_mapping()
+            .ok_or_else(|| format!("{value:?} is not a map"))
+    }
+
+    fn function(name: &str, args: &[Value]) -> Result<Value, String> {
+        let arity = |n: usize| {
+            if args.len() == n {
+                Ok(())
+            } else {
+                Err(format!("{} arguments, expected {n}", args.len()))
+            }
+        };
+        Ok(match name {
+            "toYaml" => {
+                arity(1)?;
+                let text =
+                    serde_yaml::to_string(&go_sorted(&args[0])).map_err(|e| e.to_string())?;
+                Value::String(text.strip_suffix('\n').unwrap_or(&text).to_owned())
+            }
+            "fromYamlArray" => {
+                arity(1)?;
+                match serde_yaml::from_str(string_arg(&args[0])?).map_err(|e| e.to_string())? {
+                    Value::Null => Value::Sequence(Vec::new()),
+                    list @ Value::Sequence(_) => list,
+                    other => return Err(format!("{other:?} is not a list")),
+                }
+            }
+            "indent" | "nindent" => {
+                arity(2)?;
+                let pad =
+                    " ".repeat(usize::try_from(to_int(&args[0])?).map_err(|e| e.to_string())?);
+                let text = display(&args[1])?.replace('\n', &format!("\n{pad}"));
+                let newline = if name == "nindent" { "\n" } else { "" };
+                Value::String(format!("{newline}{pad}{text}"))
+            }
+            "default" => {
+                arity(2)?;
+                if truthy(&args[1]) {
+                    args[1].clone()
+                } else {
+                    args[0].clone()
+                }
+            }
+            "empty" | "not" => {
+                arity(1)?;
+                Value::Bool(!truthy(&args[0]))
+            }
+            "eq" => {
+                if args.len() < 2 {
+                    return Err("at least 2 arguments".to_owned());
+                }
+                let mut any = false;
+                for other in &args[1..] {
+                    any |= equal(&args[0], other)?;
+                }
+                Value::Bool(any)
+            }
+            "ne" => {
+                arity(2)?;
+                Value::Bool(!equal(&args[0], &args[1])?)
+            }
+            "trunc" => {
+                arity(2)?;
+                let n = usize::try_from(to_int(&args[0])?).map_err(|e| e.to_string())?;
+                let text = string_arg(&args[1])?;
+                Value::String(text.get(..n).unwrap_or(text).to_owned())
+            }
+            "trimSuffix" => {
+                arity(2)?;
+                let (suffix, text) = (string_arg(&args[0])?, string_arg(&args[1])?);
+                Value::String(text.strip_suffix(suffix).unwrap_or(text).to_owned())
+            }
+            "contains" => {
+                arity(2)?;
+                Value::Bool(string_arg(&args[1])?.contains(string_arg(&args[0])?))
+            }
+            "replace" => {
+                arity(3)?;
+                let text = string_arg(&args[2])?;
+                Value::String(text.replace(string_arg(&args[0])?, string_arg(&args[1])?))
+            }
+            "quote" => {
+                let mut quoted = Vec::new();
+                for arg in args.iter().filter(|a| !a.is_null()) {
+                    quoted.push(go_quote(&display(arg)?));
+                }
+                Value::String(quoted.join(" "))
+            }
+            "printf" => {
+                let (format, rest) = args.split_first().ok_or("a format is needed")?;
+                Value::String(printf(string_arg(format)?, rest)?)
+            }
+            // Go's fmt.Sprint: a space between operands when neither is a string.
+            "print" => {
+                let mut out = String::new();
+                for (i, arg) in args.iter().enumerate() {
+                    if i > 0 && !arg.is_string() && !args[i - 1].is_string() {
+                        out.push(' ');
+                    }
+                    out.push_str(&display(arg)?);
+                }
+                Value::String(out)
+            }
+            "sha256sum" => {
+                arity(1)?;
+                Value::String(stand_in_hash(string_arg(&args[0])?))
+            }
+            "b64enc" => {
+                arity(1)?;
+                Value::String(base64::engine::general_purpose::STANDARD.encode(display(&args[0])?))
+            }
+            "fail" => {
+                arity(1)?;
+                return Err(format!("fail: {}", display(&args[0])?));
+            }
+            "dict" => {
+                if args.len() % 2 != 0 {
+                    return Err("an odd number of arguments".to_owned());
+                }
+                let mut map = Mapping::new();
+                for pair in args.chunks(2) {
+                    map.insert(Value::String(display(&pair[0])?), pair[1].clone());
+                }
+                Value::Mapping(map)
+            }
+            "list" => Value::Sequence(args.to_vec()),
+            "get" => {
+                arity(2)?;
+                let key = string_arg(&args[1])?;
+                map_arg(&args[0])?
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| Value::String(String::new()))
+            }
+            "hasKey" => {
+                arity(2)?;
+                Value::Bool(map_arg(&args[0])?.contains_key(string_arg(&args[1])?))
+            }
+            "deepCopy" => {
+                arity(1)?;
+                args[0].clone()
+            }
+            "append" => {
+                arity(2)?;
+                let mut list = args[0].as_sequence().ok_or("not a list")?.clone();
+                list.push(args[1].clone());
+                Value::Sequence(list)
+            }
+            "int" => {
+                arity(1)?;
+                Value::from(to_int(&args[0])?)
+            }
+            _ => return Err("unknown function (not in this mini renderer)".to_owned()),
+        })
     }
 }

@@ -85,21 +85,207 @@ Render-time checks of values the schema cannot relate to each other.
 {{- if and .Values.serviceMonitor.enabled (not .Values.headlessService.enabled) }}
 {{- fail "serviceMonitor.enabled needs headlessService.enabled: the ServiceMonitor scrapes each replica's admin port through the headless Service" }}
 {{- end }}
+{{- /* Sections the chart renders itself: in `config` they would bypass the ports and,
+for the secrets, land in a ConfigMap. */}}
+{{- range $key, $value := dict "submission" "submission" "delivery" "delivery" "mailbox_writer" "mailboxWriter" }}
+{{- if hasKey $.Values.config $key }}
+{{- fail (printf "config.%s: set it through the chart's `%s` values, not in `config` (they also open the ports and keep secrets out of ConfigMaps)" $key $value) }}
+{{- end }}
+{{- end }}
+{{- with get .Values.config "coi" }}
+{{- $configCoi := . }}
+{{- range $key := list "server" "tokens" }}
+{{- if hasKey $configCoi $key }}
+{{- fail (printf "config.coi.%s: set it through the chart's `coi.%s` value, not in `config` (token secrets must not land in a ConfigMap)" $key $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $tokens := .Values.coi.tokens }}
+{{- if .Values.existingSecret }}
+{{- if or $tokens.temporarySecrets $tokens.permanentSecrets .Values.mailboxWriter.masterPassword }}
+{{- fail "existingSecret is set, so the configuration file comes from that Secret: leave coi.tokens.temporarySecrets, coi.tokens.permanentSecrets and mailboxWriter.masterPassword empty (they would be ignored)" }}
+{{- end }}
+{{- else }}
+{{- if .Values.submission.enabled }}
+{{- if not .Values.submission.hostname }}
+{{- fail "submission.enabled needs submission.hostname (the name in the greeting and the EHLO to Postfix)" }}
+{{- end }}
+{{- if not (and .Values.submission.upstream .Values.submission.upstream.address) }}
+{{- fail "submission.enabled needs submission.upstream.address (Postfix's submission listener for the proxy)" }}
+{{- end }}
+{{- end }}
+{{- if .Values.delivery.enabled }}
+{{- if not .Values.delivery.hostname }}
+{{- fail "delivery.enabled needs delivery.hostname (the name in the greeting and the LHLO to Dovecot)" }}
+{{- end }}
+{{- if not (and .Values.delivery.upstream .Values.delivery.upstream.address) }}
+{{- fail "delivery.enabled needs delivery.upstream.address (Dovecot's LMTP service)" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.mailboxWriter.enabled (not .Values.mailboxWriter.masterPassword) }}
+{{- fail "mailboxWriter.enabled needs mailboxWriter.masterPassword (or the whole configuration in existingSecret)" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.submission.enabled (not (or .Values.submission.starttls.enabled .Values.submission.implicit.enabled)) }}
+{{- fail "submission.enabled needs submission.starttls.enabled or submission.implicit.enabled" }}
+{{- end }}
+{{- /* Container port names and numbers are unique in a pod. */}}
+{{- $taken := dict "admin" (int .Values.admin.port) }}
+{{- range .Values.service.ports }}
+{{- $_ := set $taken .name (int .targetPort) }}
+{{- end }}
+{{- $added := include "coi-proxy.submissionListeners" . | fromYamlArray }}
+{{- if .Values.delivery.enabled }}
+{{- $added = append $added (dict "name" "lmtp" "targetPort" .Values.delivery.port) }}
+{{- end }}
+{{- range $added }}
+{{- $name := .name }}
+{{- $port := int .targetPort }}
+{{- if hasKey $taken $name }}
+{{- fail (printf "port name %q is used twice: remove it from service.ports (the chart adds it)" $name) }}
+{{- end }}
+{{- range $other, $otherPort := $taken }}
+{{- if eq $port $otherPort }}
+{{- fail (printf "container port %d of %q is also the port of %q" $port $name $other) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $taken $name $port }}
+{{- end }}
 {{- end }}
 
 {{/*
-Volumes shared by the Deployment's pods and the helm test pod: the configuration and the
-TLS Secret.
+Where the configuration file comes from:
+  existing   the Secret named by `existingSecret` (the chart renders no configuration);
+  secret     rendered into a Secret, because it holds a secret: a token secret
+             (coi.tokens) or the master password (mailboxWriter);
+  configmap  rendered into a ConfigMap: it holds no secret.
+*/}}
+{{- define "coi-proxy.configSource" -}}
+{{- if .Values.existingSecret -}}
+existing
+{{- else if or .Values.coi.tokens.temporarySecrets .Values.coi.tokens.permanentSecrets .Values.mailboxWriter.enabled -}}
+secret
+{{- else -}}
+configmap
+{{- end -}}
+{{- end }}
+
+{{/*
+The enabled submission listeners as a YAML list of {name, tls, port, targetPort,
+nodePort}, in this order: submission (STARTTLS) and submissions (implicit TLS). "[]" when
+submission is off. The config, the container ports and the Services all come from it.
+*/}}
+{{- define "coi-proxy.submissionListeners" -}}
+{{- $listeners := list }}
+{{- if .Values.submission.enabled }}
+{{- range $name, $tls := dict "submission" "starttls" "submissions" "implicit" }}
+{{- $listener := get $.Values.submission $tls }}
+{{- if $listener.enabled }}
+{{- $listeners = append $listeners (dict "name" $name "tls" $tls "port" $listener.port "targetPort" $listener.targetPort "nodePort" $listener.nodePort) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $listeners }}
+{{- end }}
+
+{{/*
+The configuration file: `config` with the sections rendered from `coi`, `submission`,
+`delivery` and `mailboxWriter`. With none of them on it is `config` verbatim. Holds
+secrets as soon as coi.tokens or mailboxWriter do: render it only into a Secret
+(coi-proxy.configSource).
+*/}}
+{{- define "coi-proxy.config" -}}
+{{- $config := deepCopy .Values.config }}
+{{- $coi := deepCopy (get .Values.config "coi" | default dict) }}
+{{- with .Values.coi.server }}
+{{- $_ := set $coi "server" . }}
+{{- end }}
+{{- $tokens := dict }}
+{{- with .Values.coi.tokens.temporarySecrets }}
+{{- $_ := set $tokens "temporary_secrets" . }}
+{{- end }}
+{{- with .Values.coi.tokens.permanentSecrets }}
+{{- $_ := set $tokens "permanent_secrets" . }}
+{{- end }}
+{{- with .Values.coi.tokens.temporaryValidity }}
+{{- $_ := set $tokens "temporary_validity" . }}
+{{- end }}
+{{- if $tokens }}
+{{- $_ := set $coi "tokens" $tokens }}
+{{- end }}
+{{- if $coi }}
+{{- $_ := set $config "coi" $coi }}
+{{- end }}
+{{- if .Values.submission.enabled }}
+{{- $submission := .Values.submission }}
+{{- $listeners := list }}
+{{- range (include "coi-proxy.submissionListeners" . | fromYamlArray) }}
+{{- $listeners = append $listeners (dict "name" .name "address" (printf "%s:%d" $submission.bindAddress (int .targetPort)) "tls" .tls) }}
+{{- end }}
+{{- $section := dict "listeners" $listeners "upstream" $submission.upstream "hostname" $submission.hostname }}
+{{- with $submission.senderDomains }}
+{{- $_ := set $section "sender_domains" . }}
+{{- end }}
+{{- with $submission.limits }}
+{{- $_ := set $section "limits" . }}
+{{- end }}
+{{- with $submission.timeouts }}
+{{- $_ := set $section "timeouts" . }}
+{{- end }}
+{{- $_ := set $config "submission" $section }}
+{{- end }}
+{{- if .Values.delivery.enabled }}
+{{- $delivery := .Values.delivery }}
+{{- $section := dict "address" (printf "%s:%d" $delivery.bindAddress (int $delivery.port)) "upstream" $delivery.upstream "hostname" $delivery.hostname "user_name" $delivery.userName "spool_directory" $delivery.spool.mountPath }}
+{{- with $delivery.limits }}
+{{- $_ := set $section "limits" . }}
+{{- end }}
+{{- with $delivery.timeouts }}
+{{- $_ := set $section "timeouts" . }}
+{{- end }}
+{{- $_ := set $config "delivery" $section }}
+{{- end }}
+{{- if .Values.mailboxWriter.enabled }}
+{{- $writer := .Values.mailboxWriter }}
+{{- $_ := set $config "mailbox_writer" (dict "master_user" $writer.masterUser "master_password" $writer.masterPassword "max_connections" $writer.maxConnections "max_idle_per_user" $writer.maxIdlePerUser) }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/*
+Volumes shared by the Deployment's pods and the helm test pod: the configuration (a
+ConfigMap, or a Secret when it holds secrets: coi-proxy.configSource), the TLS Secret,
+and the delivery hook's spool.
 */}}
 {{- define "coi-proxy.volumes" -}}
+{{- $source := include "coi-proxy.configSource" . -}}
 - name: config
+{{- if eq $source "configmap" }}
   configMap:
     name: {{ include "coi-proxy.fullname" . }}
+{{- else }}
+  secret:
+    {{- if eq $source "existing" }}
+    secretName: {{ .Values.existingSecret }}
+    {{- else }}
+    secretName: {{ include "coi-proxy.fullname" . }}
+    {{- end }}
+    defaultMode: 0440
+{{- end }}
 {{- if .Values.tls.secretName }}
 - name: tls
   secret:
     secretName: {{ .Values.tls.secretName }}
     defaultMode: 0440
+{{- end }}
+{{- if .Values.delivery.enabled }}
+- name: spool
+  {{- with .Values.delivery.spool.sizeLimit }}
+  emptyDir:
+    sizeLimit: {{ . }}
+  {{- else }}
+  emptyDir: {}
+  {{- end }}
 {{- end }}
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}
@@ -108,8 +294,9 @@ TLS Secret.
 
 {{/*
 The matching volume mounts. The configuration is mounted by subPath (a file next to the
-TLS directory); subPath mounts do not follow ConfigMap updates, which is fine because a
-changed configuration rolls the pods (checksum/config annotation).
+TLS directory); subPath mounts do not follow ConfigMap or Secret updates, which is fine
+because a changed configuration rolls the pods (checksum/config annotation; with
+existingSecret, roll them yourself).
 */}}
 {{- define "coi-proxy.volumeMounts" -}}
 - name: config
@@ -120,6 +307,10 @@ changed configuration rolls the pods (checksum/config annotation).
 - name: tls
   mountPath: {{ .Values.tls.mountPath }}
   readOnly: true
+{{- end }}
+{{- if .Values.delivery.enabled }}
+- name: spool
+  mountPath: {{ .Values.delivery.spool.mountPath }}
 {{- end }}
 {{- with .Values.extraVolumeMounts }}
 {{ toYaml . }}
