@@ -118,43 +118,27 @@ impl std::fmt::Debug for Metrics {
 /// The methods do no label lookup, hashing or allocation (the label children are
 /// resolved once in [`Metrics::new`]), so they are cheap enough for every command.
 pub struct ImapMetrics {
-    connections_current: [IntGauge; ListenerKind::ALL.len()],
-    connections_total: [IntCounter; ListenerKind::ALL.len()],
-    session_duration: [Histogram; ListenerKind::ALL.len()],
+    listeners: ListenerMetrics,
     commands_total: [[IntCounter; CommandOutcome::ALL.len()]; CommandClass::ALL.len()],
     command_duration: [Histogram; CommandClass::ALL.len()],
     bytes_total: [IntCounter; Direction::ALL.len()],
-    tls_handshakes_total: [[IntCounter; TlsOutcome::ALL.len()]; ListenerKind::ALL.len()],
     upstream_connect_failures_total: IntCounter,
 }
 
 impl ImapMetrics {
     fn new(registry: &Registry) -> Self {
-        let connections_current = IntGaugeVec::new(
-            Opts::new(
-                "coi_proxy_imap_connections_current",
-                "IMAP client connections open now, by listener.",
-            ),
-            &["listener"],
-        )
-        .expect(VALID_METRIC);
-        let connections_total = IntCounterVec::new(
-            Opts::new(
-                "coi_proxy_imap_connections_total",
-                "IMAP client connections accepted, by listener.",
-            ),
-            &["listener"],
-        )
-        .expect(VALID_METRIC);
-        let session_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "coi_proxy_imap_session_duration_seconds",
-                "Time from accepting an IMAP client connection until it closed, by listener.",
-            )
-            .buckets(SESSION_DURATION_BUCKETS.to_vec()),
-            &["listener"],
-        )
-        .expect(VALID_METRIC);
+        let listeners = ListenerMetrics::new(
+            registry,
+            "imap",
+            ListenerHelp {
+                connections_current: "IMAP client connections open now, by listener.",
+                connections_total: "IMAP client connections accepted, by listener.",
+                session_duration: "Time from accepting an IMAP client connection until it \
+                                   closed, by listener.",
+                tls_handshakes: "TLS handshakes with IMAP clients (implicit TLS or STARTTLS), \
+                                 by listener and outcome.",
+            },
+        );
         let commands_total = IntCounterVec::new(
             Opts::new(
                 "coi_proxy_imap_commands_total",
@@ -182,15 +166,6 @@ impl ImapMetrics {
             &["direction"],
         )
         .expect(VALID_METRIC);
-        let tls_handshakes_total = IntCounterVec::new(
-            Opts::new(
-                "coi_proxy_imap_tls_handshakes_total",
-                "TLS handshakes with IMAP clients (implicit TLS or STARTTLS), by listener \
-                 and outcome.",
-            ),
-            &["listener", "outcome"],
-        )
-        .expect(VALID_METRIC);
         let upstream_connect_failures_total = IntCounter::with_opts(Opts::new(
             "coi_proxy_imap_upstream_connect_failures_total",
             "Connections to the upstream IMAP server that could not be established \
@@ -198,24 +173,15 @@ impl ImapMetrics {
         ))
         .expect(VALID_METRIC);
 
-        register(registry, connections_current.clone());
-        register(registry, connections_total.clone());
-        register(registry, session_duration.clone());
         register(registry, commands_total.clone());
         register(registry, command_duration.clone());
         register(registry, bytes_total.clone());
-        register(registry, tls_handshakes_total.clone());
         register(registry, upstream_connect_failures_total.clone());
 
         // `with_label_values` creates the child at zero, which is what makes every series
         // visible before its first event.
         Self {
-            connections_current: ListenerKind::ALL
-                .map(|listener| connections_current.with_label_values(&[listener.as_label()])),
-            connections_total: ListenerKind::ALL
-                .map(|listener| connections_total.with_label_values(&[listener.as_label()])),
-            session_duration: ListenerKind::ALL
-                .map(|listener| session_duration.with_label_values(&[listener.as_label()])),
+            listeners,
             commands_total: CommandClass::ALL.map(|class| {
                 CommandOutcome::ALL.map(|outcome| {
                     commands_total.with_label_values(&[class.as_label(), outcome.as_label()])
@@ -225,30 +191,14 @@ impl ImapMetrics {
                 .map(|class| command_duration.with_label_values(&[class.as_label()])),
             bytes_total: Direction::ALL
                 .map(|direction| bytes_total.with_label_values(&[direction.as_label()])),
-            tls_handshakes_total: ListenerKind::ALL.map(|listener| {
-                TlsOutcome::ALL.map(|outcome| {
-                    tls_handshakes_total
-                        .with_label_values(&[listener.as_label(), outcome.as_label()])
-                })
-            }),
             upstream_connect_failures_total,
         }
     }
 
-    /// Counts a newly accepted client connection.
-    ///
-    /// Keep the returned guard for the life of the connection: dropping it takes the
-    /// connection out of `connections_current` and observes the session duration, so
-    /// every exit path (errors and panics included) is accounted for.
+    /// Counts a newly accepted client connection; see
+    /// [`ListenerMetrics::connection_opened`].
     pub fn connection_opened(&self, listener: ListenerKind) -> ConnectionGuard {
-        let current = self.connections_current[listener as usize].clone();
-        current.inc();
-        self.connections_total[listener as usize].inc();
-        ConnectionGuard {
-            current,
-            duration: self.session_duration[listener as usize].clone(),
-            opened: Instant::now(),
-        }
+        self.listeners.connection_opened(listener)
     }
 
     /// Records one command from the client's complete command line to its tagged reply.
@@ -269,7 +219,7 @@ impl ImapMetrics {
 
     /// Counts one finished (or abandoned) TLS handshake with a client.
     pub fn tls_handshake(&self, listener: ListenerKind, outcome: TlsOutcome) {
-        self.tls_handshakes_total[listener as usize][outcome as usize].inc();
+        self.listeners.tls_handshake(listener, outcome);
     }
 
     /// Counts one failed attempt to reach the upstream IMAP server.
@@ -284,7 +234,7 @@ impl std::fmt::Debug for ImapMetrics {
     }
 }
 
-/// Accounts for one open client connection; see [`ImapMetrics::connection_opened`].
+/// Accounts for one open client connection; see [`ListenerMetrics::connection_opened`].
 #[must_use = "dropping the guard immediately counts the connection as closed"]
 #[derive(Debug)]
 pub struct ConnectionGuard {
@@ -301,14 +251,101 @@ impl Drop for ConnectionGuard {
     }
 }
 
-// === Submission ===
+// === Per listener ===
 
-/// Metrics of the submission front (client → proxy → Postfix).
-pub struct SubmissionMetrics {
+/// The per-listener metrics of a front that accepts clients (IMAP, submission): the
+/// connections open and accepted, how long sessions last, and the TLS handshakes.
+pub struct ListenerMetrics {
     connections_current: [IntGauge; ListenerKind::ALL.len()],
     connections_total: [IntCounter; ListenerKind::ALL.len()],
     session_duration: [Histogram; ListenerKind::ALL.len()],
     tls_handshakes_total: [[IntCounter; TlsOutcome::ALL.len()]; ListenerKind::ALL.len()],
+}
+
+/// The help texts of one front's per-listener families.
+struct ListenerHelp {
+    connections_current: &'static str,
+    connections_total: &'static str,
+    session_duration: &'static str,
+    tls_handshakes: &'static str,
+}
+
+impl ListenerMetrics {
+    /// Creates and registers `coi_proxy_<front>_connections_current`,
+    /// `coi_proxy_<front>_connections_total`, `coi_proxy_<front>_session_duration_seconds`
+    /// and `coi_proxy_<front>_tls_handshakes_total`, each label combination at zero.
+    fn new(registry: &Registry, front: &str, help: ListenerHelp) -> Self {
+        let name = |noun: &str| format!("coi_proxy_{front}_{noun}");
+        let current = IntGaugeVec::new(
+            Opts::new(name("connections_current"), help.connections_current),
+            &["listener"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, current.clone());
+        let total = IntCounterVec::new(
+            Opts::new(name("connections_total"), help.connections_total),
+            &["listener"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, total.clone());
+        let duration = HistogramVec::new(
+            HistogramOpts::new(name("session_duration_seconds"), help.session_duration)
+                .buckets(SESSION_DURATION_BUCKETS.to_vec()),
+            &["listener"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, duration.clone());
+        let tls = IntCounterVec::new(
+            Opts::new(name("tls_handshakes_total"), help.tls_handshakes),
+            &["listener", "outcome"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, tls.clone());
+        Self {
+            connections_current: ListenerKind::ALL
+                .map(|l| current.with_label_values(&[l.as_label()])),
+            connections_total: ListenerKind::ALL.map(|l| total.with_label_values(&[l.as_label()])),
+            session_duration: ListenerKind::ALL
+                .map(|l| duration.with_label_values(&[l.as_label()])),
+            tls_handshakes_total: ListenerKind::ALL.map(|l| {
+                TlsOutcome::ALL.map(|o| tls.with_label_values(&[l.as_label(), o.as_label()]))
+            }),
+        }
+    }
+
+    /// Counts a newly accepted client connection.
+    ///
+    /// Keep the returned guard for the life of the connection: dropping it takes the
+    /// connection out of `connections_current` and observes the session duration, so
+    /// every exit path (errors and panics included) is accounted for.
+    pub fn connection_opened(&self, listener: ListenerKind) -> ConnectionGuard {
+        let current = self.connections_current[listener as usize].clone();
+        current.inc();
+        self.connections_total[listener as usize].inc();
+        ConnectionGuard {
+            current,
+            duration: self.session_duration[listener as usize].clone(),
+            opened: Instant::now(),
+        }
+    }
+
+    /// Counts one finished (or abandoned) TLS handshake with a client.
+    pub fn tls_handshake(&self, listener: ListenerKind, outcome: TlsOutcome) {
+        self.tls_handshakes_total[listener as usize][outcome as usize].inc();
+    }
+}
+
+impl std::fmt::Debug for ListenerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerMetrics").finish_non_exhaustive()
+    }
+}
+
+// === Submission ===
+
+/// Metrics of the submission front (client → proxy → Postfix).
+pub struct SubmissionMetrics {
+    listeners: ListenerMetrics,
     auth_total: [IntCounter; AuthOutcome::ALL.len()],
     messages_total: [IntCounter; MessageOutcome::ALL.len()],
     message_bytes_total: IntCounter,
@@ -319,45 +356,18 @@ pub struct SubmissionMetrics {
 
 impl SubmissionMetrics {
     fn new(registry: &Registry) -> Self {
-        let by_listener = |name: &str, help: &str| {
-            let vec = IntCounterVec::new(Opts::new(name, help), &["listener"]).expect(VALID_METRIC);
-            register(registry, vec.clone());
-            ListenerKind::ALL.map(|l| vec.with_label_values(&[l.as_label()]))
-        };
-        let connections_total = by_listener(
-            "coi_proxy_submission_connections_total",
-            "Submission client connections accepted, by listener.",
+        let listeners = ListenerMetrics::new(
+            registry,
+            "submission",
+            ListenerHelp {
+                connections_current: "Submission client connections open now, by listener.",
+                connections_total: "Submission client connections accepted, by listener.",
+                session_duration: "Time from accepting a submission client connection until \
+                                   it closed, by listener.",
+                tls_handshakes: "TLS handshakes with submission clients (implicit TLS or \
+                                 STARTTLS), by listener and outcome.",
+            },
         );
-        let current = IntGaugeVec::new(
-            Opts::new(
-                "coi_proxy_submission_connections_current",
-                "Submission client connections open now, by listener.",
-            ),
-            &["listener"],
-        )
-        .expect(VALID_METRIC);
-        register(registry, current.clone());
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "coi_proxy_submission_session_duration_seconds",
-                "Time from accepting a submission client connection until it closed, by \
-                 listener.",
-            )
-            .buckets(SESSION_DURATION_BUCKETS.to_vec()),
-            &["listener"],
-        )
-        .expect(VALID_METRIC);
-        register(registry, duration.clone());
-        let tls = IntCounterVec::new(
-            Opts::new(
-                "coi_proxy_submission_tls_handshakes_total",
-                "TLS handshakes with submission clients (implicit TLS or STARTTLS), by \
-                 listener and outcome.",
-            ),
-            &["listener", "outcome"],
-        )
-        .expect(VALID_METRIC);
-        register(registry, tls.clone());
         let auth = IntCounterVec::new(
             Opts::new(
                 "coi_proxy_submission_auth_total",
@@ -386,14 +396,7 @@ impl SubmissionMetrics {
             c
         };
         Self {
-            connections_current: ListenerKind::ALL
-                .map(|l| current.with_label_values(&[l.as_label()])),
-            connections_total,
-            session_duration: ListenerKind::ALL
-                .map(|l| duration.with_label_values(&[l.as_label()])),
-            tls_handshakes_total: ListenerKind::ALL.map(|l| {
-                TlsOutcome::ALL.map(|o| tls.with_label_values(&[l.as_label(), o.as_label()]))
-            }),
+            listeners,
             auth_total: AuthOutcome::ALL.map(|o| auth.with_label_values(&[o.as_label()])),
             messages_total: MessageOutcome::ALL
                 .map(|o| messages.with_label_values(&[o.as_label()])),
@@ -419,18 +422,11 @@ impl SubmissionMetrics {
 
     /// Counts a newly accepted client connection; keep the guard for its life.
     pub fn connection_opened(&self, listener: ListenerKind) -> ConnectionGuard {
-        let current = self.connections_current[listener as usize].clone();
-        current.inc();
-        self.connections_total[listener as usize].inc();
-        ConnectionGuard {
-            current,
-            duration: self.session_duration[listener as usize].clone(),
-            opened: Instant::now(),
-        }
+        self.listeners.connection_opened(listener)
     }
 
     pub fn tls_handshake(&self, listener: ListenerKind, outcome: TlsOutcome) {
-        self.tls_handshakes_total[listener as usize][outcome as usize].inc();
+        self.listeners.tls_handshake(listener, outcome);
     }
 
     pub fn auth(&self, outcome: AuthOutcome) {
@@ -979,11 +975,11 @@ mod tests {
         let metrics = Metrics::new();
         let guard = metrics.imap.connection_opened(ListenerKind::Starttls);
         let idx = ListenerKind::Starttls as usize;
-        assert_eq!(metrics.imap.connections_current[idx].get(), 1);
+        assert_eq!(metrics.imap.listeners.connections_current[idx].get(), 1);
         tokio::time::advance(Duration::from_secs(90)).await;
         drop(guard);
-        assert_eq!(metrics.imap.connections_current[idx].get(), 0);
-        let histogram = &metrics.imap.session_duration[idx];
+        assert_eq!(metrics.imap.listeners.connections_current[idx].get(), 0);
+        let histogram = &metrics.imap.listeners.session_duration[idx];
         assert_eq!(histogram.get_sample_count(), 1);
         assert!(histogram.get_sample_sum() >= 90.0);
     }

@@ -6,6 +6,7 @@
 //! drive it; files named here are checked at startup, not now.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,6 +37,10 @@ pub(super) fn validate(document: &Value) -> Result<Config, ConfigErrors> {
 /// line, '"' and '\' break quoting, and '*' and '%' are LIST wildcards, so a root holding
 /// them would match mailboxes outside it.
 const MAILBOX_ROOT_FORBIDDEN: &[char] = &['\r', '\n', '\0', '"', '\\', '*', '%'];
+
+/// One timeout key of a section: its name, its value, its default and its minimum (see
+/// [`Validator::timeouts`]).
+type TimeoutKey<'v> = (&'static str, &'v Option<Value>, Duration, Duration);
 
 /// Collects errors while converting one document.
 #[derive(Default)]
@@ -114,7 +119,7 @@ impl Validator {
         );
         let upstream = self.upstream(raw.upstream.as_ref(), "imap.upstream");
         let limits = self.limits(raw.limits.as_ref());
-        let timeouts = self.timeouts(raw.timeouts.as_ref());
+        let timeouts = self.imap_timeouts(raw.timeouts.as_ref());
         let bare_lf = self.optional(raw.bare_lf.as_ref(), "imap.bare_lf", DEFAULT_BARE_LF, |v| {
             raw::keyword(
                 v,
@@ -388,27 +393,13 @@ impl Validator {
             raw.max_line_bytes.as_ref(),
             "imap.limits.max_line_bytes",
             DEFAULT_MAX_LINE_BYTES,
-            |v| {
-                let n = raw::byte_size(v)?;
-                let range = &MAX_LINE_BYTES_RANGE;
-                usize::try_from(n)
-                    .ok()
-                    .filter(|n| range.contains(n))
-                    .ok_or_else(|| out_of_range(n, *range.start() as u64, *range.end() as u64))
-            },
+            memory_size_in(MAX_LINE_BYTES_RANGE),
         );
         let max_literal_bytes = self.optional(
             raw.max_literal_bytes.as_ref(),
             "imap.limits.max_literal_bytes",
             DEFAULT_MAX_LITERAL_BYTES,
-            |v| {
-                let n = raw::byte_size(v)?;
-                let range = &MAX_LITERAL_BYTES_RANGE;
-                if !range.contains(&n) {
-                    return Err(out_of_range(n, *range.start(), *range.end()));
-                }
-                Ok(n)
-            },
+            byte_size_in(MAX_LITERAL_BYTES_RANGE),
         );
         let max_sessions = self.optional(
             raw.max_sessions.as_ref(),
@@ -423,47 +414,45 @@ impl Validator {
         })
     }
 
-    fn timeouts(&mut self, value: Option<&Value>) -> Option<ImapTimeouts> {
-        let raw: RawTimeouts = self.optional_section(value, "imap.timeouts")?;
-        let mut timeout = |value: Option<Value>, path: &str, default: Duration, min: Duration| {
-            self.optional(value.as_ref(), path, default, |v| bounded_duration(v, min))
-        };
-        let tls_handshake = timeout(
-            raw.tls_handshake,
-            "imap.timeouts.tls_handshake",
-            DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-            Duration::ZERO,
-        );
-        let pre_auth = timeout(
-            raw.pre_auth,
-            "imap.timeouts.pre_auth",
-            DEFAULT_PRE_AUTH_TIMEOUT,
-            Duration::ZERO,
-        );
-        let idle = timeout(
-            raw.idle,
-            "imap.timeouts.idle",
-            DEFAULT_IDLE_TIMEOUT,
-            MIN_IDLE_TIMEOUT,
-        );
-        let upstream_reply = timeout(
-            raw.upstream_reply,
-            "imap.timeouts.upstream_reply",
-            DEFAULT_UPSTREAM_REPLY_TIMEOUT,
-            Duration::ZERO,
-        );
-        let auth_failure_delay = timeout(
-            raw.auth_failure_delay,
-            "imap.timeouts.auth_failure_delay",
-            DEFAULT_AUTH_FAILURE_DELAY,
-            Duration::ZERO,
-        );
+    fn imap_timeouts(&mut self, value: Option<&Value>) -> Option<ImapTimeouts> {
+        const PATH: &str = "imap.timeouts";
+        let raw: RawTimeouts = self.optional_section(value, PATH)?;
+        let [tls_handshake, pre_auth, idle, upstream_reply, auth_failure_delay] = self.timeouts(
+            PATH,
+            [
+                (
+                    "tls_handshake",
+                    &raw.tls_handshake,
+                    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+                    Duration::ZERO,
+                ),
+                (
+                    "pre_auth",
+                    &raw.pre_auth,
+                    DEFAULT_PRE_AUTH_TIMEOUT,
+                    Duration::ZERO,
+                ),
+                ("idle", &raw.idle, DEFAULT_IDLE_TIMEOUT, MIN_IDLE_TIMEOUT),
+                (
+                    "upstream_reply",
+                    &raw.upstream_reply,
+                    DEFAULT_UPSTREAM_REPLY_TIMEOUT,
+                    Duration::ZERO,
+                ),
+                (
+                    "auth_failure_delay",
+                    &raw.auth_failure_delay,
+                    DEFAULT_AUTH_FAILURE_DELAY,
+                    Duration::ZERO,
+                ),
+            ],
+        )?;
         Some(ImapTimeouts {
-            tls_handshake: tls_handshake?,
-            pre_auth: pre_auth?,
-            idle: idle?,
-            upstream_reply: upstream_reply?,
-            auth_failure_delay: auth_failure_delay?,
+            tls_handshake,
+            pre_auth,
+            idle,
+            upstream_reply,
+            auth_failure_delay,
         })
     }
 
@@ -675,14 +664,7 @@ impl Validator {
             raw.max_message_bytes.as_ref(),
             "delivery.limits.max_message_bytes",
             DEFAULT_DELIVERY_MAX_MESSAGE_BYTES,
-            |v| {
-                let n = raw::byte_size(v)?;
-                let range = &MAX_LITERAL_BYTES_RANGE;
-                if !range.contains(&n) {
-                    return Err(out_of_range(n, *range.start(), *range.end()));
-                }
-                Ok(n)
-            },
+            byte_size_in(MAX_LITERAL_BYTES_RANGE),
         );
         let max_recipients = self.optional(
             raw.max_recipients.as_ref(),
@@ -701,11 +683,7 @@ impl Validator {
             "delivery.limits.spool_memory_bytes",
             DEFAULT_SPOOL_MEMORY_BYTES,
             |v| {
-                let n = raw::byte_size(v)?;
-                let range = &SPOOL_MEMORY_BYTES_RANGE;
-                if !range.contains(&n) {
-                    return Err(out_of_range(n, *range.start(), *range.end()));
-                }
+                let n = byte_size_in(SPOOL_MEMORY_BYTES_RANGE)(v)?;
                 usize::try_from(n).map_err(|_| "too large for this platform".to_owned())
             },
         );
@@ -718,22 +696,28 @@ impl Validator {
     }
 
     fn delivery_timeouts(&mut self, value: Option<&Value>) -> Option<DeliveryTimeouts> {
-        let raw: RawDeliveryTimeouts = self.optional_section(value, "delivery.timeouts")?;
-        let command = self.optional(
-            raw.command.as_ref(),
-            "delivery.timeouts.command",
-            DEFAULT_SUBMISSION_COMMAND_TIMEOUT,
-            |v| bounded_duration(v, Duration::ZERO),
-        );
-        let upstream_reply = self.optional(
-            raw.upstream_reply.as_ref(),
-            "delivery.timeouts.upstream_reply",
-            DEFAULT_SUBMISSION_UPSTREAM_REPLY_TIMEOUT,
-            |v| bounded_duration(v, Duration::ZERO),
-        );
+        const PATH: &str = "delivery.timeouts";
+        let raw: RawDeliveryTimeouts = self.optional_section(value, PATH)?;
+        let [command, upstream_reply] = self.timeouts(
+            PATH,
+            [
+                (
+                    "command",
+                    &raw.command,
+                    DEFAULT_SUBMISSION_COMMAND_TIMEOUT,
+                    Duration::ZERO,
+                ),
+                (
+                    "upstream_reply",
+                    &raw.upstream_reply,
+                    DEFAULT_SUBMISSION_UPSTREAM_REPLY_TIMEOUT,
+                    Duration::ZERO,
+                ),
+            ],
+        )?;
         Some(DeliveryTimeouts {
-            command: command?,
-            upstream_reply: upstream_reply?,
+            command,
+            upstream_reply,
         })
     }
 
@@ -807,27 +791,13 @@ impl Validator {
             raw.max_line_bytes.as_ref(),
             "submission.limits.max_line_bytes",
             DEFAULT_SUBMISSION_MAX_LINE_BYTES,
-            |v| {
-                let n = raw::byte_size(v)?;
-                let range = &SUBMISSION_MAX_LINE_BYTES_RANGE;
-                usize::try_from(n)
-                    .ok()
-                    .filter(|n| range.contains(n))
-                    .ok_or_else(|| out_of_range(n, *range.start() as u64, *range.end() as u64))
-            },
+            memory_size_in(SUBMISSION_MAX_LINE_BYTES_RANGE),
         );
         let max_message_bytes = self.optional(
             raw.max_message_bytes.as_ref(),
             "submission.limits.max_message_bytes",
             DEFAULT_SUBMISSION_MAX_MESSAGE_BYTES,
-            |v| {
-                let n = raw::byte_size(v)?;
-                let range = &SUBMISSION_MAX_MESSAGE_BYTES_RANGE;
-                if !range.contains(&n) {
-                    return Err(out_of_range(n, *range.start(), *range.end()));
-                }
-                Ok(n)
-            },
+            byte_size_in(SUBMISSION_MAX_MESSAGE_BYTES_RANGE),
         );
         let max_recipients = self.optional(
             raw.max_recipients.as_ref(),
@@ -850,30 +820,42 @@ impl Validator {
     }
 
     fn submission_timeouts(&mut self, value: Option<&Value>) -> Option<SubmissionTimeouts> {
-        let raw: RawSubmissionTimeouts = self.optional_section(value, "submission.timeouts")?;
-        let mut timeout = |value: Option<Value>, name: &str, default: Duration| {
-            let path = raw::child("submission.timeouts", name);
-            self.optional(value.as_ref(), &path, default, |v| {
-                bounded_duration(v, Duration::ZERO)
-            })
-        };
-        let tls_handshake = timeout(
-            raw.tls_handshake,
-            "tls_handshake",
-            DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-        );
-        let pre_auth = timeout(raw.pre_auth, "pre_auth", DEFAULT_PRE_AUTH_TIMEOUT);
-        let command = timeout(raw.command, "command", DEFAULT_SUBMISSION_COMMAND_TIMEOUT);
-        let upstream_reply = timeout(
-            raw.upstream_reply,
-            "upstream_reply",
-            DEFAULT_SUBMISSION_UPSTREAM_REPLY_TIMEOUT,
-        );
+        const PATH: &str = "submission.timeouts";
+        let raw: RawSubmissionTimeouts = self.optional_section(value, PATH)?;
+        let [tls_handshake, pre_auth, command, upstream_reply] = self.timeouts(
+            PATH,
+            [
+                (
+                    "tls_handshake",
+                    &raw.tls_handshake,
+                    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+                    Duration::ZERO,
+                ),
+                (
+                    "pre_auth",
+                    &raw.pre_auth,
+                    DEFAULT_PRE_AUTH_TIMEOUT,
+                    Duration::ZERO,
+                ),
+                (
+                    "command",
+                    &raw.command,
+                    DEFAULT_SUBMISSION_COMMAND_TIMEOUT,
+                    Duration::ZERO,
+                ),
+                (
+                    "upstream_reply",
+                    &raw.upstream_reply,
+                    DEFAULT_SUBMISSION_UPSTREAM_REPLY_TIMEOUT,
+                    Duration::ZERO,
+                ),
+            ],
+        )?;
         Some(SubmissionTimeouts {
-            tls_handshake: tls_handshake?,
-            pre_auth: pre_auth?,
-            command: command?,
-            upstream_reply: upstream_reply?,
+            tls_handshake,
+            pre_auth,
+            command,
+            upstream_reply,
         })
     }
 
@@ -1021,6 +1003,26 @@ impl Validator {
     ) -> Option<T> {
         self.present(value, path, convert)
             .map(|value| value.unwrap_or(default))
+    }
+
+    /// The timeouts of the section at `path`, all or none: each key (name, value,
+    /// default, minimum) is a [`bounded_duration`] above its minimum, or its default when
+    /// absent, and every invalid one is recorded before `None` is returned.
+    fn timeouts<const N: usize>(
+        &mut self,
+        path: &str,
+        keys: [TimeoutKey<'_>; N],
+    ) -> Option<[Duration; N]> {
+        let mut timeouts = [Duration::ZERO; N];
+        let mut ok = true;
+        for (timeout, (name, value, default, min)) in timeouts.iter_mut().zip(keys) {
+            let path = raw::child(path, name);
+            match self.optional(value.as_ref(), &path, default, |v| bounded_duration(v, min)) {
+                Some(duration) => *timeout = duration,
+                None => ok = false,
+            }
+        }
+        ok.then_some(timeouts)
     }
 
     fn required<'v, T>(
@@ -1201,6 +1203,24 @@ fn token_validity(value: &Value) -> Result<Duration, String> {
         ));
     }
     Ok(duration)
+}
+
+/// A byte size in `range`.
+fn byte_size_in(range: RangeInclusive<u64>) -> impl Fn(&Value) -> Result<u64, String> {
+    move |value| {
+        let n = raw::byte_size(value)?;
+        if !range.contains(&n) {
+            return Err(out_of_range(n, *range.start(), *range.end()));
+        }
+        Ok(n)
+    }
+}
+
+/// A byte size in `range`, for a buffer held in memory whole (a line).
+fn memory_size_in(range: RangeInclusive<usize>) -> impl Fn(&Value) -> Result<usize, String> {
+    let in_range = byte_size_in(*range.start() as u64..=*range.end() as u64);
+    // Within `range`, so the size fits a usize.
+    move |value| in_range(value).map(|n| n as usize)
 }
 
 fn out_of_range(n: u64, min: u64, max: u64) -> String {

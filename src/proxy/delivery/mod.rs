@@ -18,14 +18,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{DeliveryConfig, UserName};
-use crate::error::{ErrorKind, Side};
 use crate::metrics::Metrics;
 use crate::net::connect::Connector;
-use crate::net::shutdown::{Phase, Shutdown};
+use crate::net::listener::{self, Policy};
+use crate::net::shutdown::Shutdown;
 use crate::proto::smtp::command::Path;
 use crate::proxy::registry::SessionRegistry;
 
@@ -74,66 +72,33 @@ pub fn user_of(user_name: UserName, to: &Path) -> Option<String> {
     })
 }
 
+/// Written to Postfix over the session limit.
+const REFUSAL: &[u8] = b"421 4.3.2 Too many connections; try again later\r\n";
+
 /// Accepts Postfix's LMTP connections until shutdown.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: Shutdown) {
-    let sessions = Arc::new(Semaphore::new(shared.config.limits.max_sessions));
-    let mut next_id: u64 = 0;
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.reached(Phase::Draining) => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        next_id += 1;
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
+    let policy = Policy {
+        max_sessions: shared.config.limits.max_sessions,
         // Postfix retries a refused connection later: waiting for a slot is fine, but
         // not forever (its own lmtp_connect_timeout is 0 = the OS's).
-        let Ok(permit) = sessions.clone().try_acquire_owned() else {
-            debug!(%peer, "delivery session limit reached");
-            tokio::spawn(refuse(stream));
-            continue;
-        };
+        refusal: Some(REFUSAL),
+        limit_reached: "delivery session limit reached",
+        peer_closed: "Postfix closed",
+    };
+    listener::serve(listener, policy, shutdown, |accepted| {
+        let span = tracing::info_span!("delivery_session", session_id = accepted.id, peer = %accepted.peer);
         let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        let span = tracing::info_span!("delivery_session", session_id = next_id, %peer);
-        tokio::spawn(
-            async move {
-                let _permit = permit;
-                let _ = stream.set_nodelay(true);
-                match session::Session::new(shared, stream, shutdown).run().await {
-                    Ok(()) => debug!("session ended"),
-                    Err(e) if e.side == Side::Downstream && e.kind == ErrorKind::Closed => {
-                        debug!("Postfix closed")
-                    }
-                    Err(e) => info!(error = %e, "session ended"),
-                }
-            }
-            .instrument(span),
-        );
-    }
-}
-
-async fn refuse(mut stream: tokio::net::TcpStream) {
-    use tokio::io::AsyncWriteExt;
-    let _ = stream
-        .write_all(b"421 4.3.2 Too many connections; try again later\r\n")
-        .await;
+        let session = async move {
+            session::Session::new(shared, accepted.stream, accepted.shutdown)
+                .run()
+                .await
+        };
+        (span, session)
+    })
+    .await;
 }
 
 /// Binds the hook's listener.
 pub async fn bind(config: &DeliveryConfig) -> std::io::Result<(TcpListener, SocketAddr)> {
-    let socket = TcpListener::bind(config.address).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("binding the delivery listener on {}: {e}", config.address),
-        )
-    })?;
-    let local = socket.local_addr()?;
-    Ok((socket, local))
+    listener::bind(config.address, "the delivery listener").await
 }

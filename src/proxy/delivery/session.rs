@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -20,14 +20,15 @@ use crate::coi::address;
 use crate::coi::classify::classify;
 use crate::coi::delivery::{captured_token, route, Folder, Route};
 use crate::coi::headers::{HeaderBlock, HeaderScanner, Progress, MAX_HEADER_BLOCK, TOKEN_FIELD};
-use crate::error::{ErrorKind, SessionError, Side};
+use crate::error::{SessionError, Side};
 use crate::metrics::{DeliveryOutcome, DeliveryRoute};
-use crate::net::shutdown::{Phase, Shutdown};
+use crate::net::line_peer::{Deadline, LinePeer, PeerErrors};
+use crate::net::shutdown::Shutdown;
 use crate::net::smtp::SmtpClient;
 use crate::net::spool::{Spool, SpoolReader};
 use crate::proto::smtp::command::{self, Command, MailParameters, Path, RcptParameters};
 use crate::proto::smtp::data::{DataEvent, DataLimits, DataReceiver, DotStuffer};
-use crate::proto::smtp::line::{LineError, LineFramer, COMMAND_LINE_MAX};
+use crate::proto::smtp::line::COMMAND_LINE_MAX;
 use crate::proto::smtp::reply::Reply;
 
 /// Longest body line accepted from Postfix, CRLF included. Postfix's LMTP client folds
@@ -76,44 +77,36 @@ struct Received {
 
 pub struct Session {
     shared: Arc<Shared>,
-    client: TcpStream,
-    framer: LineFramer,
-    read_buf: BytesMut,
-    out: Vec<u8>,
+    /// Postfix.
+    client: LinePeer<TcpStream>,
     greeted: bool,
     dovecot: Option<SmtpClient>,
     /// Dovecot's LHLO keywords, upper-case.
     dovecot_keywords: Vec<String>,
     transaction: Option<Transaction>,
-    shutdown: Shutdown,
 }
 
 impl Session {
     pub fn new(shared: Arc<Shared>, client: TcpStream, shutdown: Shutdown) -> Self {
+        let errors = PeerErrors {
+            closed: "Postfix closed the connection",
+            too_slow: "Postfix too slow",
+        };
         Self {
             shared,
-            client,
-            framer: LineFramer::new(COMMAND_LINE_MAX),
-            read_buf: BytesMut::with_capacity(CHUNK),
-            out: Vec::new(),
+            client: LinePeer::new(client, COMMAND_LINE_MAX, CHUNK, shutdown, errors),
             greeted: false,
             dovecot: None,
             dovecot_keywords: Vec::new(),
             transaction: None,
-            shutdown,
         }
     }
 
     pub async fn run(mut self) -> SessionResult<()> {
         let greeting = format!("{} LMTP coi-proxy", self.shared.config.hostname);
-        self.reply(&Reply::new(220, None, greeting));
+        self.client.reply(&Reply::new(220, None, greeting));
         let result = self.converse().await;
-        if let Err(e) = &result {
-            if let Some(reply) = e.smtp_reply() {
-                self.reply(&reply);
-            }
-        }
-        let _ = self.flush().await;
+        self.client.finish(&result).await;
         if let Some(dovecot) = self.dovecot.take() {
             dovecot.quit().await;
         }
@@ -121,25 +114,18 @@ impl Session {
     }
 
     async fn converse(&mut self) -> SessionResult<()> {
+        // Postfix gets the command timeout anew for every read.
+        let deadline = Deadline::EachRead(self.shared.config.timeouts.command);
         loop {
-            let line = match self.read_line().await? {
-                Ok(line) => line,
-                Err(LineError::TooLong) => {
-                    self.reply(&Reply::new(500, Some((5, 5, 2)), "Error: line too long"));
-                    continue;
-                }
-                Err(LineError::BareCr | LineError::BareLf) => {
-                    return Err(SessionError::new(
-                        Side::Downstream,
-                        ErrorKind::Protocol,
-                        "bare CR or LF in a command",
-                    ));
-                }
+            let Some(line) = self.client.read_command(deadline).await? else {
+                self.client
+                    .reply(&Reply::new(500, Some((5, 5, 2)), "Error: line too long"));
+                continue;
             };
             let command = match command::command(&line) {
                 Ok(command) => command,
                 Err(e) => {
-                    self.reply(&e.reply());
+                    self.client.reply(&e.reply());
                     continue;
                 }
             };
@@ -150,20 +136,20 @@ impl Session {
                 Command::Data => self.data().await?,
                 Command::Rset => {
                     self.reset().await;
-                    self.reply(&Reply::new(250, Some((2, 0, 0)), "Ok"));
+                    self.client.reply(&Reply::new(250, Some((2, 0, 0)), "Ok"));
                 }
-                Command::Noop => self.reply(&Reply::new(250, Some((2, 0, 0)), "Ok")),
+                Command::Noop => self.client.reply(&Reply::new(250, Some((2, 0, 0)), "Ok")),
                 Command::Quit => {
-                    self.reply(&Reply::new(221, Some((2, 0, 0)), "Bye"));
+                    self.client.reply(&Reply::new(221, Some((2, 0, 0)), "Bye"));
                     return Ok(());
                 }
                 // RFC 2033 §4.1: LMTP has LHLO instead of HELO and EHLO.
-                Command::Ehlo(_) | Command::Helo(_) => self.reply(&Reply::new(
+                Command::Ehlo(_) | Command::Helo(_) => self.client.reply(&Reply::new(
                     500,
                     Some((5, 5, 1)),
                     "Error: this is LMTP; use LHLO",
                 )),
-                _ => self.reply(&Reply::new(
+                _ => self.client.reply(&Reply::new(
                     502,
                     Some((5, 5, 2)),
                     "Error: command not recognized",
@@ -197,7 +183,7 @@ impl Session {
                 lines.push((*keyword).to_owned());
             }
         }
-        self.reply(&Reply {
+        self.client.reply(&Reply {
             code: 250,
             enhanced: None,
             lines,
@@ -206,11 +192,12 @@ impl Session {
 
     async fn mail(&mut self, from: Path, params: MailParameters) -> SessionResult<()> {
         if !self.greeted {
-            self.reply(&Reply::new(503, Some((5, 5, 1)), "Error: send LHLO first"));
+            self.client
+                .reply(&Reply::new(503, Some((5, 5, 1)), "Error: send LHLO first"));
             return Ok(());
         }
         if self.transaction.is_some() {
-            self.reply(&Reply::new(
+            self.client.reply(&Reply::new(
                 503,
                 Some((5, 5, 1)),
                 "Error: nested MAIL command",
@@ -221,7 +208,7 @@ impl Session {
             .size
             .is_some_and(|size| size > self.shared.config.limits.max_message_bytes)
         {
-            self.reply(&Reply::new(
+            self.client.reply(&Reply::new(
                 552,
                 Some((5, 3, 4)),
                 "Message size exceeds fixed limit",
@@ -233,7 +220,7 @@ impl Session {
                 Ok(dovecot) => self.dovecot = Some(dovecot),
                 Err(e) => {
                     info!(error = %e, "cannot reach Dovecot's LMTP");
-                    self.reply(&unavailable());
+                    self.client.reply(&unavailable());
                     return Ok(());
                 }
             }
@@ -252,13 +239,13 @@ impl Session {
                 recipients: Vec::new(),
             });
         }
-        self.reply(&reply);
+        self.client.reply(&reply);
         Ok(())
     }
 
     async fn rcpt(&mut self, to: Path, params: RcptParameters) -> SessionResult<()> {
         let Some(transaction) = &self.transaction else {
-            self.reply(&Reply::new(
+            self.client.reply(&Reply::new(
                 503,
                 Some((5, 5, 1)),
                 "Error: need MAIL command",
@@ -266,7 +253,7 @@ impl Session {
             return Ok(());
         };
         if transaction.recipients.len() >= self.shared.config.limits.max_recipients {
-            self.reply(&Reply::new(
+            self.client.reply(&Reply::new(
                 452,
                 Some((4, 5, 3)),
                 "Error: too many recipients",
@@ -285,13 +272,13 @@ impl Session {
                 transaction.recipients.push(Recipient { to, params });
             }
         }
-        self.reply(&reply);
+        self.client.reply(&reply);
         Ok(())
     }
 
     async fn data(&mut self) -> SessionResult<()> {
         let Some(transaction) = self.transaction.take() else {
-            self.reply(&Reply::new(
+            self.client.reply(&Reply::new(
                 503,
                 Some((5, 5, 1)),
                 "Error: need MAIL command",
@@ -300,7 +287,7 @@ impl Session {
         };
         if transaction.recipients.is_empty() {
             // RFC 2033 §4.2: DATA without a successful RCPT fails with 503.
-            self.reply(&Reply::new(
+            self.client.reply(&Reply::new(
                 503,
                 Some((5, 5, 1)),
                 "Error: no valid recipients",
@@ -308,7 +295,8 @@ impl Session {
             self.reset_dovecot().await;
             return Ok(());
         }
-        self.reply(&Reply::new(354, None, "End data with <CR><LF>.<CR><LF>"));
+        self.client
+            .reply(&Reply::new(354, None, "End data with <CR><LF>.<CR><LF>"));
         let received = self.receive().await?;
         let started = Instant::now();
         let replies = match received {
@@ -329,7 +317,7 @@ impl Session {
             }
         };
         for reply in &replies {
-            self.reply(reply);
+            self.client.reply(reply);
         }
         Ok(())
     }
@@ -342,7 +330,7 @@ impl Session {
             max_size: self.shared.config.limits.max_message_bytes,
         };
         let mut receiver = DataReceiver::new(limits);
-        receiver.push(&self.framer.take_buffered());
+        receiver.push(&self.client.framer_mut().take_buffered());
         let mut spool = Spool::new(
             self.shared.config.limits.spool_memory_bytes,
             &self.shared.spool_dir,
@@ -372,7 +360,7 @@ impl Session {
                         }
                     }
                     DataEvent::End { violation, .. } => {
-                        self.framer.push(&receiver.take_buffered());
+                        self.client.framer_mut().push(&receiver.take_buffered());
                         if let Some(violation) = violation {
                             return Ok(Err(violation.reply()));
                         }
@@ -392,7 +380,7 @@ impl Session {
                 }
             }
             let deadline = Instant::now() + self.shared.config.timeouts.command;
-            let bytes = self.read_client(deadline).await?;
+            let bytes = self.client.read(deadline).await?;
             receiver.push(&bytes);
         }
     }
@@ -640,7 +628,7 @@ impl Session {
     async fn relay(&mut self, command: &Command) -> Option<Reply> {
         let Some(dovecot) = self.dovecot.as_mut() else {
             self.transaction = None;
-            self.reply(&unavailable());
+            self.client.reply(&unavailable());
             return None;
         };
         match dovecot.command(command).await {
@@ -649,7 +637,7 @@ impl Session {
                 info!(error = %e, "Dovecot's LMTP failed");
                 self.dovecot = None;
                 self.transaction = None;
-                self.reply(&unavailable());
+                self.client.reply(&unavailable());
                 None
             }
         }
@@ -666,59 +654,6 @@ impl Session {
             if dovecot.command(&Command::Rset).await.is_err() {
                 self.dovecot = None;
             }
-        }
-    }
-
-    // === Postfix I/O ===
-
-    fn reply(&mut self, reply: &Reply) {
-        reply.encode(&mut self.out);
-    }
-
-    async fn flush(&mut self) -> SessionResult<()> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        let out = std::mem::take(&mut self.out);
-        self.client
-            .write_all(&out)
-            .await
-            .map_err(|e| SessionError::io(Side::Downstream, e))
-    }
-
-    async fn read_line(&mut self) -> SessionResult<Result<Bytes, LineError>> {
-        loop {
-            if let Some(line) = self.framer.next_line() {
-                return Ok(line);
-            }
-            let deadline = Instant::now() + self.shared.config.timeouts.command;
-            let bytes = self.read_client(deadline).await?;
-            self.framer.push(&bytes);
-        }
-    }
-
-    async fn read_client(&mut self, deadline: Instant) -> SessionResult<BytesMut> {
-        self.flush().await?;
-        self.read_buf.reserve(CHUNK);
-        let read = tokio::select! {
-            read = tokio::time::timeout_at(deadline, self.client.read_buf(&mut self.read_buf)) => read,
-            () = self.shutdown.reached(Phase::Closing) => {
-                return Err(SessionError::new(Side::Internal, ErrorKind::Shutdown, "shutting down"));
-            }
-        };
-        match read {
-            Ok(Ok(0)) => Err(SessionError::new(
-                Side::Downstream,
-                ErrorKind::Closed,
-                "Postfix closed the connection",
-            )),
-            Ok(Ok(_)) => Ok(self.read_buf.split()),
-            Ok(Err(e)) => Err(SessionError::io(Side::Downstream, e)),
-            Err(_) => Err(SessionError::new(
-                Side::Downstream,
-                ErrorKind::Timeout,
-                "Postfix too slow",
-            )),
         }
     }
 }

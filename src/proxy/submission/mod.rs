@@ -14,19 +14,17 @@ mod upstream;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn, Instrument};
 
 use crate::coi::address::{self, NormalizedAddress};
 use crate::coi::submit::SubmitRules;
 use crate::config::{ListenerTls, SubmissionConfig};
-use crate::error::{ErrorKind, SessionError, Side};
+use crate::error::SessionError;
 use crate::metrics::{ListenerKind, Metrics};
 use crate::net::connect::Connector;
-use crate::net::shutdown::{Phase, Shutdown};
-use crate::net::stream::MaybeTls;
+use crate::net::listener::{self, Accepted, Policy};
+use crate::net::shutdown::Shutdown;
 
 pub use upstream::ClientFacts;
 
@@ -86,89 +84,41 @@ impl Shared {
     }
 }
 
+/// Written to a client over the session limit (not on implicit TLS).
+const REFUSAL: &[u8] = b"421 4.7.0 Too many connections; try again later\r\n";
+
 /// Accepts clients on one listener until shutdown, at most `max_sessions` at a time.
 pub async fn serve(
     listener: TcpListener,
     tls: ListenerTls,
     shared: Arc<Shared>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
-    let sessions = Arc::new(Semaphore::new(shared.config.limits.max_sessions));
-    let mut next_id: u64 = 0;
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.reached(Phase::Draining) => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        next_id += 1;
-        let Ok(permit) = sessions.clone().try_acquire_owned() else {
-            debug!(%peer, "session limit reached");
-            if tls != ListenerTls::Implicit {
-                tokio::spawn(refuse(stream));
-            }
-            continue;
-        };
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        let kind = ListenerKind::from(tls);
-        let span = tracing::info_span!("submission_session", session_id = next_id, %peer, listener = kind.as_label(), user = tracing::field::Empty);
-        tokio::spawn(
-            async move {
-                let _permit = permit;
-                let _connection = shared.metrics.submission.connection_opened(kind);
-                match run_session(stream, peer, tls, shared, shutdown).await {
-                    Ok(()) => debug!("session ended"),
-                    Err(e) if e.side == Side::Downstream && e.kind == ErrorKind::Closed => {
-                        debug!("client closed")
-                    }
-                    Err(e) => info!(error = %e, "session ended"),
-                }
-            }
-            .instrument(span),
-        );
-    }
-}
-
-async fn refuse(mut stream: TcpStream) {
-    use tokio::io::AsyncWriteExt;
-    let _ = stream
-        .write_all(b"421 4.7.0 Too many connections; try again later\r\n")
-        .await;
+    let policy = Policy::clients(shared.config.limits.max_sessions, tls, REFUSAL);
+    listener::serve(listener, policy, shutdown, |accepted| {
+        let span = tracing::info_span!("submission_session", session_id = accepted.id, peer = %accepted.peer, listener = ListenerKind::from(tls).as_label(), user = tracing::field::Empty);
+        (span, run_session(accepted, tls, shared.clone()))
+    })
+    .await;
 }
 
 async fn run_session(
-    stream: TcpStream,
-    peer: SocketAddr,
+    accepted: Accepted,
     tls: ListenerTls,
     shared: Arc<Shared>,
-    shutdown: Shutdown,
 ) -> Result<(), SessionError> {
-    let _ = stream.set_nodelay(true);
-    let client = match tls {
-        ListenerTls::Implicit => {
-            let acceptor = shared.tls.clone().ok_or_else(|| {
-                SessionError::new(Side::Internal, ErrorKind::Tls, "no TLS configuration")
-            })?;
-            let timeout = shared.config.timeouts.tls_handshake;
-            let (outcome, result) = crate::net::tls::accept(&acceptor, stream, timeout).await;
-            shared
-                .metrics
-                .submission
-                .tls_handshake(ListenerKind::from(tls), outcome);
-            result?
-        }
-        ListenerTls::None | ListenerTls::Starttls => MaybeTls::Plain(stream),
-    };
-    session::Session::new(shared, tls, peer, client, shutdown)
+    let kind = ListenerKind::from(tls);
+    let _connection = shared.metrics.submission.connection_opened(kind);
+    let timeout = shared.config.timeouts.tls_handshake;
+    let client = listener::client_stream(
+        accepted.stream,
+        tls,
+        shared.tls.as_ref(),
+        timeout,
+        |outcome| shared.metrics.submission.tls_handshake(kind, outcome),
+    )
+    .await?;
+    session::Session::new(shared, tls, accepted.peer, client, accepted.shutdown)
         .run()
         .await
 }
@@ -178,19 +128,5 @@ async fn run_session(
 pub async fn bind(
     config: &SubmissionConfig,
 ) -> std::io::Result<Vec<(TcpListener, ListenerTls, SocketAddr)>> {
-    let mut bound = Vec::new();
-    for listener in &config.listeners {
-        let socket = TcpListener::bind(listener.address).await.map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!(
-                    "binding submission listener {} on {}: {e}",
-                    listener.name, listener.address
-                ),
-            )
-        })?;
-        let local = socket.local_addr()?;
-        bound.push((socket, listener.tls, local));
-    }
-    Ok(bound)
+    listener::bind_all("submission", &config.listeners).await
 }

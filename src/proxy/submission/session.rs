@@ -16,8 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -28,12 +26,13 @@ use crate::coi::submit::{Fault, Outcome, OutgoingMessage, Step, Submitter};
 use crate::config::ListenerTls;
 use crate::error::{ErrorKind, SessionError, Side};
 use crate::metrics::{AuthOutcome, ListenerKind, MessageOutcome};
-use crate::net::shutdown::{Phase, Shutdown};
+use crate::net::line_peer::{Deadline, LinePeer, PeerErrors};
+use crate::net::shutdown::Shutdown;
 use crate::net::stream::MaybeTls;
 use crate::proto::sasl::{self, Mechanism};
 use crate::proto::smtp::command::{self, Command, MailParameters, Path, SaslLine};
 use crate::proto::smtp::ehlo::{self, EhloView};
-use crate::proto::smtp::line::{LineError, LineFramer, SASL_LINE_MAX};
+use crate::proto::smtp::line::{LineFramer, SASL_LINE_MAX};
 use crate::proto::smtp::reply::{EnhancedCode, Reply};
 
 /// Errors (syntax, sequence, unknown commands) a session may make before it is closed:
@@ -75,11 +74,7 @@ pub struct Session {
     shared: Arc<Shared>,
     listener: ListenerTls,
     peer: SocketAddr,
-    client: MaybeTls,
-    framer: LineFramer,
-    read_buf: BytesMut,
-    /// Replies not yet written.
-    out: Vec<u8>,
+    client: LinePeer<MaybeTls>,
     helo: Option<String>,
     auth: Option<Authenticated>,
     upstream: Option<Postfix>,
@@ -88,7 +83,6 @@ pub struct Session {
     auth_failures: u32,
     /// Until AUTH succeeds, the session must end by this instant.
     pre_auth_deadline: Instant,
-    shutdown: Shutdown,
 }
 
 impl Session {
@@ -101,14 +95,15 @@ impl Session {
     ) -> Self {
         let max_line = shared.config.limits.max_line_bytes + 2;
         let pre_auth_deadline = Instant::now() + shared.config.timeouts.pre_auth;
+        let errors = PeerErrors {
+            closed: "client closed the connection",
+            too_slow: "client too slow",
+        };
         Self {
             shared,
             listener,
             peer,
-            client,
-            framer: LineFramer::new(max_line),
-            read_buf: BytesMut::with_capacity(READ_CHUNK),
-            out: Vec::new(),
+            client: LinePeer::new(client, max_line, READ_CHUNK, shutdown, errors),
             helo: None,
             auth: None,
             upstream: None,
@@ -116,21 +111,14 @@ impl Session {
             errors: 0,
             auth_failures: 0,
             pre_auth_deadline,
-            shutdown,
         }
     }
 
     pub async fn run(mut self) -> SessionResult<()> {
         let greeting = format!("{} ESMTP coi-proxy", self.shared.config.hostname);
-        self.reply(&Reply::new(220, None, greeting));
+        self.client.reply(&Reply::new(220, None, greeting));
         let result = self.converse().await;
-        if let Err(e) = &result {
-            if let Some(reply) = e.smtp_reply() {
-                self.reply(&reply);
-            }
-        }
-        // Best effort: the client may be gone.
-        let _ = self.flush().await;
+        self.client.finish(&result).await;
         if let Some(upstream) = self.upstream.take() {
             upstream.quit().await;
         }
@@ -139,28 +127,16 @@ impl Session {
 
     async fn converse(&mut self) -> SessionResult<()> {
         loop {
-            let line = match self.read_line().await? {
-                Ok(line) => line,
-                Err(LineError::TooLong) => {
-                    self.refuse(500, (5, 5, 2), "Error: line too long")?;
-                    continue;
-                }
-                // SECURITY-CASES §A: a bare CR or LF in a command is not a line end the
-                // proxy and Postfix could agree on; close rather than guess.
-                Err(LineError::BareCr | LineError::BareLf) => {
-                    return Err(SessionError::new(
-                        Side::Downstream,
-                        ErrorKind::Protocol,
-                        "bare CR or LF in a command",
-                    ));
-                }
+            let Some(line) = self.client.read_command(self.line_deadline()).await? else {
+                self.refuse(500, (5, 5, 2), "Error: line too long")?;
+                continue;
             };
             let command = match command::command(&line) {
                 Ok(command) => command,
                 Err(e) => {
                     let reply = e.reply();
                     self.count_error()?;
-                    self.reply(&reply);
+                    self.client.reply(&reply);
                     if matches!(e, command::CommandError::NumberTooLarge { .. })
                         && line.len() >= 4
                         && line[..4].eq_ignore_ascii_case(b"BDAT")
@@ -198,21 +174,21 @@ impl Session {
             Command::Data => self.data().await?,
             Command::Rset => {
                 self.reset_transaction().await;
-                self.reply(&Reply::new(250, Some((2, 0, 0)), "Ok"));
+                self.client.reply(&Reply::new(250, Some((2, 0, 0)), "Ok"));
             }
-            Command::Noop => self.reply(&Reply::new(250, Some((2, 0, 0)), "Ok")),
+            Command::Noop => self.client.reply(&Reply::new(250, Some((2, 0, 0)), "Ok")),
             Command::Quit => {
-                self.reply(&Reply::new(221, Some((2, 0, 0)), "Bye"));
+                self.client.reply(&Reply::new(221, Some((2, 0, 0)), "Bye"));
                 return Ok(Flow::Close);
             }
             // Never confirm addresses to a client (RFC 5321 §3.5.3 allows 252).
-            Command::Vrfy(_) => self.reply(&Reply::new(
+            Command::Vrfy(_) => self.client.reply(&Reply::new(
                 252,
                 Some((2, 0, 0)),
                 "Cannot VRFY user; try RCPT to attempt delivery",
             )),
             Command::Expn(_) => self.refuse(502, (5, 5, 1), "Error: command not implemented")?,
-            Command::Help(_) => self.reply(&Reply::new(
+            Command::Help(_) => self.client.reply(&Reply::new(
                 214,
                 Some((2, 0, 0)),
                 "See RFC 5321 and RFC 6409",
@@ -220,7 +196,7 @@ impl Session {
             // SECURITY-CASES case 35: CHUNKING is not offered, and the chunk's bytes would
             // otherwise be read as commands.
             Command::Bdat { .. } => {
-                self.reply(&Reply::new(
+                self.client.reply(&Reply::new(
                     502,
                     Some((5, 5, 1)),
                     "Error: CHUNKING not offered; closing",
@@ -247,7 +223,7 @@ impl Session {
         self.helo = Some(name);
         let hostname = self.shared.config.hostname.clone();
         if !extended {
-            self.reply(&Reply::new(250, None, hostname));
+            self.client.reply(&Reply::new(250, None, hostname));
             return Ok(());
         }
         let upstream_keywords = match self.shared.keywords() {
@@ -255,7 +231,7 @@ impl Session {
             None => self.probe_keywords().await,
         };
         let view = EhloView {
-            tls_active: self.client.is_tls(),
+            tls_active: self.client.stream().is_tls(),
             starttls_offered: self.listener == ListenerTls::Starttls && self.shared.tls.is_some(),
             plaintext_auth_allowed: self.shared.config.insecure_allow_plaintext_auth,
             authenticated: self.auth.is_some(),
@@ -264,7 +240,7 @@ impl Session {
         let keywords = ehlo::filter(upstream_keywords.iter().map(String::as_str), &view);
         let mut lines = vec![hostname];
         lines.extend(keywords.iter().map(ehlo::Keyword::render));
-        self.reply(&Reply {
+        self.client.reply(&Reply {
             code: 250,
             enhanced: None,
             lines,
@@ -276,24 +252,13 @@ impl Session {
     /// once per process while Postfix is up). If Postfix cannot be asked, the proxy
     /// advertises only what it does itself; the transaction will fail with 4xx anyway.
     async fn probe_keywords(&mut self) -> Arc<[String]> {
-        let facts = self.facts();
-        let timeout = self.shared.config.timeouts.upstream_reply;
-        match Postfix::connect(
-            &self.shared.upstream,
-            &self.shared.config.hostname,
-            &facts,
-            timeout,
-        )
-        .await
-        {
+        match self.connect_postfix().await {
             Ok(postfix) => {
-                self.shared.remember_keywords(postfix.keywords());
                 let keywords = Arc::from(postfix.keywords());
                 postfix.quit().await;
                 keywords
             }
             Err(e) => {
-                self.shared.metrics.submission.upstream_connect_failed();
                 info!(error = %e, "Postfix unavailable for the EHLO keywords");
                 Arc::from(Vec::new())
             }
@@ -301,7 +266,7 @@ impl Session {
     }
 
     async fn starttls(&mut self) -> SessionResult<Flow> {
-        if self.client.is_tls() {
+        if self.client.stream().is_tls() {
             // SECURITY-CASES case 13.
             self.refuse(503, (5, 5, 1), "Error: TLS already active")?;
             return Ok(Flow::Continue);
@@ -319,9 +284,10 @@ impl Session {
             self.refuse(503, (5, 5, 1), "Error: STARTTLS not allowed now")?;
             return Ok(Flow::Continue);
         }
-        self.reply(&Reply::new(220, Some((2, 0, 0)), "Ready to start TLS"));
-        self.flush().await?;
-        if self.framer.buffered() > 0 {
+        self.client
+            .reply(&Reply::new(220, Some((2, 0, 0)), "Ready to start TLS"));
+        self.client.flush().await?;
+        if self.client.framer_mut().buffered() > 0 {
             // Plaintext pipelined behind STARTTLS would run inside TLS: command injection
             // (SECURITY-CASES case 9). Close instead of discarding, and without a 421:
             // after the 220 the client's next bytes are its TLS handshake, so any
@@ -332,7 +298,8 @@ impl Session {
                 "data pipelined after STARTTLS",
             ));
         }
-        let MaybeTls::Plain(tcp) = std::mem::replace(&mut self.client, MaybeTls::Detached) else {
+        let MaybeTls::Plain(tcp) = std::mem::replace(self.client.stream_mut(), MaybeTls::Detached)
+        else {
             return Err(SessionError::new(
                 Side::Internal,
                 ErrorKind::Tls,
@@ -345,10 +312,10 @@ impl Session {
             .metrics
             .submission
             .tls_handshake(ListenerKind::from(self.listener), outcome);
-        self.client = result?;
+        *self.client.stream_mut() = result?;
         // RFC 3207 §4.2: everything learned before TLS is forgotten; EHLO again.
         self.helo = None;
-        self.framer = LineFramer::new(self.shared.config.limits.max_line_bytes + 2);
+        *self.client.framer_mut() = LineFramer::new(self.shared.config.limits.max_line_bytes + 2);
         if let Some(upstream) = self.upstream.take() {
             upstream.quit().await;
         }
@@ -365,7 +332,7 @@ impl Session {
         if self.transaction.is_some() {
             return self.refuse(503, (5, 5, 1), "Error: MAIL transaction in progress");
         }
-        if !self.client.is_tls() && !self.shared.config.insecure_allow_plaintext_auth {
+        if !self.client.stream().is_tls() && !self.shared.config.insecure_allow_plaintext_auth {
             // SECURITY-CASES case 12: Postfix trusts the proxy's connection, so only the
             // proxy can refuse passwords in clear.
             return self.refuse(530, (5, 7, 0), "Must issue a STARTTLS command first");
@@ -378,7 +345,7 @@ impl Session {
                 .metrics
                 .submission
                 .auth(AuthOutcome::Unavailable);
-            self.reply(&temporary_auth_failure());
+            self.client.reply(&temporary_auth_failure());
             return Ok(());
         }
         match self.relay_auth(mechanism, initial).await {
@@ -390,7 +357,7 @@ impl Session {
                     .metrics
                     .submission
                     .auth(AuthOutcome::Unavailable);
-                self.reply(&temporary_auth_failure());
+                self.client.reply(&temporary_auth_failure());
                 Ok(())
             }
             Err(e) => Err(e),
@@ -423,10 +390,11 @@ impl Session {
         loop {
             let reply = self.upstream_mut()?.reply().await?;
             if reply.code == 334 {
-                self.reply(&reply);
-                self.framer.set_max_line(SASL_LINE_MAX);
-                let line = self.read_line().await;
-                self.framer
+                self.client.reply(&reply);
+                self.client.framer_mut().set_max_line(SASL_LINE_MAX);
+                let line = self.client.read_line(self.line_deadline()).await;
+                self.client
+                    .framer_mut()
                     .set_max_line(self.shared.config.limits.max_line_bytes + 2);
                 let response = match line? {
                     Ok(line) => command::sasl_line(&line),
@@ -463,11 +431,11 @@ impl Session {
                 debug!("authenticated");
                 self.auth = Some(Authenticated { login, owned });
                 self.shared.metrics.submission.auth(AuthOutcome::Success);
-                self.reply(&reply);
+                self.client.reply(&reply);
                 return Ok(());
             }
             self.shared.metrics.submission.auth(AuthOutcome::Failure);
-            self.reply(&reply);
+            self.client.reply(&reply);
             self.auth_failures += 1;
             if self.auth_failures >= MAX_AUTH_FAILURES {
                 return Err(SessionError::new(
@@ -523,7 +491,7 @@ impl Session {
                 accepted: 0,
             });
         }
-        self.reply(&reply);
+        self.client.reply(&reply);
         Ok(())
     }
 
@@ -533,7 +501,7 @@ impl Session {
         };
         if transaction.recipients >= self.shared.config.limits.max_recipients {
             // SECURITY-CASES case 37; RFC 5321 §4.5.3.1.10 asks for 452 here.
-            self.reply(&Reply::new(
+            self.client.reply(&Reply::new(
                 452,
                 Some((4, 5, 3)),
                 "Error: too many recipients",
@@ -549,7 +517,7 @@ impl Session {
                 transaction.accepted += 1;
             }
         }
-        self.reply(&reply);
+        self.client.reply(&reply);
         Ok(())
     }
 
@@ -565,10 +533,10 @@ impl Session {
             return Ok(());
         };
         if reply.code != 354 {
-            self.reply(&reply);
+            self.client.reply(&reply);
             return Ok(());
         }
-        self.reply(&reply);
+        self.client.reply(&reply);
         self.transaction = None;
         let owned = match (&self.auth, self.shared.config.insecure_allow_any_sender) {
             (Some(auth), false) => Some(auth.owned.clone()),
@@ -581,9 +549,9 @@ impl Session {
             message_id: self.new_message_id(),
         };
         let mut message = OutgoingMessage::new(self.shared.rules.clone(), submitter);
-        message.push(&self.framer.take_buffered());
+        message.push(&self.client.framer_mut().take_buffered());
         let outcome = self.stream_message(&mut message).await?;
-        self.framer.push(&message.take_buffered());
+        self.client.framer_mut().push(&message.take_buffered());
         self.finish_message(outcome).await;
         Ok(())
     }
@@ -620,7 +588,7 @@ impl Session {
                 }
             }
             let deadline = Instant::now() + self.shared.config.timeouts.command;
-            let bytes = match self.read_client(deadline).await {
+            let bytes = match self.client.read(deadline).await {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     // Postfix is inside DATA: anything more (a QUIT) would be message
@@ -642,7 +610,7 @@ impl Session {
         let Some(outcome) = outcome else {
             self.upstream = None;
             metrics.message(MessageOutcome::Failed, 0, 0, 0);
-            self.reply(&upstream_unavailable());
+            self.client.reply(&upstream_unavailable());
             return;
         };
         match outcome {
@@ -665,13 +633,13 @@ impl Session {
                         if summary.chat {
                             debug!(tokens = summary.tokens, "chat message relayed");
                         }
-                        self.reply(&reply);
+                        self.client.reply(&reply);
                     }
                     Err(e) => {
                         info!(error = %e, "no reply from Postfix to the end of data");
                         self.upstream = None;
                         metrics.message(MessageOutcome::Failed, summary.bytes, 0, 0);
-                        self.reply(&upstream_unavailable());
+                        self.client.reply(&upstream_unavailable());
                     }
                 }
             }
@@ -682,7 +650,7 @@ impl Session {
                     Fault::Internal => MessageOutcome::Internal,
                 };
                 metrics.message(outcome, 0, 0, 0);
-                self.reply(&reply);
+                self.client.reply(&reply);
             }
         }
     }
@@ -711,13 +679,13 @@ impl Session {
         if self.upstream.is_none() {
             if let Command::Mail { .. } = command {
                 if self.connect_upstream().await.is_err() {
-                    self.reply(&upstream_unavailable());
+                    self.client.reply(&upstream_unavailable());
                     return Ok(None);
                 }
             } else {
                 // The connection broke after MAIL: the transaction is lost.
                 self.transaction = None;
-                self.reply(&upstream_unavailable());
+                self.client.reply(&upstream_unavailable());
                 return Ok(None);
             }
         }
@@ -728,7 +696,7 @@ impl Session {
             debug!("Postfix connection went stale; reconnecting for MAIL");
             self.upstream = None;
             if self.connect_upstream().await.is_err() {
-                self.reply(&upstream_unavailable());
+                self.client.reply(&upstream_unavailable());
                 return Ok(None);
             }
             result = self.upstream_mut()?.command(command).await;
@@ -739,7 +707,7 @@ impl Session {
                 info!(error = %e, "Postfix failed");
                 self.upstream = None;
                 self.transaction = None;
-                self.reply(&upstream_unavailable());
+                self.client.reply(&upstream_unavailable());
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -747,27 +715,35 @@ impl Session {
     }
 
     async fn connect_upstream(&mut self) -> Result<(), SessionError> {
+        match self.connect_postfix().await {
+            Ok(postfix) => {
+                self.upstream = Some(postfix);
+                Ok(())
+            }
+            Err(e) => {
+                info!(error = %e, "cannot reach Postfix");
+                Err(e)
+            }
+        }
+    }
+
+    /// A new Postfix connection on this client's behalf (XCLIENT with its facts). Its
+    /// EHLO keywords are remembered for the next client's EHLO; a failure is counted.
+    async fn connect_postfix(&self) -> SessionResult<Postfix> {
         let facts = self.facts();
         let timeout = self.shared.config.timeouts.upstream_reply;
-        match Postfix::connect(
+        let connected = Postfix::connect(
             &self.shared.upstream,
             &self.shared.config.hostname,
             &facts,
             timeout,
         )
-        .await
-        {
-            Ok(postfix) => {
-                self.shared.remember_keywords(postfix.keywords());
-                self.upstream = Some(postfix);
-                Ok(())
-            }
-            Err(e) => {
-                self.shared.metrics.submission.upstream_connect_failed();
-                info!(error = %e, "cannot reach Postfix");
-                Err(e)
-            }
+        .await;
+        match &connected {
+            Ok(postfix) => self.shared.remember_keywords(postfix.keywords()),
+            Err(_) => self.shared.metrics.submission.upstream_connect_failed(),
         }
+        connected
     }
 
     fn facts(&self) -> ClientFacts {
@@ -801,7 +777,7 @@ impl Session {
     /// [`MAX_ERRORS`].
     fn refuse(&mut self, code: u16, enhanced: EnhancedCode, text: &str) -> SessionResult<()> {
         self.count_error()?;
-        self.reply(&Reply::new(code, Some(enhanced), text));
+        self.client.reply(&Reply::new(code, Some(enhanced), text));
         Ok(())
     }
 
@@ -817,68 +793,15 @@ impl Session {
         Ok(())
     }
 
-    fn reply(&mut self, reply: &Reply) {
-        reply.encode(&mut self.out);
-    }
-
-    async fn flush(&mut self) -> SessionResult<()> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        let out = std::mem::take(&mut self.out);
-        self.client
-            .write_all(&out)
-            .await
-            .map_err(|e| SessionError::io(Side::Downstream, e))?;
-        self.client
-            .flush()
-            .await
-            .map_err(|e| SessionError::io(Side::Downstream, e))
-    }
-
-    /// The next command line; replies pending are written before waiting.
-    async fn read_line(&mut self) -> SessionResult<Result<bytes::Bytes, LineError>> {
-        // One deadline for the whole line, set before its first read: a client that
-        // trickles a byte now and then must not extend it with every read
-        // (SECURITY-CASES case 38, slowloris).
-        let deadline = if self.auth.is_some() {
-            Instant::now() + self.shared.config.timeouts.command
+    /// The deadline for the next line from the client, taken before its first read: one
+    /// for the whole line, so that a client that trickles a byte now and then cannot
+    /// extend it with every read (SECURITY-CASES case 38, slowloris). Before AUTH it is
+    /// the pre-AUTH deadline, which activity does not reset.
+    fn line_deadline(&self) -> Deadline {
+        if self.auth.is_some() {
+            Deadline::At(Instant::now() + self.shared.config.timeouts.command)
         } else {
-            self.pre_auth_deadline
-        };
-        loop {
-            if let Some(line) = self.framer.next_line() {
-                return Ok(line);
-            }
-            let bytes = self.read_client(deadline).await?;
-            self.framer.push(&bytes);
-        }
-    }
-
-    /// Flushes pending replies, then reads what the client sends next, until `deadline`
-    /// or the end of the grace period at shutdown.
-    async fn read_client(&mut self, deadline: Instant) -> SessionResult<BytesMut> {
-        self.flush().await?;
-        self.read_buf.reserve(READ_CHUNK);
-        let read = tokio::select! {
-            read = tokio::time::timeout_at(deadline, self.client.read_buf(&mut self.read_buf)) => read,
-            () = self.shutdown.reached(Phase::Closing) => {
-                return Err(SessionError::new(Side::Internal, ErrorKind::Shutdown, "shutting down"));
-            }
-        };
-        match read {
-            Ok(Ok(0)) => Err(SessionError::new(
-                Side::Downstream,
-                ErrorKind::Closed,
-                "client closed the connection",
-            )),
-            Ok(Ok(_)) => Ok(self.read_buf.split()),
-            Ok(Err(e)) => Err(SessionError::io(Side::Downstream, e)),
-            Err(_) => Err(SessionError::new(
-                Side::Downstream,
-                ErrorKind::Timeout,
-                "client too slow",
-            )),
+            Deadline::At(self.pre_auth_deadline)
         }
     }
 }
