@@ -1,7 +1,7 @@
 #!/bin/sh
 # Quick start, command 2: the whole test suite. Installs what the tests need first
 # (Dovecot, Postfix, mbsync from Debian), then runs format check, unit, integration,
-# differential, fuzz-seed replay, layering and CLI tests, and a smoke run of the benchmark.
+# differential, fuzz-seed replay, layering and CLI tests, and a smoke run of each benchmark.
 set -eu
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -12,4 +12,6 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked
 echo "== benchmark smoke run (figures are meaningless in quick mode)"
-cargo bench --locked --bench imap_relay -- --quick
+for bench in imap_relay submission header_injection idle_wake; do
+    cargo bench --locked --bench "$bench" -- --quick
+done
