@@ -40,11 +40,12 @@
 //! (no new round after this), `BENCH_QUICK=1` or the argument `--quick` for a smoke run.
 //! Without cargo's `--bench` argument (e.g. `cargo test --benches`) the quick run is used.
 
-use std::error::Error;
+mod common;
+
 use std::fmt::Write as _;
-use std::fs;
 use std::hint::black_box;
-use std::process::{Command, ExitCode};
+use std::path::Path;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,8 +58,10 @@ use coi_proxy::coi::headers::{
 use coi_proxy::coi::submit::{Outcome, OutgoingMessage, Step, SubmitRules, Submitter};
 use coi_proxy::coi::token::{Secret, Secrets};
 use coi_proxy::proto::smtp::data::{DataEvent, DataLimits, DataReceiver, DotStuffer};
-
-type BenchResult<T> = Result<T, Box<dyn Error>>;
+use common::{
+    base64_lines, env_list, env_usize, header_start, main_of, quick_run, schedstat_ns,
+    stopped_early, verdict, BenchResult, Spread,
+};
 
 /// Token timestamp (any fixed value: the bench never verifies expiry).
 const NOW: u64 = 1_767_225_600;
@@ -67,13 +70,7 @@ const VALIDITY: u64 = 30 * 86_400;
 const TARGET: f64 = 0.9;
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("header_injection bench failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    main_of("header_injection", run)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -92,23 +89,9 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> BenchResult<Settings> {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let quick_env = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-        let under_cargo_bench = args.iter().any(|a| a == "--bench");
-        let quick = quick_env || args.iter().any(|a| a == "--quick") || !under_cargo_bench;
+        let quick = quick_run();
         let (rounds, sample_ms, max_secs) = if quick { (3, 20, 10) } else { (10, 200, 120) };
-        let sizes = match std::env::var("BENCH_SIZES") {
-            Ok(list) if !list.trim().is_empty() => list
-                .split(',')
-                .map(|s| {
-                    s.trim()
-                        .replace('_', "")
-                        .parse::<usize>()
-                        .map_err(|_| format!("BENCH_SIZES: {s:?} is not a byte count"))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => vec![5 * 1024, 1024 * 1024],
-        };
+        let sizes = env_list("BENCH_SIZES", &[5 * 1024, 1024 * 1024])?;
         if sizes.iter().any(|s| !(1024..=64 << 20).contains(s)) {
             return Err("BENCH_SIZES: sizes must be between 1024 and 67108864".into());
         }
@@ -121,17 +104,6 @@ impl Settings {
             max_iterations: 20_000_000,
             total_cap: Duration::from_secs(env_usize("BENCH_MAX_SECS", max_secs)? as u64),
         })
-    }
-}
-
-fn env_usize(name: &str, default: usize) -> BenchResult<usize> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .map_err(|_| format!("{name}={v:?} is not a non-negative integer").into()),
-        _ => Ok(default),
     }
 }
 
@@ -163,23 +135,9 @@ fn header(chat: bool) -> String {
 /// The DATA stream of exactly `size` bytes: header, base64-looking body lines of 76
 /// characters (none starts with a dot), then `.` CRLF.
 fn data_stream(size: usize, chat: bool) -> Vec<u8> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(header(chat).as_bytes());
-    let body_end = size.saturating_sub(3);
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15; // fixed seed (xorshift64)
-    while out.len() < body_end {
-        let remaining = body_end - out.len();
-        // Full lines while at least 3 bytes would be left for a last short line.
-        let chars = if remaining >= 81 { 76 } else { remaining - 2 };
-        for _ in 0..chars {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            out.push(ALPHABET[(state >> 58) as usize]);
-        }
-        out.extend_from_slice(b"\r\n");
-    }
+    base64_lines(&mut out, size.saturating_sub(3));
     out.extend_from_slice(b".\r\n");
     out
 }
@@ -524,8 +482,7 @@ fn verify(case: &mut Case, chunk: usize) -> BenchResult<()> {
 /// This thread's CPU time in ns (`/proc/thread-self/schedstat`, first field); `None`
 /// where the kernel does not provide it.
 fn thread_cpu_ns() -> Option<u64> {
-    let text = fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    text.split_whitespace().next()?.parse().ok()
+    schedstat_ns(Path::new("/proc/thread-self/schedstat"))
 }
 
 #[derive(Clone, Copy)]
@@ -574,112 +531,14 @@ fn calibrate(case: &mut Case, variant: Variant, settings: &Settings) -> usize {
 }
 
 // ---------------------------------------------------------------------------------------
-// Statistics
-
-#[derive(Clone, Copy)]
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Spread {
-    fn of(values: impl IntoIterator<Item = f64>) -> Spread {
-        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
-            return Spread {
-                median: f64::NAN,
-                min: f64::NAN,
-                max: f64::NAN,
-            };
-        }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
-        Spread {
-            median,
-            min: v[0],
-            max: v[n - 1],
-        }
-    }
-
-    fn show(self, decimals: usize) -> String {
-        format!(
-            "{:.d$} [{:.d$}..{:.d$}]",
-            self.median,
-            self.min,
-            self.max,
-            d = decimals
-        )
-    }
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "MET"
-    } else {
-        "MISSED"
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // Header
 
-fn command_output(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (out.status.success() && !text.is_empty()).then_some(text)
-}
-
 fn print_header(settings: &Settings) {
-    let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"])
-        .unwrap_or_else(|| "unknown date".into());
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into());
-    let nproc = std::thread::available_parallelism()
-        .map(|n| n.get().to_string())
-        .unwrap_or_else(|_| "?".into());
-    let cpu = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let os = fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                .map(|s| s.trim_matches('"').to_owned())
-        })
-        .unwrap_or_else(|| "unknown OS".into());
-    let rustc = command_output("rustc", &["--version"]).unwrap_or_else(|| "rustc unknown".into());
-    let profile = if cfg!(debug_assertions) {
-        "debug build: figures NOT meaningful"
-    } else {
-        "optimized (bench profile)"
-    };
-    let mut h = String::new();
-    let _ = writeln!(
-        h,
-        "coi-proxy header_injection bench: BENCHMARKS.md §2 B8 (injection throughput vs memcpy), sans-IO, one thread{}",
-        if settings.quick {
-            " -- QUICK smoke run, figures not meaningful"
-        } else {
-            ""
-        }
+    let mut h = header_start(
+        "coi-proxy header_injection bench: BENCHMARKS.md §2 B8 (injection throughput vs memcpy), sans-IO, one thread",
+        settings.quick,
+        "",
     );
-    let _ = writeln!(h, "date     {date}");
-    let _ = writeln!(h, "machine  {os}, kernel {kernel}, nproc {nproc}, {cpu}");
-    let _ = writeln!(h, "versions {rustc}; {profile}");
     let _ = writeln!(
         h,
         "settings rounds {} (BENCH_ROUNDS), ~{} ms per variant per round (BENCH_SAMPLE_MS), sizes {:?} B (BENCH_SIZES), chunks of {} B (BENCH_CHUNK)",
@@ -742,12 +601,8 @@ fn run() -> BenchResult<()> {
         }
         rounds_done += 1;
     }
-    if rounds_done < settings.rounds {
-        println!(
-            "WARNING: stopped after {rounds_done} of {} rounds (BENCH_MAX_SECS = {} s)",
-            settings.rounds,
-            settings.total_cap.as_secs()
-        );
+    if let Some(warning) = stopped_early(rounds_done, settings.rounds, settings.total_cap) {
+        println!("{warning}");
     }
 
     for (c, case) in cases.iter().enumerate() {

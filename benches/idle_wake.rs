@@ -29,12 +29,13 @@
 //! `cargo test --benches`). Every delivery has a deadline ([`DELIVERY_DEADLINE`]), every
 //! network step a timeout.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::error::Error;
 use std::net::SocketAddr;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -42,12 +43,15 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use common::{
+    dovecot_version, env_names, env_usize, main_of, nproc, percentile, postfix_version, quick_run,
+    thread_cpu, BenchResult,
+};
 use support::dovecot::Dovecot;
 use support::io::{tagged_status, LineClient};
 use support::postfix::{smtp, Postfix, PostfixOptions};
-use support::proxy::{DeliveryOptions, Options, Proxy};
-
-type BenchResult<T> = Result<T, Box<dyn Error>>;
+use support::proxy::{DeliveryTuning, Proxy};
+use support::world::hook_proxy;
 
 /// From submission until both clients have seen the message; beyond it the bench fails.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(10);
@@ -55,13 +59,7 @@ const DELIVERY_DEADLINE: Duration = Duration::from_secs(10);
 const STEP: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("idle_wake bench failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    main_of("idle_wake", run)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,35 +93,10 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> BenchResult<Settings> {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let quick_env = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-        let under_cargo_bench = args.iter().any(|a| a == "--bench");
-        let quick = quick_env || args.iter().any(|a| a == "--quick") || !under_cargo_bench;
-        let rounds = match std::env::var("BENCH_ROUNDS") {
-            Ok(v) if !v.trim().is_empty() => v
-                .trim()
-                .parse::<usize>()
-                .map_err(|_| format!("BENCH_ROUNDS={v:?} is not a number"))?
-                .max(1),
-            _ if quick => 3,
-            _ => 20,
-        };
-        let paths = match std::env::var("BENCH_PATHS") {
-            Ok(list) if !list.trim().is_empty() => {
-                let mut paths = Vec::new();
-                for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                    let path = [Path::Lmtp, Path::Mail]
-                        .into_iter()
-                        .find(|p| p.name() == name)
-                        .ok_or_else(|| format!("BENCH_PATHS: unknown path {name:?}"))?;
-                    if !paths.contains(&path) {
-                        paths.push(path);
-                    }
-                }
-                paths
-            }
-            _ => vec![Path::Lmtp, Path::Mail],
-        };
+        let quick = quick_run();
+        let rounds = env_usize("BENCH_ROUNDS", if quick { 3 } else { 20 })?.max(1);
+        let paths = env_names("BENCH_PATHS", "path", &[Path::Lmtp, Path::Mail], Path::name)?
+            .unwrap_or_else(|| vec![Path::Lmtp, Path::Mail]);
         Ok(Settings { rounds, paths })
     }
 }
@@ -135,21 +108,7 @@ fn run() -> BenchResult<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let proxy = runtime.block_on(Proxy::start(
-        dovecot.imap_addr(),
-        Options {
-            plaintext_auth: true,
-            delivery: Some(DeliveryOptions {
-                upstream: dovecot.lmtp_addr(),
-                master: Some((
-                    dovecot.master_user().to_owned(),
-                    dovecot.master_password().to_owned(),
-                )),
-                spool_memory_bytes: None,
-            }),
-            ..Options::default()
-        },
-    ));
+    let proxy = runtime.block_on(hook_proxy(&dovecot, DeliveryTuning::default()));
     let hook = proxy.delivery.ok_or("the proxy has no delivery hook")?;
     // Postfix b.test delivers to the hook; Postfix a.test relays b.test to it.
     let mut postfixes = None;
@@ -211,10 +170,8 @@ async fn measure(
         None => None,
     };
 
-    // One delivery per path first, unmeasured: the first LMTP delivery creates indexes,
-    // the first relay opens Postfix's connections.
     let mut n = 0;
-    for &path in paths {
+    let mut next = async |path: Path| {
         n += 1;
         deliver(
             path,
@@ -224,7 +181,12 @@ async fn measure(
             &mut wake,
             &mut direct,
         )
-        .await?;
+        .await
+    };
+    // One delivery per path first, unmeasured: the first LMTP delivery creates indexes,
+    // the first relay opens Postfix's connections.
+    for &path in paths {
+        next(path).await?;
     }
     let wakes_before = wakes_total(proxy);
     let cpu_before = cpu_time();
@@ -235,17 +197,7 @@ async fn measure(
             order.reverse();
         }
         for path in order {
-            n += 1;
-            let sample = deliver(
-                path,
-                n,
-                &mut lmtp,
-                smtp_client.as_mut(),
-                &mut wake,
-                &mut direct,
-            )
-            .await?;
-            samples.push(sample);
+            samples.push(next(path).await?);
         }
     }
     let cpu = cpu_time().saturating_sub(cpu_before);
@@ -279,12 +231,12 @@ async fn measure(
         ] {
             println!(
                 "  {name:<35} {:>8.2}  {:>8.2}  {:>8.2}",
-                percentile(values, 0.5),
-                percentile(values, 0.9),
+                percentile(values, 50.0),
+                percentile(values, 90.0),
                 values.last().copied().unwrap_or(f64::NAN),
             );
         }
-        let (p_with, p_without) = (percentile(&with, 0.5), percentile(&without, 0.5));
+        let (p_with, p_without) = (percentile(&with, 50.0), percentile(&without, 50.0));
         println!(
             "  ratio p50 wake/direct: {:.4} (direct is {:.0}× slower); target p50 ≤ 15 ms with the wake vs ~509 ms without",
             p_with / p_without,
@@ -500,58 +452,22 @@ async fn bounded<T, E: Into<Box<dyn Error>>>(
 
 fn wakes_total(proxy: &Proxy) -> u64 {
     proxy
-        .metrics_text()
-        .lines()
-        .find_map(|l| l.strip_prefix("coi_proxy_imap_idle_wakes_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+        .metric("coi_proxy_imap_idle_wakes_total")
+        .map_or(0, |v| v as u64)
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-/// CPU time of this process so far: the sum of every thread's on-CPU time from
-/// `/proc/self/task/*/schedstat` (nanoseconds; threads that already exited are missing,
-/// the tokio workers of the bench live to the end).
+/// CPU time of this process so far: the sum of every thread's on-CPU time (threads that
+/// already exited are missing; the tokio workers of the bench live to the end).
 fn cpu_time() -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
-    };
-    let nanos: u64 = tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(nanos)
+    Duration::from_nanos(thread_cpu().iter().map(|(_, ns)| ns).sum())
 }
 
 /// CPUs and backend versions, for the record.
 fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let version = |program: &str, args: &[&str]| {
-        Command::new(program)
-            .args(args)
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| "?".to_owned())
-    };
-    let dovecot = ["/usr/sbin/dovecot", "dovecot"]
-        .into_iter()
-        .map(|p| version(p, &["--version"]))
-        .find(|v| v != "?")
-        .unwrap_or_else(|| "?".to_owned());
-    let postfix = ["/usr/sbin/postconf", "postconf"]
-        .into_iter()
-        .map(|p| version(p, &["-h", "mail_version"]))
-        .find(|v| v != "?")
-        .unwrap_or_else(|| "?".to_owned());
-    format!("{cpus} CPUs, Dovecot {dovecot}, Postfix {postfix}")
+    format!(
+        "{} CPUs, Dovecot {}, Postfix {}",
+        nproc(),
+        dovecot_version(),
+        postfix_version()
+    )
 }

@@ -32,10 +32,10 @@
 //! `BENCH_QUICK=1` or the argument `--quick` for a smoke run of a few seconds. Without
 //! cargo's `--bench` argument (e.g. `cargo test --benches`) the quick run is used too.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::error::Error;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -43,6 +43,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+use common::{
+    base64_lines, connect_blocking, dovecot_pids, dovecot_version, env_usize, env_variants,
+    header_start, main_of, nproc, paired_difference, paired_ratio, percentile, quick_run,
+    round_orders, splice, start_splice, stopped_early, verdict, BenchResult, Spread, Variant, ALL,
+    ALL_VARIANTS, MAIN_VARIANTS, SPLICE_BUF,
+};
 use support::dovecot::Dovecot;
 use support::proxy::{Options, Proxy};
 
@@ -52,19 +58,8 @@ const PASSWORD: &str = "secret-alice";
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// APPENDs go here (emptied after every round), so INBOX keeps exactly one message.
 const APPEND_MAILBOX: &str = "Bench";
-/// Buffer sizes of the `splice` reference relay (the proxy reads 64 KiB at a time too).
-const SPLICE_BUF: usize = 64 * 1024;
-
-type BenchResult<T> = Result<T, Box<dyn Error>>;
-
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("imap_relay bench failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    main_of("imap_relay", run)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -89,12 +84,7 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> BenchResult<Settings> {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let quick_env = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-        // cargo passes `--bench` to harness-less benches under `cargo bench`; without it
-        // (`cargo test --benches`, running the binary by hand) only the smoke run makes sense.
-        let under_cargo_bench = args.iter().any(|a| a == "--bench");
-        let quick = quick_env || args.iter().any(|a| a == "--quick") || !under_cargo_bench;
+        let quick = quick_run();
         let defaults = if quick {
             Settings {
                 quick,
@@ -124,10 +114,8 @@ impl Settings {
                 total_cap: Duration::from_secs(90),
             }
         };
-        let variants = match std::env::var("BENCH_VARIANTS") {
-            Ok(list) if !list.trim().is_empty() => parse_variants(&list)?,
-            _ => MAIN_VARIANTS.to_vec(),
-        };
+        let required = [Variant::Direct, Variant::Proxy];
+        let variants = env_variants(&ALL, Variant::name, &required, &MAIN_VARIANTS)?;
         let s = Settings {
             variants,
             rounds: env_usize("BENCH_ROUNDS", defaults.rounds)?.max(1),
@@ -147,124 +135,16 @@ impl Settings {
     }
 }
 
-/// `BENCH_VARIANTS=direct,proxy,splice,splice-ct,threads` (direct and proxy are required:
-/// every ratio is against direct).
-fn parse_variants(list: &str) -> BenchResult<Vec<Variant>> {
-    let mut variants = Vec::new();
-    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let v = ALL
-            .into_iter()
-            .find(|v| v.name() == name)
-            .ok_or_else(|| format!("BENCH_VARIANTS: unknown variant {name:?}"))?;
-        if !variants.contains(&v) {
-            variants.push(v);
-        }
-    }
-    if !variants.contains(&Variant::Direct) || !variants.contains(&Variant::Proxy) {
-        return Err("BENCH_VARIANTS must include direct and proxy".into());
-    }
-    Ok(variants)
-}
-
-fn env_usize(name: &str, default: usize) -> BenchResult<usize> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .map_err(|_| format!("{name}={v:?} is not a non-negative integer").into()),
-        _ => Ok(default),
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Variants
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Variant {
-    Direct,
-    Proxy,
-    Splice,
-    /// Diagnostic: the byte copy on a current-thread tokio runtime of its own.
-    SpliceCt,
-    /// Diagnostic: the byte copy with two blocking std threads per connection.
-    Threads,
-}
-
-const ALL_VARIANTS: usize = 5;
-const ALL: [Variant; ALL_VARIANTS] = [
-    Variant::Direct,
-    Variant::Proxy,
-    Variant::Splice,
-    Variant::SpliceCt,
-    Variant::Threads,
-];
-const MAIN_VARIANTS: [Variant; 3] = [Variant::Direct, Variant::Proxy, Variant::Splice];
+/// The diagnostic relays, measured only on request.
 const EXTRA_VARIANTS: [Variant; 2] = [Variant::SpliceCt, Variant::Threads];
 
-impl Variant {
-    fn name(self) -> &'static str {
-        match self {
-            Variant::Direct => "direct",
-            Variant::Proxy => "proxy",
-            Variant::Splice => "splice",
-            Variant::SpliceCt => "splice-ct",
-            Variant::Threads => "threads",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// The order of the variants in round `r`: direct and proxy alternate which goes first;
-/// every other variant moves through the positions (with the three main variants, six
-/// rounds cover all six orders).
+/// The order of the variants in round `r`: direct and proxy alternate which goes first
+/// (direct in even rounds); every other variant moves through the positions.
 fn round_order(r: usize, variants: &[Variant]) -> Vec<Variant> {
-    let mut order = if r % 2 == 0 {
-        vec![Variant::Direct, Variant::Proxy]
-    } else {
-        vec![Variant::Proxy, Variant::Direct]
-    };
-    for (k, v) in variants
-        .iter()
-        .filter(|v| !matches!(v, Variant::Direct | Variant::Proxy))
-        .enumerate()
-    {
-        let slots = order.len() + 1;
-        // Positions last, first, middle, ... as r/2 grows.
-        let position = (r / 2 + k + slots - 1) % slots;
-        order.insert(position, *v);
-    }
-    order
-}
-
-/// The `splice` reference: accept, connect upstream, copy bytes both ways. No framing.
-async fn start_splice(upstream: SocketAddr) -> io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        // Ends with the runtime; an accept error ends it early (the bench then fails on
-        // connect instead of spinning here).
-        while let Ok((mut client, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = client.set_nodelay(true);
-                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let _ = server.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional_with_sizes(
-                    &mut client,
-                    &mut server,
-                    SPLICE_BUF,
-                    SPLICE_BUF,
-                )
-                .await;
-            });
-        }
-    });
-    Ok(addr)
+    common::round_order(r, Variant::Direct, Variant::Proxy, variants)
 }
 
 /// Diagnostic `splice-ct`: the same byte copy, served by a current-thread tokio runtime
@@ -284,21 +164,10 @@ fn start_splice_current_thread(upstream: SocketAddr) -> io::Result<SocketAddr> {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                     return;
                 };
-                let Ok((mut client, _)) = listener.accept().await else {
+                let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
-                let _ = client.set_nodelay(true);
-                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let _ = server.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional_with_sizes(
-                    &mut client,
-                    &mut server,
-                    SPLICE_BUF,
-                    SPLICE_BUF,
-                )
-                .await;
+                splice(client, upstream).await;
             });
         })?;
     Ok(addr)
@@ -362,11 +231,7 @@ struct Client {
 
 impl Client {
     fn connect(addr: SocketAddr) -> io::Result<Client> {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        let writer = stream.try_clone()?;
+        let (stream, writer) = connect_blocking(addr, IO_TIMEOUT)?;
         let mut client = Client {
             reader: BufReader::with_capacity(256 * 1024, stream),
             writer,
@@ -472,7 +337,6 @@ fn literal_length(line: &[u8]) -> Option<usize> {
 /// A deterministic message of exactly `size` bytes: headers, then base64-looking lines
 /// of 76 characters (CRLF only, so Dovecot returns it byte for byte).
 fn make_message(size: usize) -> Vec<u8> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut message = Vec::with_capacity(size);
     message.extend_from_slice(
         b"From: alice@localhost\r\n\
@@ -485,19 +349,7 @@ fn make_message(size: usize) -> Vec<u8> {
           Content-Transfer-Encoding: base64\r\n\
           \r\n",
     );
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15; // fixed seed (xorshift64)
-    while message.len() < size {
-        let remaining = size - message.len();
-        // Full lines while at least 3 bytes would be left for a last short line.
-        let chars = if remaining >= 81 { 76 } else { remaining - 2 };
-        for _ in 0..chars {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            message.push(ALPHABET[(state >> 58) as usize]);
-        }
-        message.extend_from_slice(b"\r\n");
-    }
+    base64_lines(&mut message, size);
     message
 }
 
@@ -545,24 +397,6 @@ fn self_ticks() -> Ticks {
     stat_ticks("/proc/self/stat").unwrap_or_default()
 }
 
-/// The processes of the private Dovecot instance: their titles are
-/// `dovecot-coi-test-<imap port>/<service>` (see tests/support/dovecot.rs).
-fn dovecot_pids(imap_port: u16) -> Vec<u32> {
-    let prefix = format!("dovecot-coi-test-{imap_port}/");
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| c.starts_with(prefix.as_bytes()))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
 fn dovecot_ticks(pids: &[u32]) -> Ticks {
     let mut sum = Ticks::default();
     for pid in pids {
@@ -608,15 +442,6 @@ impl Sample {
     fn percentile_us(&self, p: f64) -> f64 {
         percentile(&self.nanos, p) / 1000.0
     }
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1] as f64
 }
 
 struct Bench<'a> {
@@ -728,49 +553,6 @@ impl Results {
 // ---------------------------------------------------------------------------------------
 // Statistics and report
 
-/// Median, min and max of per-round values.
-#[derive(Clone, Copy)]
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Spread {
-    fn of(values: impl IntoIterator<Item = f64>) -> Spread {
-        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
-            return Spread {
-                median: f64::NAN,
-                min: f64::NAN,
-                max: f64::NAN,
-            };
-        }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
-        Spread {
-            median,
-            min: v[0],
-            max: v[n - 1],
-        }
-    }
-
-    fn show(self, decimals: usize) -> String {
-        format!(
-            "{:.d$} [{:.d$}..{:.d$}]",
-            self.median,
-            self.min,
-            self.max,
-            d = decimals
-        )
-    }
-}
-
 /// CPU µs per operation over all rounds: (this process, Dovecot).
 fn cpu_per_op(samples: &[Sample], ticks_per_s: u64) -> (f64, f64) {
     let mut cpu = Ticks::default();
@@ -783,14 +565,6 @@ fn cpu_per_op(samples: &[Sample], ticks_per_s: u64) -> (f64, f64) {
     }
     let us = |t: Ticks| t.total() as f64 * 1e6 / ticks_per_s as f64 / ops.max(1) as f64;
     (us(cpu), us(dovecot))
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "MET"
-    } else {
-        "MISSED"
-    }
 }
 
 struct Report {
@@ -808,16 +582,6 @@ impl Report {
 /// Per-round values of `f` for variant `v`.
 fn by_round(results: &Results, op: Op, v: Variant, f: impl Fn(&Sample) -> f64) -> Vec<f64> {
     results.of(op, v).iter().map(f).collect()
-}
-
-/// Per-round ratios a/b (both measured in the same round), as median [min..max].
-fn paired_ratio(a: &[f64], b: &[f64]) -> Spread {
-    Spread::of(a.iter().zip(b).map(|(x, y)| x / y))
-}
-
-/// Per-round differences a−b, as median [min..max].
-fn paired_difference(a: &[f64], b: &[f64]) -> Spread {
-    Spread::of(a.iter().zip(b).map(|(x, y)| x - y))
 }
 
 fn report_noop(r: &mut Report, results: &Results, settings: &Settings, ticks_per_s: u64) {
@@ -987,60 +751,13 @@ fn report_bulk(r: &mut Report, results: &Results, settings: &Settings, op: Op, t
 // ---------------------------------------------------------------------------------------
 // Header
 
-fn command_output(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (out.status.success() && !text.is_empty()).then_some(text)
-}
-
 fn header(settings: &Settings, ticks_per_s: u64) -> String {
-    let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"])
-        .unwrap_or_else(|| "unknown date".into());
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into());
-    let nproc = std::thread::available_parallelism()
-        .map(|n| n.get().to_string())
-        .unwrap_or_else(|_| "?".into());
-    let cpu = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let os = fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                .map(|s| s.trim_matches('"').to_owned())
-        })
-        .unwrap_or_else(|| "unknown OS".into());
-    let dovecot = command_output("/usr/sbin/dovecot", &["--version"])
-        .or_else(|| command_output("dovecot", &["--version"]))
-        .unwrap_or_else(|| "unknown".into());
-    let rustc = command_output("rustc", &["--version"]).unwrap_or_else(|| "rustc unknown".into());
-    let profile = if cfg!(debug_assertions) {
-        "debug build: figures NOT meaningful"
-    } else {
-        "optimized (bench profile)"
-    };
-    let mut h = String::new();
-    let _ = writeln!(
-        h,
-        "coi-proxy imap_relay bench: BENCHMARKS.md §2 B2 (NOOP latency) and B4 (bulk FETCH/APPEND){}",
-        if settings.quick {
-            " -- QUICK smoke run, figures not meaningful"
-        } else {
-            ""
-        }
+    let nproc = nproc();
+    let mut h = header_start(
+        "coi-proxy imap_relay bench: BENCHMARKS.md §2 B2 (NOOP latency) and B4 (bulk FETCH/APPEND)",
+        settings.quick,
+        &format!("Dovecot {}; ", dovecot_version()),
     );
-    let _ = writeln!(h, "date     {date}");
-    let _ = writeln!(h, "machine  {os}, kernel {kernel}, nproc {nproc}, {cpu}");
-    let _ = writeln!(h, "versions Dovecot {dovecot}; {rustc}; {profile}");
     let _ = writeln!(
         h,
         "settings rounds {} (BENCH_ROUNDS), NOOPs {} (BENCH_NOOPS), FETCHes {} (BENCH_FETCHES), APPENDs {} (BENCH_APPENDS) per variant per round; message {} B (BENCH_MSG_BYTES)",
@@ -1168,22 +885,13 @@ fn run() -> BenchResult<()> {
         text: String::new(),
         summary: Vec::new(),
     };
-    let orders: Vec<String> = (0..rounds_done)
-        .map(|r| {
-            round_order(r, &settings.variants)
-                .iter()
-                .map(|v| v.name())
-                .collect::<Vec<_>>()
-                .join(">")
-        })
-        .collect();
-    report.line(format!("round orders: {}", orders.join(", ")));
-    if rounds_done < settings.rounds {
-        report.line(format!(
-            "WARNING: stopped after {rounds_done} of {} rounds (BENCH_MAX_SECS = {} s)",
-            settings.rounds,
-            settings.total_cap.as_secs()
-        ));
+    report.line(round_orders(
+        rounds_done,
+        |r| round_order(r, &settings.variants),
+        Variant::name,
+    ));
+    if let Some(warning) = stopped_early(rounds_done, settings.rounds, settings.total_cap) {
+        report.line(warning);
     }
     for t in &truncated {
         report.line(format!("WARNING: loop hit its time cap: {t}"));

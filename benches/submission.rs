@@ -54,11 +54,11 @@
 //! argument `--quick` for a smoke run. Without cargo's `--bench` argument (e.g.
 //! `cargo test --benches`) the quick run is used.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;
-use std::error::Error;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
@@ -73,6 +73,12 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
+use common::{
+    base64_lines, connect_blocking, dovecot_pids, dovecot_version, env_flag, env_list, env_usize,
+    env_variants, header_start, main_of, nproc, paired_difference, paired_ratio, percentile,
+    postfix_version, quick_run, round_orders, schedstat_ns, start_splice, stopped_early,
+    thread_cpu, verdict, BenchResult, Spread, Variant, MAIN_VARIANTS,
+};
 use support::dovecot::Dovecot;
 use support::postfix::{Postfix, PostfixOptions};
 use support::proxy::{Options, Proxy, SubmissionOptions};
@@ -87,21 +93,11 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Name prefix of the tokio runtime's threads (proxy and splice run there).
 const RELAY_THREAD: &str = "relay-rt";
-/// Buffer sizes of the `splice` reference relay.
-const SPLICE_BUF: usize = 64 * 1024;
 /// The throughput target of BENCHMARKS.md B8.
 const TARGET: f64 = 0.95;
 
-type BenchResult<T> = Result<T, Box<dyn Error>>;
-
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("submission bench failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    main_of("submission", run)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -127,21 +123,14 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> BenchResult<Settings> {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let quick_env = env_flag("BENCH_QUICK");
-        // cargo passes `--bench` to harness-less benches under `cargo bench`; without it
-        // (`cargo test --benches`, running the binary by hand) only the smoke run makes sense.
-        let under_cargo_bench = args.iter().any(|a| a == "--bench");
-        let quick = quick_env || args.iter().any(|a| a == "--quick") || !under_cargo_bench;
+        let quick = quick_run();
         let (rounds, msgs_small, msgs_large, warmup, sample_cap, total_cap) = if quick {
             (2, 20, 4, 2, 5, 10)
         } else {
             (12, 400, 40, 10, 30, 240)
         };
-        let variants = match std::env::var("BENCH_VARIANTS") {
-            Ok(list) if !list.trim().is_empty() => parse_variants(&list)?,
-            _ => ALL.to_vec(),
-        };
+        let required = [Variant::Direct, Variant::Proxy];
+        let variants = env_variants(&MAIN_VARIANTS, Variant::name, &required, &MAIN_VARIANTS)?;
         let concurrency = env_list("BENCH_CONCURRENCY", &[1, 4])?;
         if concurrency.iter().any(|c| !(1..=32).contains(c)) {
             return Err("BENCH_CONCURRENCY: levels must be between 1 and 32".into());
@@ -180,117 +169,14 @@ impl Settings {
     }
 }
 
-fn env_flag(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-fn env_usize(name: &str, default: usize) -> BenchResult<usize> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .map_err(|_| format!("{name}={v:?} is not a non-negative integer").into()),
-        _ => Ok(default),
-    }
-}
-
-fn env_list(name: &str, default: &[usize]) -> BenchResult<Vec<usize>> {
-    match std::env::var(name) {
-        Ok(list) if !list.trim().is_empty() => list
-            .split(',')
-            .map(|s| {
-                s.trim()
-                    .replace('_', "")
-                    .parse::<usize>()
-                    .map_err(|_| format!("{name}: {s:?} is not a non-negative integer").into())
-            })
-            .collect(),
-        _ => Ok(default.to_vec()),
-    }
-}
-
-fn parse_variants(list: &str) -> BenchResult<Vec<Variant>> {
-    let mut variants = Vec::new();
-    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let v = ALL
-            .into_iter()
-            .find(|v| v.name() == name)
-            .ok_or_else(|| format!("BENCH_VARIANTS: unknown variant {name:?}"))?;
-        if !variants.contains(&v) {
-            variants.push(v);
-        }
-    }
-    if !variants.contains(&Variant::Direct) || !variants.contains(&Variant::Proxy) {
-        return Err("BENCH_VARIANTS must include direct and proxy".into());
-    }
-    Ok(variants)
-}
-
 // ---------------------------------------------------------------------------------------
 // Variants
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Variant {
-    Direct,
-    Proxy,
-    Splice,
-}
-
-const ALL: [Variant; 3] = [Variant::Direct, Variant::Proxy, Variant::Splice];
-
-impl Variant {
-    fn name(self) -> &'static str {
-        match self {
-            Variant::Direct => "direct",
-            Variant::Proxy => "proxy",
-            Variant::Splice => "splice",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// The order of the variants in round `r`: direct and proxy alternate which goes first;
-/// splice moves through the positions (six rounds cover all six orders).
+/// The order of the variants in round `r`: direct and proxy alternate which goes first
+/// (proxy in even rounds); splice moves through the positions (six rounds cover all six
+/// orders).
 fn round_order(r: usize, variants: &[Variant]) -> Vec<Variant> {
-    let mut order = if r % 2 == 0 {
-        vec![Variant::Proxy, Variant::Direct]
-    } else {
-        vec![Variant::Direct, Variant::Proxy]
-    };
-    if variants.contains(&Variant::Splice) {
-        let position = (r / 2 + 2) % 3;
-        order.insert(position, Variant::Splice);
-    }
-    order
-}
-
-/// The `splice` reference: accept, connect upstream, copy bytes both ways. No SMTP.
-async fn start_splice(upstream: SocketAddr) -> io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = client.set_nodelay(true);
-                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let _ = server.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional_with_sizes(
-                    &mut client,
-                    &mut server,
-                    SPLICE_BUF,
-                    SPLICE_BUF,
-                )
-                .await;
-            });
-        }
-    });
-    Ok(addr)
+    common::round_order(r, Variant::Proxy, Variant::Direct, variants)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -312,11 +198,7 @@ struct SmtpClient {
 impl SmtpClient {
     /// Connects, says EHLO and authenticates with AUTH PLAIN.
     fn session(addr: SocketAddr, password: &str) -> io::Result<SmtpClient> {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        let writer = stream.try_clone()?;
+        let (stream, writer) = connect_blocking(addr, IO_TIMEOUT)?;
         let mut client = SmtpClient {
             reader: BufReader::with_capacity(16 * 1024, stream),
             writer,
@@ -533,16 +415,6 @@ impl Drop for Worker {
 // ---------------------------------------------------------------------------------------
 // CPU accounting
 
-/// On-CPU ns from a `schedstat` file (first field).
-fn schedstat_ns(path: &Path) -> Option<u64> {
-    fs::read_to_string(path)
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// This process's CPU so far, split into the relay runtime's threads and the rest (the
 /// client threads and the main thread).
 #[derive(Clone, Copy, Debug, Default)]
@@ -553,12 +425,7 @@ struct SelfCpu {
 
 fn self_cpu() -> SelfCpu {
     let mut cpu = SelfCpu::default();
-    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
-        return cpu;
-    };
-    for task in tasks.flatten() {
-        let comm = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        let ns = schedstat_ns(&task.path().join("schedstat")).unwrap_or(0);
+    for (comm, ns) in thread_cpu() {
         if comm.starts_with(RELAY_THREAD) {
             cpu.relay += ns;
         } else {
@@ -586,24 +453,6 @@ fn process_cpu_since(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> u
         .iter()
         .map(|(pid, ns)| ns.saturating_sub(before.get(pid).copied().unwrap_or(0)))
         .sum()
-}
-
-/// The processes of the private Dovecot instance: their titles are
-/// `dovecot-coi-test-<imap port>/<service>` (see tests/support/dovecot.rs).
-fn dovecot_pids(imap_port: u16) -> Vec<u32> {
-    let prefix = format!("dovecot-coi-test-{imap_port}/");
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| c.starts_with(prefix.as_bytes()))
-                .unwrap_or(false)
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -688,7 +537,6 @@ fn purge_hold(postfix: &Postfix) -> BenchResult<()> {
 /// a chat message from alice with three visible recipients and a base64-looking body of
 /// 76-character lines (none starts with a dot).
 fn payload(size: usize) -> Vec<u8> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(
         format!(
@@ -706,19 +554,7 @@ fn payload(size: usize) -> Vec<u8> {
         )
         .as_bytes(),
     );
-    let body_end = size.saturating_sub(3);
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15; // fixed seed (xorshift64)
-    while out.len() < body_end {
-        let remaining = body_end - out.len();
-        let chars = if remaining >= 81 { 76 } else { remaining - 2 };
-        for _ in 0..chars {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            out.push(ALPHABET[(state >> 58) as usize]);
-        }
-        out.extend_from_slice(b"\r\n");
-    }
+    base64_lines(&mut out, size.saturating_sub(3));
     out.extend_from_slice(b".\r\n");
     out
 }
@@ -750,14 +586,6 @@ impl Sample {
         v.sort_unstable();
         percentile(&v, p) / 1e6
     }
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1] as f64
 }
 
 struct Bench<'a> {
@@ -828,64 +656,6 @@ impl Bench<'_> {
 
 // ---------------------------------------------------------------------------------------
 // Statistics and report
-
-#[derive(Clone, Copy)]
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Spread {
-    fn of(values: impl IntoIterator<Item = f64>) -> Spread {
-        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
-            return Spread {
-                median: f64::NAN,
-                min: f64::NAN,
-                max: f64::NAN,
-            };
-        }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
-        Spread {
-            median,
-            min: v[0],
-            max: v[n - 1],
-        }
-    }
-
-    fn show(self, decimals: usize) -> String {
-        format!(
-            "{:.d$} [{:.d$}..{:.d$}]",
-            self.median,
-            self.min,
-            self.max,
-            d = decimals
-        )
-    }
-}
-
-fn paired_ratio(a: &[f64], b: &[f64]) -> Spread {
-    Spread::of(a.iter().zip(b).map(|(x, y)| x / y))
-}
-
-fn paired_difference(a: &[f64], b: &[f64]) -> Spread {
-    Spread::of(a.iter().zip(b).map(|(x, y)| x - y))
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "MET"
-    } else {
-        "MISSED"
-    }
-}
 
 /// CPU µs per message over all rounds: (client, relay, Postfix, Dovecot).
 fn cpu_per_msg(samples: &[Sample]) -> [f64; 4] {
@@ -1022,65 +792,17 @@ fn report(
 // ---------------------------------------------------------------------------------------
 // Header
 
-fn command_output(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (out.status.success() && !text.is_empty()).then_some(text)
-}
-
 fn header(settings: &Settings) -> String {
-    let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"])
-        .unwrap_or_else(|| "unknown date".into());
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into());
-    let nproc = std::thread::available_parallelism()
-        .map(|n| n.get().to_string())
-        .unwrap_or_else(|_| "?".into());
-    let cpu = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let os = fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                .map(|s| s.trim_matches('"').to_owned())
-        })
-        .unwrap_or_else(|| "unknown OS".into());
-    let dovecot = command_output("/usr/sbin/dovecot", &["--version"])
-        .or_else(|| command_output("dovecot", &["--version"]))
-        .unwrap_or_else(|| "unknown".into());
-    let postfix = command_output("/usr/sbin/postconf", &["-h", "mail_version"])
-        .unwrap_or_else(|| "unknown".into());
-    let rustc = command_output("rustc", &["--version"]).unwrap_or_else(|| "rustc unknown".into());
-    let profile = if cfg!(debug_assertions) {
-        "debug build: figures NOT meaningful"
-    } else {
-        "optimized (bench profile)"
-    };
+    let nproc = nproc();
     let variants: Vec<&str> = settings.variants.iter().map(|v| v.name()).collect();
-    let mut h = String::new();
-    let _ = writeln!(
-        h,
-        "coi-proxy submission bench: BENCHMARKS.md §2 B8 (submission msgs/s through the proxy vs direct to Postfix){}",
-        if settings.quick {
-            " -- QUICK smoke run, figures not meaningful"
-        } else {
-            ""
-        }
-    );
-    let _ = writeln!(h, "date     {date}");
-    let _ = writeln!(h, "machine  {os}, kernel {kernel}, nproc {nproc}, {cpu}");
-    let _ = writeln!(
-        h,
-        "versions Postfix {postfix}; Dovecot {dovecot}; {rustc}; {profile}"
+    let mut h = header_start(
+        "coi-proxy submission bench: BENCHMARKS.md §2 B8 (submission msgs/s through the proxy vs direct to Postfix)",
+        settings.quick,
+        &format!(
+            "Postfix {}; Dovecot {}; ",
+            postfix_version(),
+            dovecot_version()
+        ),
     );
     let _ = writeln!(
         h,
@@ -1165,12 +887,15 @@ fn run() -> BenchResult<()> {
         .plain;
     let splice = runtime.block_on(start_splice(postfix.submission_addr()))?;
 
-    let mut workers: Vec<Vec<Worker>> = (0..ALL.len()).map(|_| Vec::new()).collect();
+    let mut workers: Vec<Vec<Worker>> = (0..MAIN_VARIANTS.len()).map(|_| Vec::new()).collect();
     for &v in &settings.variants {
         let addr = match v {
             Variant::Direct => postfix.submission_addr(),
             Variant::Proxy => proxy_addr,
             Variant::Splice => splice,
+            Variant::SpliceCt | Variant::Threads => {
+                unreachable!("BENCH_VARIANTS offers only the main variants here")
+            }
         };
         for i in 0..settings.max_concurrency() {
             let client = SmtpClient::session(addr, password)
@@ -1211,7 +936,7 @@ fn run() -> BenchResult<()> {
             settings
                 .concurrency
                 .iter()
-                .map(|_| (0..ALL.len()).map(|_| Vec::new()).collect())
+                .map(|_| (0..MAIN_VARIANTS.len()).map(|_| Vec::new()).collect())
                 .collect()
         })
         .collect();
@@ -1247,23 +972,14 @@ fn run() -> BenchResult<()> {
 
     let mut out = String::new();
     let mut summary = Vec::new();
-    let orders: Vec<String> = (0..rounds_done)
-        .map(|r| {
-            round_order(r, &settings.variants)
-                .iter()
-                .map(|v| v.name())
-                .collect::<Vec<_>>()
-                .join(">")
-        })
-        .collect();
-    let _ = writeln!(out, "round orders: {}", orders.join(", "));
-    if rounds_done < settings.rounds {
-        let _ = writeln!(
-            out,
-            "WARNING: stopped after {rounds_done} of {} rounds (BENCH_MAX_SECS = {} s)",
-            settings.rounds,
-            settings.total_cap.as_secs()
-        );
+    let orders = round_orders(
+        rounds_done,
+        |r| round_order(r, &settings.variants),
+        Variant::name,
+    );
+    let _ = writeln!(out, "{orders}");
+    if let Some(warning) = stopped_early(rounds_done, settings.rounds, settings.total_cap) {
+        let _ = writeln!(out, "{warning}");
     }
     for w in &warnings {
         let _ = writeln!(out, "WARNING: {w}");

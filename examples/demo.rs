@@ -23,12 +23,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::dovecot::Dovecot;
 use support::io::LineClient;
-use support::postfix::{smtp, Postfix, PostfixOptions};
-use support::proxy::{DeliveryOptions, Options, Proxy, SubmissionOptions};
-
-const CONFIG: &str = "/private/vendor/vendor.dovecot/coi/config";
+use support::postfix::smtp;
+use support::world::{enable_coi_command, World};
 
 /// Longest a printed line gets.
 const SHOWN: usize = 140;
@@ -80,45 +77,21 @@ async fn smtp_say(client: &mut LineClient, line: &str) -> smtp::Reply {
 #[tokio::main]
 async fn main() {
     let install = "run scripts/install-deps.sh first (and run as root)";
-    let dovecot_a = Dovecot::start().unwrap_or_else(|e| panic!("Dovecot A: {e}; {install}"));
-    let dovecot_b = Dovecot::start().unwrap_or_else(|e| panic!("Dovecot B: {e}; {install}"));
-    let proxy_b = Proxy::start(
-        dovecot_b.imap_addr(),
-        Options {
-            plaintext_auth: true,
-            delivery: Some(DeliveryOptions {
-                upstream: dovecot_b.lmtp_addr(),
-                master: Some((
-                    dovecot_b.master_user().to_owned(),
-                    dovecot_b.master_password().to_owned(),
-                )),
-                spool_memory_bytes: None,
-            }),
-            ..Options::default()
-        },
-    )
-    .await;
+    let world = World::builder()
+        .try_start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}; {install}"));
+    let World {
+        dovecot_a,
+        dovecot_b,
+        postfix_a,
+        postfix_b,
+        proxy_a,
+        ..
+    } = &world;
+    let proxy_b = world.proxy_b();
     let hook = proxy_b.delivery.expect("hook listener");
-    let postfix_b = Postfix::start(PostfixOptions::new("b.test", hook))
-        .unwrap_or_else(|e| panic!("Postfix B: {e}; {install}"));
-    let postfix_a = Postfix::start(
-        PostfixOptions::new("a.test", dovecot_a.lmtp_addr())
-            .route("b.test", postfix_b.mx_addr())
-            .sasl(dovecot_a.auth_addr()),
-    )
-    .unwrap_or_else(|e| panic!("Postfix A: {e}; {install}"));
-    let proxy_a = Proxy::start(
-        dovecot_a.imap_addr(),
-        Options {
-            submission: Some(SubmissionOptions::new(
-                postfix_a.submission_addr(),
-                "a.test",
-            )),
-            ..Options::default()
-        },
-    )
-    .await;
-    let submission = proxy_a.submission.expect("submission listeners").plain;
+    let submission = world.submission();
 
     println!(
         "a.test: Dovecot {} and Postfix {} (unmodified), coi-proxy submission {submission}",
@@ -140,10 +113,7 @@ async fn main() {
         next: 0,
     };
     bob.say("LOGIN bob secret-bob").await;
-    bob.say(&format!(
-        "SETMETADATA \"\" ({CONFIG}/enabled \"yes\" {CONFIG}/message-filter \"active\")"
-    ))
-    .await;
+    bob.say(&enable_coi_command("active")).await;
     bob.say("SELECT COI/Chats").await;
 
     println!("\n2. bob waits in IDLE on COI/Chats.");
@@ -226,7 +196,7 @@ async fn main() {
     bob.say("LOGOUT").await;
 
     println!("\nA few of the proxies' metrics:");
-    for (name, proxy) in [("A", &proxy_a), ("B", &proxy_b)] {
+    for (name, proxy) in [("A", proxy_a), ("B", proxy_b)] {
         for line in proxy.metrics_text().lines().filter(|l| {
             !l.starts_with('#')
                 && !l.ends_with(" 0")

@@ -17,117 +17,9 @@ use std::time::{Duration, Instant};
 use support::dovecot::Dovecot;
 use support::io::{tagged_status, LineClient};
 use support::mailbox::{fetch_message, imap_login, prime_inbox, wait_for_inbox};
-use support::postfix::{smtp, Postfix, PostfixOptions};
-use support::proxy::{DeliveryOptions, Options, Proxy, SubmissionOptions};
+use support::world::World;
 
 const DEADLINE: Duration = Duration::from_secs(10);
-
-struct World {
-    _dovecot_a: Dovecot,
-    dovecot_b: Dovecot,
-    postfix_a: Postfix,
-    postfix_b: Postfix,
-    proxy_a: Proxy,
-    proxy_b: Proxy,
-}
-
-impl World {
-    async fn start() -> World {
-        let dovecot_a = Dovecot::start().expect("dovecot a");
-        let dovecot_b = Dovecot::start().expect("dovecot b");
-        let proxy_b = Proxy::start(
-            dovecot_b.imap_addr(),
-            Options {
-                delivery: Some(DeliveryOptions {
-                    upstream: dovecot_b.lmtp_addr(),
-                    master: Some((
-                        dovecot_b.master_user().to_owned(),
-                        dovecot_b.master_password().to_owned(),
-                    )),
-                    spool_memory_bytes: None,
-                }),
-                plaintext_auth: true,
-                ..Options::default()
-            },
-        )
-        .await;
-        let hook = proxy_b.delivery.expect("hook listener");
-        let postfix_b = Postfix::start(PostfixOptions::new("b.test", hook)).expect("postfix b");
-        let postfix_a = Postfix::start(
-            PostfixOptions::new("a.test", dovecot_a.lmtp_addr())
-                .route("b.test", postfix_b.mx_addr())
-                .sasl(dovecot_a.auth_addr()),
-        )
-        .expect("postfix a");
-        let proxy_a = Proxy::start(
-            dovecot_a.imap_addr(),
-            Options {
-                submission: Some(SubmissionOptions::new(
-                    postfix_a.submission_addr(),
-                    "a.test",
-                )),
-                ..Options::default()
-            },
-        )
-        .await;
-        World {
-            _dovecot_a: dovecot_a,
-            dovecot_b,
-            postfix_a,
-            postfix_b,
-            proxy_a,
-            proxy_b,
-        }
-    }
-
-    fn postfixes(&self) -> [&Postfix; 2] {
-        [&self.postfix_a, &self.postfix_b]
-    }
-
-    /// Sends one message from alice@a.test through proxy A.
-    async fn send_from_alice(&self, to: &[&str], text: &str) {
-        let submission = self.proxy_a.submission.expect("submission").plain;
-        let mut client = smtp::connect(submission).await.expect("connect");
-        smtp::expect(&mut client, "EHLO client.test", 250)
-            .await
-            .unwrap();
-        let reply = smtp::auth_plain(&mut client, "alice", "secret-alice")
-            .await
-            .unwrap();
-        assert_eq!(reply.code, 235);
-        smtp::expect(&mut client, "MAIL FROM:<alice@a.test>", 250)
-            .await
-            .unwrap();
-        for rcpt in to {
-            smtp::expect(&mut client, &format!("RCPT TO:<{rcpt}>"), 250)
-                .await
-                .unwrap();
-        }
-        smtp::expect(&mut client, "DATA", 354).await.unwrap();
-        client
-            .write_raw(format!("{text}\r\n.\r\n").as_bytes())
-            .await
-            .unwrap();
-        let reply = smtp::read_reply(&mut client).await.unwrap();
-        assert_eq!(reply.code, 250, "{}", reply.text());
-        smtp::expect(&mut client, "QUIT", 221).await.unwrap();
-    }
-
-    /// Turns COI on for `user` on b.test through proxy B's IMAP front.
-    async fn enable_coi(&self, user: &str, filter: &str) {
-        let mut client = LineClient::logged_in(self.proxy_b.plain, user).await;
-        let lines = client
-            .imap(
-                "m",
-                &format!(
-                    "SETMETADATA \"\" (/private/vendor/vendor.dovecot/coi/config/enabled \"yes\" /private/vendor/vendor.dovecot/coi/config/message-filter \"{filter}\")"
-                ),
-            )
-            .await
-            .unwrap();
-        assert_eq!(tagged_status(&lines), "OK", "{lines:?}");
-    }
-}
 
 fn chat_text(n: u32) -> String {
     format!(
@@ -183,7 +75,9 @@ async fn active_filter_stores_chat_in_chats_with_the_keyword_and_captures_the_to
     world.enable_coi("bob", "active").await;
     prime_inbox(&world.dovecot_b, "bob").await;
 
-    world.send_from_alice(&["bob@b.test"], &chat_text(1)).await;
+    world
+        .send_from("alice", &["bob@b.test"], &chat_text(1))
+        .await;
     let flags = wait_for_mailbox(&world.dovecot_b, "bob", "COI/Chats", 1).await;
     assert!(flags[0].contains("$Chat"), "{flags:?}");
     let contacts = wait_for_mailbox(&world.dovecot_b, "bob", "COI/Contacts", 1).await;
@@ -193,7 +87,9 @@ async fn active_filter_stores_chat_in_chats_with_the_keyword_and_captures_the_to
     let contact = fetch_message(&mut imap, "COI/Contacts", 1).await;
     assert_eq!(token_out(&contact), vec![token_in_chat(&mut imap, 1).await]);
 
-    world.send_from_alice(&["bob@b.test"], &chat_text(2)).await;
+    world
+        .send_from("alice", &["bob@b.test"], &chat_text(2))
+        .await;
     wait_for_mailbox(&world.dovecot_b, "bob", "COI/Chats", 2).await;
     // Still one contact, holding the newest token for the pair: the second message's.
     let second = token_in_chat(&mut imap, 2).await;
@@ -246,7 +142,7 @@ async fn filter_none_puts_chat_in_inbox_with_the_keyword_and_plain_mail_is_untou
     prime_inbox(&world.dovecot_b, "carol").await;
 
     world
-        .send_from_alice(&["bob@b.test", "carol@b.test"], &chat_text(1))
+        .send_from("alice", &["bob@b.test", "carol@b.test"], &chat_text(1))
         .await;
     wait_for_inbox(&world.dovecot_b, "bob", 1, &world.postfixes()).await;
     wait_for_inbox(&world.dovecot_b, "carol", 1, &world.postfixes()).await;
@@ -260,7 +156,8 @@ async fn filter_none_puts_chat_in_inbox_with_the_keyword_and_plain_mail_is_untou
     assert_eq!(contacts, 0, "non-COI users get no Contacts");
 
     world
-        .send_from_alice(
+        .send_from(
+            "alice",
             &["bob@b.test"],
             "From: alice@a.test\r\nTo: bob@b.test\r\nSubject: plain\r\n\r\nnot a chat",
         )

@@ -18,13 +18,14 @@
 //! after the last reply is final; absence is read then, never from a log.
 //!
 //! Upstream faults a real Dovecot cannot produce on cue (silence after the end of data,
-//! a 452 for one recipient only) come from [`Stub`], a scripted LMTP server in this
-//! process. A failing mailbox writer comes from [`ImapRelay`], which cuts the writer's
+//! a 452 for one recipient only) come from a scripted LMTP server in this process
+//! ([`StubWorld`]). A failing mailbox writer comes from [`ImapRelay`], which cuts the writer's
 //! IMAP connection at its APPEND. The crash case runs the `coi-proxy` binary and kills it
 //! with SIGKILL.
 //!
-//! Memory cases read this process's RSS (the proxy runs in-process); they hold [`MEMORY`]
-//! exclusively, so no other test of this binary allocates meanwhile.
+//! Memory cases read this process's RSS (the proxy runs in-process); they hold the memory
+//! gate exclusively ([`exclusive_gate`]), so no other test of this binary allocates
+//! meanwhile.
 //!
 //! Users of the test Dovecot: bob has COI on (filter `active`: chat mail goes to
 //! `COI/Chats` with `$Chat`) where a test says so; carol has COI off unless a test turns
@@ -91,42 +92,29 @@ mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use coi_proxy::coi::address::{self, NormalizedAddress};
 use coi_proxy::coi::contacts::{Contact, FromHash};
 use coi_proxy::coi::token::{self, Secret, Secrets, TokenKind};
 
 use support::dovecot::Dovecot;
-use support::io::{tagged_status, LineClient, STEP};
-use support::memory::MemoryProbe;
+use support::io::{tagged_status, STEP};
+use support::memory::{exclusive_gate, send_bulk, shared_gate, MemoryGate, MemoryProbe};
 use support::postfix::{smtp, Postfix, PostfixOptions};
-use support::proxy::{DeliveryOptions, DeliveryTuning, Options, Proxy};
-use support::raw::{escape, lines_of, Delivery, RawClient, DELIVERIES};
+use support::proxy::{free_port_on, DeliveryTuning, Options, Proxy, ProxyProcess};
+use support::raw::{
+    assert_dropped_without_reply, assert_statuses, command, escape, expect, greeted, replies,
+    replies_to_close, sent, statuses, Delivery, Plain, RawClient, Reply, DELIVERIES,
+};
+use support::stub::{Protocol, Script, StubWorld};
+use support::world::{enable_coi, hook_options, hook_proxy, master_of};
 
 // === set-up ===
-
-/// Shared by every test, exclusive for the tests that measure memory.
-static MEMORY: LazyLock<Arc<RwLock<()>>> = LazyLock::new(|| Arc::new(RwLock::new(())));
-
-#[allow(dead_code)] // held for its Drop only
-enum Gate {
-    Shared(OwnedRwLockReadGuard<()>),
-    Exclusive(OwnedRwLockWriteGuard<()>),
-}
-
-async fn shared_gate() -> Gate {
-    Gate::Shared(MEMORY.clone().read_owned().await)
-}
-
-async fn exclusive_gate() -> Gate {
-    Gate::Exclusive(MEMORY.clone().write_owned().await)
-}
 
 /// The envelope sender of the tests.
 const ALICE: &str = "alice@a.test";
@@ -136,7 +124,7 @@ const ALICE: &str = "alice@a.test";
 struct World {
     dovecot: Dovecot,
     proxy: Proxy,
-    _gate: Gate,
+    _gate: MemoryGate,
 }
 
 impl World {
@@ -149,15 +137,9 @@ impl World {
         Self::with_gate(tuning, exclusive_gate().await).await
     }
 
-    async fn with_gate(tuning: DeliveryTuning, gate: Gate) -> World {
+    async fn with_gate(tuning: DeliveryTuning, gate: MemoryGate) -> World {
         let dovecot = Dovecot::start().expect("dovecot starts");
-        let proxy = hook_proxy(
-            dovecot.imap_addr(),
-            dovecot.lmtp_addr(),
-            Some(master_of(&dovecot)),
-            tuning,
-        )
-        .await;
+        let proxy = hook_proxy(&dovecot, tuning).await;
         World {
             dovecot,
             proxy,
@@ -169,8 +151,10 @@ impl World {
         self.proxy.delivery.expect("the hook's listener")
     }
 
+    /// Turns COI on for `user` (filter `active`) through the proxy's IMAP front, which
+    /// also drops the hook's cached configuration (see tests/delivery.rs).
     async fn enable_coi(&self, user: &str) {
-        enable_coi(&self.proxy, user).await;
+        enable_coi(&self.proxy, user, "active").await;
     }
 
     async fn stored(&self, user: &str, mailbox: &str) -> Vec<Stored> {
@@ -190,18 +174,23 @@ impl World {
             }
         }
     }
-}
 
-fn master_of(dovecot: &Dovecot) -> (String, String) {
-    (
-        dovecot.master_user().to_owned(),
-        dovecot.master_password().to_owned(),
-    )
+    /// `message` sent to bob (COI on) and carol (COI off) for the `n`th time: bob's
+    /// Chats holds `n` copies, the last one the writer's; carol's INBOX holds `n`, the
+    /// last one Dovecot's LMTP's.
+    async fn assert_nth_copies_for_bob_and_carol(&self, n: usize, message: &[u8], what: &str) {
+        let bob = self.stored("bob", CHATS).await;
+        assert_eq!(bob.len(), n, "{what}: bob's copies");
+        assert_appended_copy(&bob[n - 1], message, &format!("{what}: bob's chat copy"));
+        let carol = self.stored("carol", "INBOX").await;
+        assert_eq!(carol.len(), n, "{what}: carol's copies");
+        assert_lmtp_copy(&carol[n - 1], message, &format!("{what}: carol's copy"));
+    }
 }
 
 /// The proxy with a hook in front of `lmtp`; its IMAP front (plaintext LOGIN allowed)
 /// and its mailbox writer (with `master`) use `imap`.
-async fn hook_proxy(
+async fn hook_in_front_of(
     imap: SocketAddr,
     lmtp: SocketAddr,
     master: Option<(String, String)>,
@@ -210,162 +199,14 @@ async fn hook_proxy(
     Proxy::start(
         imap,
         Options {
-            delivery: Some(DeliveryOptions {
-                upstream: lmtp,
-                master,
-                spool_memory_bytes: None,
-            }),
             delivery_tuning: tuning,
-            plaintext_auth: true,
-            ..Options::default()
+            ..hook_options(lmtp, master)
         },
     )
     .await
 }
 
-/// Turns COI on for `user` (filter `active`) through the proxy's IMAP front, which also
-/// drops the hook's cached configuration (see tests/delivery.rs).
-async fn enable_coi(proxy: &Proxy, user: &str) {
-    let mut client = LineClient::logged_in(proxy.plain, user).await;
-    let lines = client
-        .imap(
-            "m",
-            "SETMETADATA \"\" (/private/vendor/vendor.dovecot/coi/config/enabled \"yes\" /private/vendor/vendor.dovecot/coi/config/message-filter \"active\")",
-        )
-        .await
-        .expect("SETMETADATA");
-    assert_eq!(tagged_status(&lines), "OK", "{lines:?}");
-}
-
 // === LMTP over raw clients ===
-
-type Plain = RawClient<TcpStream>;
-
-/// One reply as received: every line in full (`250-…`, `250 …`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Reply {
-    lines: Vec<String>,
-}
-
-impl Reply {
-    fn code(&self) -> u16 {
-        self.lines
-            .first()
-            .and_then(|l| l.get(..3))
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// The code and the enhanced code of the first line: `"550 5.6.0"`, or `"354"` when
-    /// the line has no enhanced code.
-    fn status(&self) -> String {
-        let first = self.lines.first().map(String::as_str).unwrap_or("");
-        let code = first.get(..3).unwrap_or(first);
-        match first.get(4..).and_then(|t| t.split(' ').next()) {
-            Some(word) if is_enhanced_code(word) => format!("{code} {word}"),
-            _ => code.to_owned(),
-        }
-    }
-
-    fn mentions(&self, text: &str) -> bool {
-        self.lines.iter().any(|l| l.contains(text))
-    }
-}
-
-fn is_enhanced_code(word: &str) -> bool {
-    let parts: Vec<&str> = word.split('.').collect();
-    parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-fn is_last_reply_line(line: &str) -> bool {
-    line.as_bytes().get(3) != Some(&b'-')
-}
-
-/// Reads one (possibly multi-line) reply; panics if the connection ends first.
-async fn reply<S: AsyncRead + AsyncWrite + Unpin>(c: &mut RawClient<S>) -> Reply {
-    let lines = c
-        .read_lines_until(is_last_reply_line)
-        .await
-        .unwrap_or_else(|e| panic!("an LMTP reply: {e}"));
-    Reply { lines }
-}
-
-/// The replies in `bytes` (e.g. everything read up to the close).
-fn replies_in(bytes: &[u8]) -> Vec<Reply> {
-    let mut replies = Vec::new();
-    let mut lines = Vec::new();
-    for line in lines_of(bytes) {
-        let last = is_last_reply_line(&line);
-        lines.push(line);
-        if last {
-            replies.push(Reply {
-                lines: std::mem::take(&mut lines),
-            });
-        }
-    }
-    if !lines.is_empty() {
-        replies.push(Reply { lines });
-    }
-    replies
-}
-
-fn statuses(replies: &[Reply]) -> Vec<String> {
-    replies.iter().map(Reply::status).collect()
-}
-
-/// Sends `line` and CRLF in one write, and reads the reply.
-async fn command(c: &mut Plain, line: &str) -> Reply {
-    c.send(format!("{line}\r\n").as_bytes(), Delivery::Whole)
-        .await
-        .unwrap_or_else(|e| panic!("send {line:?}: {e}"));
-    reply(c).await
-}
-
-/// [`command`], requiring the status `status` (`"250"` matches any 250).
-async fn expect(c: &mut Plain, line: &str, status: &str) -> Reply {
-    let r = command(c, line).await;
-    assert!(
-        r.status() == status || r.code().to_string() == status,
-        "{line}: {r:?}, not {status}"
-    );
-    r
-}
-
-/// Sends `bytes` as `delivery` says and reads one reply.
-async fn sent(c: &mut Plain, bytes: &[u8], delivery: Delivery) -> Reply {
-    c.send(bytes, delivery)
-        .await
-        .unwrap_or_else(|e| panic!("{delivery:?}: send {}: {e}", escape(bytes)));
-    reply(c).await
-}
-
-/// Reads `n` replies.
-async fn replies(c: &mut Plain, n: usize) -> Vec<Reply> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(reply(c).await);
-    }
-    out
-}
-
-/// Reads to the close, which must come within `within`, and returns the replies.
-async fn replies_to_close(c: &mut Plain, within: Duration) -> Vec<Reply> {
-    let (bytes, _) = c
-        .read_to_close(within)
-        .await
-        .unwrap_or_else(|e| panic!("the hook closes the connection: {e}"));
-    replies_in(&bytes)
-}
-
-async fn greeted(addr: SocketAddr) -> Plain {
-    let mut c = RawClient::connect(addr).await.expect("connect to the hook");
-    let greeting = reply(&mut c).await;
-    assert_eq!(greeting.code(), 220, "greeting: {greeting:?}");
-    c
-}
 
 /// Greeted and after LHLO, as Postfix's LMTP client starts.
 async fn session(addr: SocketAddr) -> Plain {
@@ -381,6 +222,13 @@ async fn open_data(c: &mut Plain, from: &str, to: &[&str]) {
         expect(c, &format!("RCPT TO:<{rcpt}>"), "250 2.1.5").await;
     }
     expect(c, "DATA", "354").await;
+}
+
+/// A session from alice to bob and carol, ready for the message.
+async fn data_for_bob_and_carol(hook: SocketAddr) -> Plain {
+    let mut c = session(hook).await;
+    open_data(&mut c, ALICE, &["bob@b.test", "carol@b.test"]).await;
+    c
 }
 
 /// One transaction on a fresh session: MAIL FROM `from`, RCPT TO each of `to`, DATA,
@@ -403,6 +251,11 @@ async fn attempt(
     replies_to_close(&mut c, STEP).await
 }
 
+/// [`attempt`] from alice to bob and carol.
+async fn attempt_to_bob_and_carol(hook: SocketAddr, data: &[u8], delivery: Delivery) -> Vec<Reply> {
+    attempt(hook, ALICE, &["bob@b.test", "carol@b.test"], data, delivery).await
+}
+
 /// [`attempt`] that must end with one `status` per recipient, then 221.
 async fn assert_replies(
     hook: SocketAddr,
@@ -422,6 +275,19 @@ async fn assert_replies(
         escape(data)
     );
     replies
+}
+
+/// `message` from alice to bob alone, delivered (250 2.0.0).
+async fn assert_delivered_to_bob(hook: SocketAddr, message: &[u8], delivery: Delivery) {
+    assert_replies(
+        hook,
+        ALICE,
+        &["bob@b.test"],
+        &data_of(message),
+        delivery,
+        "250 2.0.0",
+    )
+    .await;
 }
 
 /// A message (CRLF lines, ending in CRLF) as DATA: dot-stuffed, then the end line.
@@ -672,11 +538,7 @@ async fn assert_one_contact_for_alice(dovecot: &Dovecot, user: &str, token: &str
 /// A counter of the proxy's metrics text, e.g.
 /// `coi_proxy_delivery_token_captures_total{outcome="stored"}`; 0 when absent.
 fn metric(proxy: &Proxy, series: &str) -> u64 {
-    proxy
-        .metrics_text()
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    proxy.metric(series).map_or(0, |v| v as u64)
 }
 
 // === memory ===
@@ -685,9 +547,9 @@ fn metric(proxy: &Proxy, series: &str) -> u64 {
 /// buffers, the 1 MiB spool memory, one line, a header block, allocator slack.
 const GROWTH_LIMIT_KIB: u64 = 6 * 1024;
 
-/// Sends `head` as `delivery` says, then `total` bytes of `line` repeated, in writes of
-/// 64 KiB (or of one `line`, if longer), sampling RSS every MiB; then `tail` as
-/// `delivery` says.
+/// Sends `head` as `delivery` says, then `total` bytes of `line` repeated in 64 KiB
+/// writes ([`send_bulk`], sampling RSS every MiB into `probe`), then `tail` as
+/// `delivery` says. The hook must read it all.
 async fn send_large(
     c: &mut Plain,
     head: &[u8],
@@ -695,23 +557,14 @@ async fn send_large(
     total: usize,
     tail: &[u8],
     delivery: Delivery,
-    mut probe: Option<&mut MemoryProbe>,
+    probe: Option<&mut MemoryProbe>,
 ) {
     c.send(head, delivery).await.expect("send the head");
-    let chunk = line.repeat((64 * 1024 / line.len()).max(1));
-    let mut sent = 0;
-    while sent < total {
-        let n = chunk.len().min(total - sent);
-        c.send(&chunk[..n], Delivery::Whole)
-            .await
-            .expect("send the bulk");
-        sent += n;
-        if let Some(probe) = probe.as_deref_mut() {
-            if sent % (1024 * 1024) < n {
-                probe.sample();
-            }
-        }
-    }
+    let written = send_bulk(c, line, total, probe).await;
+    assert_eq!(
+        written, total,
+        "{delivery:?}: the hook closed during the bulk"
+    );
     c.send(tail, delivery).await.expect("send the tail");
 }
 
@@ -772,8 +625,7 @@ async fn bare_lf_or_cr_in_the_header_or_the_body_gets_550_per_recipient_and_noth
     ];
     for payload in payloads {
         for delivery in DELIVERIES {
-            let mut c = session(world.hook()).await;
-            open_data(&mut c, ALICE, &["bob@b.test", "carol@b.test"]).await;
+            let mut c = data_for_bob_and_carol(world.hook()).await;
             c.send(payload, delivery).await.expect("send the payload");
             let refused = replies(&mut c, 2).await;
             assert_eq!(
@@ -891,12 +743,9 @@ async fn dot_stuffed_lines_are_stored_byte_identical_on_the_lmtp_and_the_chat_ro
         )
         .await;
         assert!(replies[1].mentions("<carol@b.test>"), "{replies:#?}");
-        let bob = world.stored("bob", CHATS).await;
-        assert_eq!(bob.len(), i + 1, "{delivery:?}");
-        assert_appended_copy(&bob[i], &message, "bob's chat copy");
-        let carol = world.stored("carol", "INBOX").await;
-        assert_eq!(carol.len(), i + 1, "{delivery:?}");
-        assert_lmtp_copy(&carol[i], &message, "carol's copy");
+        world
+            .assert_nth_copies_for_bob_and_carol(i + 1, &message, &format!("{delivery:?}"))
+            .await;
     }
     assert!(world.stored("bob", "INBOX").await.is_empty());
 }
@@ -911,8 +760,7 @@ async fn a_64_kib_line_is_delivered_and_a_longer_one_gets_554_5_6_0_per_recipien
     let head = b"Subject: long line\r\n\r\nshort\r\n".to_vec();
     for delivery in DELIVERIES {
         for (content, status) in [(LIMIT - 2, "250 2.0.0"), (LIMIT - 1, "554 5.6.0")] {
-            let mut c = session(world.hook()).await;
-            open_data(&mut c, ALICE, &["bob@b.test", "carol@b.test"]).await;
+            let mut c = data_for_bob_and_carol(world.hook()).await;
             // The line's last bytes and its CRLF follow the delivery form.
             let tail = b"yyyyyyyyyyyyyyyy\r\nshort again\r\n.\r\n";
             send_large(&mut c, &head, b"y", content - 16, tail, delivery, None).await;
@@ -1043,18 +891,13 @@ async fn data_without_a_successful_rcpt_gets_503() {
             "503 5.5.1",
             "{delivery:?}: DATA without MAIL: {r:?}"
         );
-        c.send(
+        assert_statuses(
+            &mut c,
             b"MAIL FROM:<alice@a.test>\r\nRCPT TO:<nobody@b.test>\r\nDATA\r\n",
             delivery,
+            &["250 2.1.0", "550 5.1.1", "503 5.5.1"],
         )
-        .await
-        .expect("send");
-        let got = replies(&mut c, 3).await;
-        assert_eq!(
-            statuses(&got),
-            ["250 2.1.0", "550 5.1.1", "503 5.5.1"],
-            "{delivery:?}: {got:#?}"
-        );
+        .await;
         // The refused transaction is gone; a new one works.
         let message = plain_message("after 503", "delivered");
         open_data(&mut c, ALICE, &["carol@b.test"]).await;
@@ -1100,12 +943,9 @@ async fn an_unknown_recipient_gets_550_at_rcpt_and_the_others_one_reply_each_in_
         // bob's chat copy is the writer's, carol's is Dovecot's and names her.
         assert!(!got[5].mentions("carol"), "{got:#?}");
         assert!(got[6].mentions("<carol@b.test>"), "{got:#?}");
-        let bob = world.stored("bob", CHATS).await;
-        assert_eq!(bob.len(), i + 1);
-        assert_appended_copy(&bob[i], &message, "bob");
-        let carol = world.stored("carol", "INBOX").await;
-        assert_eq!(carol.len(), i + 1);
-        assert_lmtp_copy(&carol[i], &message, "carol");
+        world
+            .assert_nth_copies_for_bob_and_carol(i + 1, &message, &format!("{delivery:?}"))
+            .await;
     }
 }
 
@@ -1166,27 +1006,18 @@ async fn rset_between_transactions_forgets_the_recipients() {
     for (i, delivery) in DELIVERIES.into_iter().enumerate() {
         let message = plain_message(&format!("after rset {i}"), "only carol");
         let mut c = session(world.hook()).await;
-        c.send(
+        assert_statuses(
+            &mut c,
             b"MAIL FROM:<alice@a.test>\r\nRCPT TO:<bob@b.test>\r\nRSET\r\nRCPT TO:<carol@b.test>\r\n",
             delivery,
+            &["250 2.1.0", "250 2.1.5", "250 2.0.0", "503 5.5.1"],
         )
-        .await
-        .expect("send");
-        let got = replies(&mut c, 4).await;
-        assert_eq!(
-            statuses(&got),
-            ["250 2.1.0", "250 2.1.5", "250 2.0.0", "503 5.5.1"],
-            "{delivery:?}: {got:#?}"
-        );
+        .await;
         let mut bytes = b"MAIL FROM:<alice@a.test>\r\nRCPT TO:<carol@b.test>\r\nDATA\r\n".to_vec();
         bytes.extend_from_slice(&data_of(&message));
-        c.send(&bytes, delivery).await.expect("send");
-        let got = replies(&mut c, 4).await;
-        assert_eq!(
-            statuses(&got),
-            ["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"],
-            "{delivery:?}: one reply, carol's: {got:#?}"
-        );
+        // After the end of data one reply, carol's.
+        let want = ["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"];
+        assert_statuses(&mut c, &bytes, delivery, &want).await;
         expect(&mut c, "QUIT", "221 2.0.0").await;
         let carol = world.stored("carol", "INBOX").await;
         assert_eq!(carol.len(), i + 1);
@@ -1202,18 +1033,13 @@ async fn ehlo_and_helo_are_refused_and_lhlo_works() {
     let world = World::start(DeliveryTuning::default()).await;
     for (i, delivery) in DELIVERIES.into_iter().enumerate() {
         let mut c = greeted(world.hook()).await;
-        c.send(
+        assert_statuses(
+            &mut c,
             b"EHLO mx.b.test\r\nHELO mx.b.test\r\nMAIL FROM:<alice@a.test>\r\n",
             delivery,
+            &["500 5.5.1", "500 5.5.1", "503 5.5.1"],
         )
-        .await
-        .expect("send");
-        let got = replies(&mut c, 3).await;
-        assert_eq!(
-            statuses(&got),
-            ["500 5.5.1", "500 5.5.1", "503 5.5.1"],
-            "{delivery:?}: {got:#?}"
-        );
+        .await;
         let r = sent(&mut c, b"LHLO mx.b.test\r\n", delivery).await;
         assert_eq!(r.code(), 250, "{delivery:?}: {r:?}");
         let message = plain_message(&format!("after ehlo {i}"), "hi");
@@ -1238,28 +1064,15 @@ async fn recipients_beyond_the_limit_get_452_4_5_3_and_get_nothing() {
     for (i, delivery) in DELIVERIES.into_iter().enumerate() {
         let message = plain_message(&format!("many {i}"), "to two of three");
         let mut c = session(world.hook()).await;
-        c.send(
+        assert_statuses(
+            &mut c,
             b"MAIL FROM:<alice@a.test>\r\nRCPT TO:<bob@b.test>\r\nRCPT TO:<carol@b.test>\r\nRCPT TO:<alice@b.test>\r\nRCPT TO:<nobody@b.test>\r\nDATA\r\n",
             delivery,
+            &["250 2.1.0", "250 2.1.5", "250 2.1.5", "452 4.5.3", "452 4.5.3", "354"],
         )
-        .await
-        .expect("send");
-        let got = replies(&mut c, 6).await;
-        assert_eq!(
-            statuses(&got),
-            [
-                "250 2.1.0",
-                "250 2.1.5",
-                "250 2.1.5",
-                "452 4.5.3",
-                "452 4.5.3",
-                "354"
-            ],
-            "{delivery:?}: {got:#?}"
-        );
-        c.send(&data_of(&message), delivery).await.expect("send");
-        let got = replies(&mut c, 2).await;
-        assert_eq!(statuses(&got), ["250 2.0.0", "250 2.0.0"], "{delivery:?}");
+        .await;
+        let want = ["250 2.0.0", "250 2.0.0"];
+        assert_statuses(&mut c, &data_of(&message), delivery, &want).await;
         expect(&mut c, "QUIT", "221 2.0.0").await;
         for user in ["bob", "carol"] {
             let copies = world.stored(user, "INBOX").await;
@@ -1318,8 +1131,7 @@ async fn dovecot_goes_away_mid_data(away: Away) {
     for (i, delivery) in DELIVERIES.into_iter().enumerate() {
         let message = plain_message(&format!("durable {i}"), "kept by the sender");
         let data = data_of(&message);
-        let mut c = session(world.hook()).await;
-        open_data(&mut c, ALICE, &["bob@b.test", "carol@b.test"]).await;
+        let mut c = data_for_bob_and_carol(world.hook()).await;
         c.send(&data[..40], delivery).await.expect("send the head");
         tokio::task::block_in_place(|| match away {
             Away::LmtpKilled => kill_lmtp_processes(&world.dovecot),
@@ -1404,13 +1216,9 @@ async fn postfix_keeps_a_deferred_message_and_delivers_it_once_when_dovecot_is_b
     smtp::expect(&mut client, "EHLO client.test", 250)
         .await
         .unwrap();
-    smtp::expect(&mut client, "MAIL FROM:<alice@a.test>", 250)
+    smtp::start_data(&mut client, ALICE, &["bob@b.test"])
         .await
         .unwrap();
-    smtp::expect(&mut client, "RCPT TO:<bob@b.test>", 250)
-        .await
-        .unwrap();
-    smtp::expect(&mut client, "DATA", 354).await.unwrap();
     let message = "From: alice@a.test\r\nTo: bob@b.test\r\nSubject: deferred\r\nMessage-ID: <deferred@a.test>\r\n\r\nkept by Postfix\r\n";
     client
         .write_raw(format!("{message}.\r\n").as_bytes())
@@ -1449,182 +1257,17 @@ async fn postfix_keeps_a_deferred_message_and_delivers_it_once_when_dovecot_is_b
     );
 }
 
-/// What [`Stub`] does at the end of data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Script {
-    /// Sends these reply lines (one reply per accepted recipient, as LMTP does).
-    Reply(&'static str),
-    /// Never answers; reads on until the hook closes.
-    Silent,
-    /// Closes the connection (FIN).
-    Close,
-    /// Resets the connection (RST).
-    Reset,
-}
-
-/// What one upstream connection received.
-#[derive(Clone, Debug, Default)]
-struct StubConnection {
-    /// Command lines, without CRLF (message data excluded).
-    commands: Vec<String>,
-    /// End-of-data lines received.
-    ends: usize,
-    /// The stub went silent after an end of data.
-    went_silent: bool,
-    /// The hook ended the connection (QUIT, or closed it).
-    ended_by_hook: bool,
-}
-
-/// A scripted LMTP server that speaks just enough for the hook (greeting, LHLO, MAIL,
-/// RCPT, DATA, RSET, NOOP, QUIT) and records what it receives. Aborted when dropped.
-struct Stub {
-    addr: SocketAddr,
-    script: Arc<Mutex<Script>>,
-    connections: Arc<Mutex<Vec<StubConnection>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Stub {
-    async fn start(script: Script) -> Stub {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the stub");
-        let addr = listener.local_addr().expect("stub address");
-        let script = Arc::new(Mutex::new(script));
-        let connections = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn({
-            let script = script.clone();
-            let connections = connections.clone();
-            async move {
-                let mut handlers = tokio::task::JoinSet::new();
-                while let Ok((stream, _)) = listener.accept().await {
-                    let index = {
-                        let mut all = connections.lock().unwrap();
-                        all.push(StubConnection::default());
-                        all.len() - 1
-                    };
-                    handlers.spawn(stub_connection(
-                        stream,
-                        index,
-                        script.clone(),
-                        connections.clone(),
-                    ));
-                }
-            }
-        });
-        Stub {
-            addr,
-            script,
-            connections,
-            task,
-        }
-    }
-
-    fn set(&self, script: Script) {
-        *self.script.lock().unwrap() = script;
-    }
-
-    fn connections(&self) -> Vec<StubConnection> {
-        self.connections.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Stub {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn stub_connection(
-    stream: TcpStream,
-    index: usize,
-    script: Arc<Mutex<Script>>,
-    connections: Arc<Mutex<Vec<StubConnection>>>,
-) {
-    let record = |f: &dyn Fn(&mut StubConnection)| f(&mut connections.lock().unwrap()[index]);
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    let _ = write.write_all(b"220 stub.test LMTP\r\n").await;
-    let mut line = Vec::new();
-    let mut in_data = false;
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => {
-                record(&|c| c.ended_by_hook = true);
-                return;
-            }
-            Ok(_) => {}
-        }
-        if in_data {
-            if line != b".\r\n" {
-                continue;
-            }
-            in_data = false;
-            record(&|c| c.ends += 1);
-            let now = *script.lock().unwrap();
-            match now {
-                Script::Reply(text) => {
-                    let _ = write.write_all(text.as_bytes()).await;
-                }
-                Script::Silent => {
-                    record(&|c| c.went_silent = true);
-                    let mut sink = Vec::new();
-                    while matches!(reader.read_until(b'\n', &mut sink).await, Ok(n) if n > 0) {
-                        sink.clear();
-                    }
-                    record(&|c| c.ended_by_hook = true);
-                    return;
-                }
-                Script::Close => return,
-                Script::Reset => {
-                    let stream = reader.into_inner().reunite(write).expect("one stream");
-                    stream.set_zero_linger().expect("SO_LINGER 0");
-                    return;
-                }
-            }
-            continue;
-        }
-        let text = String::from_utf8_lossy(&line).trim_end().to_owned();
-        let verb = text.split(' ').next().unwrap_or("").to_ascii_uppercase();
-        record(&|c| c.commands.push(text.clone()));
-        let answer: &[u8] = match verb.as_str() {
-            "LHLO" => {
-                b"250-stub.test\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n"
-            }
-            "MAIL" => b"250 2.1.0 OK\r\n",
-            "RCPT" => b"250 2.1.5 OK\r\n",
-            "RSET" | "NOOP" => b"250 2.0.0 OK\r\n",
-            "DATA" => {
-                in_data = true;
-                b"354 OK\r\n"
-            }
-            "QUIT" => {
-                record(&|c| c.ended_by_hook = true);
-                let _ = write.write_all(b"221 2.0.0 Bye\r\n").await;
-                return;
-            }
-            _ => b"502 5.5.2 Error: command not recognized\r\n",
-        };
-        if write.write_all(answer).await.is_err() {
-            return;
-        }
-    }
-}
-
 /// The upstream reply deadline of the stub worlds.
 const UPSTREAM_REPLY: Duration = Duration::from_millis(1000);
 
-/// The hook in front of `stub`, without a mailbox writer (everything by LMTP).
-async fn hook_in_front_of_stub(stub: &Stub) -> Proxy {
-    hook_proxy(
-        stub.addr,
-        stub.addr,
-        None,
-        DeliveryTuning {
-            upstream_reply_ms: Some(UPSTREAM_REPLY.as_millis() as u64),
-            ..DeliveryTuning::default()
-        },
+/// A silent scripted LMTP upstream and the hook in front of it, without a mailbox
+/// writer (everything by LMTP).
+async fn stub_world() -> StubWorld {
+    StubWorld::start(
+        Protocol::Lmtp,
+        Script::Silent,
+        UPSTREAM_REPLY,
+        shared_gate().await,
     )
     .await
 }
@@ -1637,16 +1280,13 @@ const SIMPLE_DATA: &[u8] = b"Subject: durable\r\n\r\nbody\r\n.\r\n";
 /// drops that connection; the sender's retry on the same session gets a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dovecot_silent_closed_or_reset_after_the_end_of_data_gives_451_per_recipient() {
-    let _gate = shared_gate().await;
-    let stub = Stub::start(Script::Silent).await;
-    let proxy = hook_in_front_of_stub(&stub).await;
-    let hook = proxy.delivery.expect("the hook");
+    let world = stub_world().await;
+    let (stub, hook) = (&world.stub, world.hook());
     let mut data_sent = 0;
     for script in [Script::Silent, Script::Close, Script::Reset] {
         for delivery in DELIVERIES {
             stub.set(script);
-            let mut c = session(hook).await;
-            open_data(&mut c, ALICE, &["bob@b.test", "carol@b.test"]).await;
+            let mut c = data_for_bob_and_carol(hook).await;
             let started = Instant::now();
             c.send(SIMPLE_DATA, delivery).await.expect("send");
             let got = replies(&mut c, 2).await;
@@ -1682,35 +1322,14 @@ async fn dovecot_silent_closed_or_reset_after_the_end_of_data_gives_451_per_reci
             expect(&mut c, "QUIT", "221 2.0.0").await;
         }
     }
-    let connections = stub.connections();
-    let data_commands: usize = connections
-        .iter()
-        .map(|c| c.commands.iter().filter(|l| *l == "DATA").count())
-        .sum();
+    let data_commands = stub.commands().iter().filter(|l| *l == "DATA").count();
     assert_eq!(
         data_commands, data_sent,
         "one upstream DATA per message, never a resend"
     );
-    let ends: usize = connections.iter().map(|c| c.ends).sum();
-    assert_eq!(ends, data_sent, "{connections:#?}");
+    assert_eq!(stub.ends(), data_sent, "{:#?}", stub.connections());
     // The silent connections were given up, not kept.
-    let deadline = Instant::now() + STEP;
-    loop {
-        let silent: Vec<StubConnection> = stub
-            .connections()
-            .into_iter()
-            .filter(|c| c.went_silent)
-            .collect();
-        assert_eq!(silent.len(), 2, "{silent:#?}");
-        if silent.iter().all(|c| c.ended_by_hook) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "silent connections left open: {silent:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stub.assert_silent_connections_given_up(2).await;
 }
 
 /// §4 rule 2, case 63: the upstream's per-recipient replies after the end of data reach
@@ -1718,10 +1337,8 @@ async fn dovecot_silent_closed_or_reset_after_the_end_of_data_gives_451_per_reci
 /// for the other, either way round, multi-line replies intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_recipient_replies_after_the_end_of_data_are_relayed_in_order() {
-    let _gate = shared_gate().await;
-    let stub = Stub::start(Script::Silent).await;
-    let proxy = hook_in_front_of_stub(&stub).await;
-    let hook = proxy.delivery.expect("the hook");
+    let world = stub_world().await;
+    let (stub, hook) = (&world.stub, world.hook());
     let cases: [(&str, &[&[&str]]); 3] = [
         (
             "452 4.2.2 <bob@b.test> Mailbox full\r\n250 2.0.0 <carol@b.test> Saved\r\n",
@@ -1751,14 +1368,7 @@ async fn per_recipient_replies_after_the_end_of_data_are_relayed_in_order() {
     for (answer, expected) in cases {
         stub.set(Script::Reply(answer));
         for delivery in DELIVERIES {
-            let got = attempt(
-                hook,
-                ALICE,
-                &["bob@b.test", "carol@b.test"],
-                SIMPLE_DATA,
-                delivery,
-            )
-            .await;
+            let got = attempt_to_bob_and_carol(hook, SIMPLE_DATA, delivery).await;
             let lines: Vec<Vec<String>> = got.iter().map(|r| r.lines.clone()).collect();
             let mut want: Vec<Vec<String>> = expected
                 .iter()
@@ -1870,7 +1480,7 @@ async fn a_failing_mailbox_writer_gives_its_recipient_451_and_the_others_are_del
     let _gate = shared_gate().await;
     let dovecot = Dovecot::start().expect("dovecot");
     let relay = ImapRelay::start(dovecot.imap_addr()).await;
-    let proxy = hook_proxy(
+    let proxy = hook_in_front_of(
         relay.addr,
         dovecot.lmtp_addr(),
         Some(master_of(&dovecot)),
@@ -1878,18 +1488,11 @@ async fn a_failing_mailbox_writer_gives_its_recipient_451_and_the_others_are_del
     )
     .await;
     let hook = proxy.delivery.expect("the hook");
-    enable_coi(&proxy, "bob").await;
+    enable_coi(&proxy, "bob", "active").await;
     relay.cut.store(true, Ordering::SeqCst);
     for (i, delivery) in DELIVERIES.into_iter().enumerate() {
         let message = chat_message(i as u32, "", "the writer fails");
-        let got = attempt(
-            hook,
-            ALICE,
-            &["bob@b.test", "carol@b.test"],
-            &data_of(&message),
-            delivery,
-        )
-        .await;
+        let got = attempt_to_bob_and_carol(hook, &data_of(&message), delivery).await;
         assert_eq!(
             statuses(&got),
             ["451 4.2.0", "250 2.0.0", "221 2.0.0"],
@@ -1932,7 +1535,7 @@ async fn a_failing_mailbox_writer_gives_its_recipient_451_and_the_others_are_del
 async fn an_unreadable_coi_configuration_sends_chat_mail_by_lmtp() {
     let _gate = shared_gate().await;
     let dovecot = Dovecot::start().expect("dovecot");
-    let proxy = hook_proxy(
+    let proxy = hook_in_front_of(
         dovecot.imap_addr(),
         dovecot.lmtp_addr(),
         Some((
@@ -1943,17 +1546,10 @@ async fn an_unreadable_coi_configuration_sends_chat_mail_by_lmtp() {
     )
     .await;
     let hook = proxy.delivery.expect("the hook");
-    enable_coi(&proxy, "bob").await;
+    enable_coi(&proxy, "bob", "active").await;
     for (i, delivery) in DELIVERIES.into_iter().enumerate() {
         let message = chat_message(i as u32, "", "no writer login");
-        let got = attempt(
-            hook,
-            ALICE,
-            &["bob@b.test", "carol@b.test"],
-            &data_of(&message),
-            delivery,
-        )
-        .await;
+        let got = attempt_to_bob_and_carol(hook, &data_of(&message), delivery).await;
         assert_eq!(
             statuses(&got),
             ["250 2.0.0", "250 2.0.0", "221 2.0.0"],
@@ -1971,76 +1567,14 @@ async fn an_unreadable_coi_configuration_sends_chat_mail_by_lmtp() {
 }
 
 /// The `coi-proxy` binary with only the hook (and a plaintext IMAP listener the config
-/// requires) in front of Dovecot; killed (SIGKILL, by its pid) when dropped.
-struct ProxyProcess {
-    child: std::process::Child,
-    hook: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl ProxyProcess {
-    async fn start(imap: SocketAddr, lmtp: SocketAddr) -> ProxyProcess {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // A free port on a loopback address of its own (the in-process hooks use
-        // 127.0.0.7), so no other test's listener takes it before the proxy binds.
-        let hook = std::net::TcpListener::bind("127.0.0.17:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port");
-        let config = dir.path().join("proxy.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "imap:\n  listeners:\n    - {{name: imap, address: \"127.0.0.1:0\", tls: none}}\n  upstream: {{address: \"{imap}\"}}\ndelivery:\n  address: \"{hook}\"\n  upstream:\n    address: \"{lmtp}\"\n  hostname: hook.test\n  user_name: local_part\nadmin:\n  address: off\nshutdown:\n  grace: 1s\n"
-            ),
-        )
-        .expect("write the config");
-        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_coi-proxy"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn coi-proxy");
-        let mut process = ProxyProcess {
-            child,
-            hook,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + STEP * 2;
-        loop {
-            if let Ok(mut c) = RawClient::connect(hook).await {
-                if c.read_line()
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some_and(|l| l.starts_with(b"220 "))
-                {
-                    break;
-                }
-            }
-            assert!(
-                process.child.try_wait().expect("poll the child").is_none(),
-                "coi-proxy exited: {}",
-                std::fs::read_to_string(process._dir.path().join("stderr.log")).unwrap_or_default()
-            );
-            assert!(Instant::now() < deadline, "coi-proxy does not greet");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        process
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// requires) in front of Dovecot.
+async fn hook_process(imap: SocketAddr, lmtp: SocketAddr) -> ProxyProcess {
+    // A port on a loopback address of its own (the in-process hooks use 127.0.0.7).
+    let hook = free_port_on([127, 0, 0, 17]);
+    let delivery = format!(
+        "delivery:\n  address: \"{hook}\"\n  upstream:\n    address: \"{lmtp}\"\n  hostname: hook.test\n  user_name: local_part\n"
+    );
+    ProxyProcess::start(env!("CARGO_BIN_EXE_coi-proxy"), imap, &delivery, hook).await
 }
 
 /// §4 crash table, rule 1: the proxy killed (SIGKILL) in the middle of a message, with
@@ -2050,16 +1584,13 @@ impl Drop for ProxyProcess {
 async fn a_killed_proxy_mid_data_leaves_nothing_in_dovecot() {
     let world = World::start(DeliveryTuning::default()).await;
     for delivery in DELIVERIES {
-        let mut proxy =
-            ProxyProcess::start(world.dovecot.imap_addr(), world.dovecot.lmtp_addr()).await;
-        let mut c = session(proxy.hook).await;
-        open_data(&mut c, ALICE, &["bob@b.test", "carol@b.test"]).await;
+        let mut proxy = hook_process(world.dovecot.imap_addr(), world.dovecot.lmtp_addr()).await;
+        let mut c = data_for_bob_and_carol(proxy.listener).await;
         c.send(b"Subject: crash\r\n\r\nfirst half\r\nsecond", delivery)
             .await
             .expect("send");
         proxy.kill();
-        let (bytes, _) = c.read_to_close(STEP).await.expect("the connection drops");
-        assert!(bytes.is_empty(), "{delivery:?}: {}", escape(&bytes));
+        assert_dropped_without_reply(&mut c, &format!("{delivery:?}")).await;
     }
     let marker = plain_message("marker", "the only one");
     assert_replies(
@@ -2086,15 +1617,8 @@ async fn a_stop_mid_data_gives_421_4_3_2_and_stores_nothing() {
     let dovecot = Dovecot::start().expect("dovecot");
     let grace = Duration::from_millis(300);
     for delivery in DELIVERIES {
-        let proxy = hook_proxy(
-            dovecot.imap_addr(),
-            dovecot.lmtp_addr(),
-            Some(master_of(&dovecot)),
-            DeliveryTuning::default(),
-        )
-        .await;
-        let mut c = session(proxy.delivery.expect("the hook")).await;
-        open_data(&mut c, ALICE, &["bob@b.test", "carol@b.test"]).await;
+        let proxy = hook_proxy(&dovecot, DeliveryTuning::default()).await;
+        let mut c = data_for_bob_and_carol(proxy.delivery.expect("the hook")).await;
         c.send(b"Subject: stopped\r\n\r\nfirst half\r\n", delivery)
             .await
             .expect("send");
@@ -2140,15 +1664,7 @@ async fn a_token_in_the_body_or_an_attached_message_is_not_captured() {
     let mut n = 0;
     for message in [&in_body, &attached] {
         for delivery in DELIVERIES {
-            assert_replies(
-                world.hook(),
-                ALICE,
-                &["bob@b.test"],
-                &data_of(message),
-                delivery,
-                "250 2.0.0",
-            )
-            .await;
+            assert_delivered_to_bob(world.hook(), message, delivery).await;
             n += 1;
             let chats = world.stored("bob", CHATS).await;
             assert_eq!(chats.len(), n);
@@ -2157,15 +1673,7 @@ async fn a_token_in_the_body_or_an_attached_message_is_not_captured() {
         }
     }
     let top = chat_message(3, &field, "the token where it belongs");
-    assert_replies(
-        world.hook(),
-        ALICE,
-        &["bob@b.test"],
-        &data_of(&top),
-        Delivery::Whole,
-        "250 2.0.0",
-    )
-    .await;
+    assert_delivered_to_bob(world.hook(), &top, Delivery::Whole).await;
     assert_one_contact_for_alice(&world.dovecot, "bob", &token).await;
 }
 
@@ -2200,15 +1708,7 @@ async fn tokens_for_another_pair_expired_or_from_the_future_are_not_captured() {
         for delivery in DELIVERIES {
             n += 1;
             let message = chat_message(n, &token_field(token), what);
-            assert_replies(
-                world.hook(),
-                ALICE,
-                &["bob@b.test"],
-                &data_of(&message),
-                delivery,
-                "250 2.0.0",
-            )
-            .await;
+            assert_delivered_to_bob(world.hook(), &message, delivery).await;
             assert_no_contact(&world.dovecot, "bob", &format!("{what} {delivery:?}")).await;
         }
     }
@@ -2242,15 +1742,7 @@ async fn the_same_message_delivered_twice_stores_its_token_once() {
     let message = chat_message(1, &token_field(&token), "twice");
     let mut uids = Vec::new();
     for delivery in DELIVERIES {
-        assert_replies(
-            world.hook(),
-            ALICE,
-            &["bob@b.test"],
-            &data_of(&message),
-            delivery,
-            "250 2.0.0",
-        )
-        .await;
+        assert_delivered_to_bob(world.hook(), &message, delivery).await;
         uids.push(assert_one_contact_for_alice(&world.dovecot, "bob", &token).await);
     }
     assert_eq!(uids[0], uids[1], "the contact was not rewritten");
@@ -2306,8 +1798,7 @@ async fn ten_thousand_nested_multiparts_are_delivered_in_bounded_time() {
     );
     for (i, delivery) in DELIVERIES.into_iter().enumerate() {
         let data = data_of(&message);
-        let mut c = session(world.hook()).await;
-        open_data(&mut c, ALICE, &["bob@b.test", "carol@b.test"]).await;
+        let mut c = data_for_bob_and_carol(world.hook()).await;
         let started = Instant::now();
         let (head, rest) = data.split_at(1024);
         let (bulk, tail) = rest.split_at(rest.len() - 1024);
@@ -2325,12 +1816,9 @@ async fn ten_thousand_nested_multiparts_are_delivered_in_bounded_time() {
         );
         assert!(took < STEP, "{delivery:?}: {took:?}");
         expect(&mut c, "QUIT", "221 2.0.0").await;
-        let bob = world.stored("bob", CHATS).await;
-        assert_eq!(bob.len(), i + 1);
-        assert_appended_copy(&bob[i], &message, "bob");
-        let carol = world.stored("carol", "INBOX").await;
-        assert_eq!(carol.len(), i + 1);
-        assert_lmtp_copy(&carol[i], &message, "carol");
+        world
+            .assert_nth_copies_for_bob_and_carol(i + 1, &message, &format!("{delivery:?}"))
+            .await;
     }
 }
 
@@ -2397,8 +1885,7 @@ async fn a_20_mb_message_to_the_chat_and_the_lmtp_route_in_constant_memory() {
     let bulk = bulk - bulk % line.len();
     let len = head.len() + bulk;
     for (i, delivery) in DELIVERIES.into_iter().enumerate() {
-        let mut c = session(world.hook()).await;
-        open_data(&mut c, ALICE, &["bob@b.test", "carol@b.test"]).await;
+        let mut c = data_for_bob_and_carol(world.hook()).await;
         let mut probe = MemoryProbe::start();
         let started = Instant::now();
         send_large(

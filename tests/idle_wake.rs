@@ -17,7 +17,9 @@ use std::net::SocketAddr;
 use support::dovecot::Dovecot;
 use support::io::{tagged_status, LineClient};
 use support::mailbox::imap_login;
-use support::proxy::{DeliveryOptions, Options, Proxy};
+use support::proxy::{DeliveryTuning, Proxy};
+use support::stub::{Protocol, Script, Stub};
+use support::world::{enable_coi, hook_options, hook_proxy};
 
 struct Setup {
     dovecot: Dovecot,
@@ -27,22 +29,7 @@ struct Setup {
 impl Setup {
     async fn start() -> Setup {
         let dovecot = Dovecot::start().expect("dovecot");
-        let proxy = Proxy::start(
-            dovecot.imap_addr(),
-            Options {
-                plaintext_auth: true,
-                delivery: Some(DeliveryOptions {
-                    upstream: dovecot.lmtp_addr(),
-                    master: Some((
-                        dovecot.master_user().to_owned(),
-                        dovecot.master_password().to_owned(),
-                    )),
-                    spool_memory_bytes: None,
-                }),
-                ..Options::default()
-            },
-        )
-        .await;
+        let proxy = hook_proxy(&dovecot, DeliveryTuning::default()).await;
         Setup { dovecot, proxy }
     }
 
@@ -50,14 +37,8 @@ impl Setup {
         self.proxy.delivery.expect("the delivery hook listens")
     }
 
-    /// `coi_proxy_imap_idle_wakes_total`.
     fn wakes(&self) -> u64 {
-        self.proxy
-            .metrics_text()
-            .lines()
-            .find_map(|l| l.strip_prefix("coi_proxy_imap_idle_wakes_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("the wake counter is exported")
+        wakes(&self.proxy)
     }
 
     /// A client of `user` through the proxy, idling on `mailbox` (as written in the
@@ -85,18 +66,15 @@ impl Setup {
 
     /// Turns COI on for `user` with message filter `filter`, through the proxy.
     async fn enable_coi(&self, user: &str, filter: &str) {
-        let mut client = LineClient::logged_in(self.proxy.plain, user).await;
-        let lines = client
-            .imap(
-                "m",
-                &format!(
-                    "SETMETADATA \"\" (/private/vendor/vendor.dovecot/coi/config/enabled \"yes\" /private/vendor/vendor.dovecot/coi/config/message-filter \"{filter}\")"
-                ),
-            )
-            .await
-            .unwrap();
-        assert_eq!(tagged_status(&lines), "OK", "{lines:?}");
+        enable_coi(&self.proxy, user, filter).await;
     }
+}
+
+/// `coi_proxy_imap_idle_wakes_total`.
+fn wakes(proxy: &Proxy) -> u64 {
+    proxy
+        .metric("coi_proxy_imap_idle_wakes_total")
+        .expect("the wake counter is exported") as u64
 }
 
 async fn start_idle(client: &mut LineClient, tag: &str) {
@@ -357,13 +335,14 @@ async fn two_quick_deliveries_both_show_up() {
 // The paths that real Dovecot takes only by chance (a wake while a restart is under way,
 // a refused second IDLE) are driven by a scripted IMAP backend: the test reads what the
 // proxy sends upstream and answers by hand. The delivery hook relays to a stub LMTP
-// server that stores nothing and says 250 (no mailbox writer: every recipient is an
-// LMTP recipient, woken on INBOX).
+// server (support::stub) that stores nothing and says 250 (no mailbox writer: every
+// recipient is an LMTP recipient, woken on INBOX).
 
 /// The proxy in front of a scripted IMAP backend and a stub LMTP server.
 struct Scripted {
     proxy: Proxy,
     backend: tokio::net::TcpListener,
+    _lmtp: Stub,
 }
 
 impl Scripted {
@@ -371,34 +350,23 @@ impl Scripted {
         let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the scripted backend");
-        let lmtp = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the stub LMTP server");
-        let lmtp_addr = lmtp.local_addr().unwrap();
-        tokio::spawn(stub_lmtp(lmtp));
-        let proxy = Proxy::start(
-            backend.local_addr().unwrap(),
-            Options {
-                plaintext_auth: true,
-                delivery: Some(DeliveryOptions {
-                    upstream: lmtp_addr,
-                    master: None,
-                    spool_memory_bytes: None,
-                }),
-                ..Options::default()
-            },
+        // Every delivery here is one message for bob: one recipient, one 250.
+        let lmtp = Stub::start(
+            Protocol::Lmtp,
+            Script::Reply("250 2.0.0 <bob@b.test> Saved\r\n"),
         )
         .await;
-        Scripted { proxy, backend }
+        let proxy =
+            Proxy::start(backend.local_addr().unwrap(), hook_options(lmtp.addr, None)).await;
+        Scripted {
+            proxy,
+            backend,
+            _lmtp: lmtp,
+        }
     }
 
     fn wakes(&self) -> u64 {
-        self.proxy
-            .metrics_text()
-            .lines()
-            .find_map(|l| l.strip_prefix("coi_proxy_imap_idle_wakes_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("the wake counter is exported")
+        wakes(&self.proxy)
     }
 
     /// A client of bob through the proxy, idling on INBOX under tag `t`, and the
@@ -467,6 +435,21 @@ impl Backend {
         self.0.write_line(lines).await.expect("backend write");
     }
 
+    /// The next line from the proxy.
+    async fn line(&mut self) -> String {
+        self.0.read_line().await.expect("a line from the proxy")
+    }
+
+    /// Answers the proxy's DONE with `* {exists} EXISTS` and the IDLE's tagged OK, and
+    /// reads the proxy's next IDLE, which must have the same tag.
+    async fn end_idle_and_see_it_restart(&mut self, exists: u32) {
+        self.send(&format!(
+            "* {exists} EXISTS\r\nt OK Idle completed (0.001 + 0.000 secs)."
+        ))
+        .await;
+        assert_eq!(self.line().await, "t IDLE", "same tag");
+    }
+
     /// Reads the next line from the proxy and checks that it contains `want`.
     async fn expect(&mut self, want: &str) -> String {
         let line = self.0.read_line().await.expect("a line from the proxy");
@@ -478,39 +461,12 @@ impl Backend {
     }
 }
 
-/// An LMTP server that accepts everything and stores nothing.
-async fn stub_lmtp(listener: tokio::net::TcpListener) {
-    while let Ok((stream, _)) = listener.accept().await {
-        tokio::spawn(async move {
-            let mut c = LineClient::from_stream(stream);
-            c.write_line("220 stub LMTP").await?;
-            let mut recipients = 0;
-            loop {
-                let line = c.read_line().await?;
-                let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-                match verb.as_str() {
-                    "LHLO" => c.write_line("250-stub\r\n250 PIPELINING").await?,
-                    "MAIL" | "RSET" => {
-                        recipients = 0;
-                        c.write_line("250 2.0.0 Ok").await?
-                    }
-                    "RCPT" => {
-                        recipients += 1;
-                        c.write_line("250 2.1.5 Ok").await?
-                    }
-                    "DATA" => {
-                        c.write_line("354 go ahead").await?;
-                        while c.read_line().await? != "." {}
-                        for _ in 0..recipients {
-                            c.write_line("250 2.0.0 Saved").await?;
-                        }
-                    }
-                    "QUIT" => return c.write_line("221 Bye").await,
-                    _ => c.write_line("500 what").await?,
-                }
-            }
-        });
-    }
+/// The client's `n NOOP` reaches the backend as it is, and the backend's OK the client.
+async fn noop_passes_through(client: &mut LineClient, backend: &mut Backend) {
+    client.write_line("n NOOP").await.expect("NOOP");
+    assert_eq!(backend.line().await, "n NOOP");
+    backend.send("n OK NOOP completed").await;
+    assert_eq!(client.read_line().await.unwrap(), "n OK NOOP completed");
 }
 
 #[tokio::test]
@@ -522,24 +478,18 @@ async fn a_wake_during_a_restart_restarts_once_more_after_it() {
     backend.expect("DONE").await;
     // A second message while the proxy's DONE is unanswered.
     scripted.deliver().await;
-    backend
-        .send("* 1 EXISTS\r\nt OK Idle completed (0.001 + 0.000 secs).")
-        .await;
-    assert_eq!(backend.0.read_line().await.unwrap(), "t IDLE", "same tag");
+    backend.end_idle_and_see_it_restart(1).await;
     backend.send("+ idling").await;
     // The pending wake: the backend's IDLE ends once more.
     backend.expect("DONE").await;
-    backend
-        .send("* 2 EXISTS\r\nt OK Idle completed (0.001 + 0.000 secs).")
-        .await;
-    assert_eq!(backend.0.read_line().await.unwrap(), "t IDLE");
+    backend.end_idle_and_see_it_restart(2).await;
     backend.send("+ idling").await;
     assert_eq!(scripted.wakes(), 2);
 
     assert_eq!(client.read_line().await.unwrap(), "* 1 EXISTS");
     assert_eq!(client.read_line().await.unwrap(), "* 2 EXISTS");
     client.write_line("DONE").await.unwrap();
-    assert_eq!(backend.0.read_line().await.unwrap(), "DONE");
+    assert_eq!(backend.line().await, "DONE");
     backend
         .send("t OK Idle completed (0.002 + 0.000 secs).")
         .await;
@@ -547,10 +497,7 @@ async fn a_wake_during_a_restart_restarts_once_more_after_it() {
         client.read_line().await.unwrap(),
         "t OK Idle completed (0.002 + 0.000 secs)."
     );
-    client.write_line("n NOOP").await.unwrap();
-    assert_eq!(backend.0.read_line().await.unwrap(), "n NOOP");
-    backend.send("n OK NOOP completed").await;
-    assert_eq!(client.read_line().await.unwrap(), "n OK NOOP completed");
+    noop_passes_through(&mut client, &mut backend).await;
 }
 
 #[tokio::test]
@@ -560,10 +507,7 @@ async fn a_refused_second_idle_ends_the_clients_idle_with_that_reply() {
 
     scripted.deliver().await;
     backend.expect("DONE").await;
-    backend
-        .send("* 1 EXISTS\r\nt OK Idle completed (0.001 + 0.000 secs).")
-        .await;
-    assert_eq!(backend.0.read_line().await.unwrap(), "t IDLE");
+    backend.end_idle_and_see_it_restart(1).await;
     backend.send("t NO [LIMIT] Too many IDLEs").await;
 
     // The client's IDLE is over, with its tag and the backend's reason.
@@ -573,14 +517,11 @@ async fn a_refused_second_idle_ends_the_clients_idle_with_that_reply() {
         "t NO [LIMIT] Too many IDLEs"
     );
     // The session is back in command mode.
-    client.write_line("n NOOP").await.unwrap();
-    assert_eq!(backend.0.read_line().await.unwrap(), "n NOOP");
-    backend.send("n OK NOOP completed").await;
-    assert_eq!(client.read_line().await.unwrap(), "n OK NOOP completed");
+    noop_passes_through(&mut client, &mut backend).await;
     // No longer idling: a wake does nothing.
     scripted.deliver().await;
     client.write_line("m NOOP").await.unwrap();
-    assert_eq!(backend.0.read_line().await.unwrap(), "m NOOP");
+    assert_eq!(backend.line().await, "m NOOP");
     assert_eq!(scripted.wakes(), 1);
 }
 
@@ -599,14 +540,14 @@ async fn a_client_done_while_the_proxys_done_is_unanswered_is_not_sent_again() {
         .await;
     // Either the proxy saw the client's DONE before the reply (no second IDLE), or
     // after it (a second IDLE, then the client's DONE): never DONE twice for one IDLE.
-    let next = backend.0.read_line().await.unwrap();
+    let next = backend.line().await;
     if next == "t IDLE" {
         backend.send("+ idling").await;
-        assert_eq!(backend.0.read_line().await.unwrap(), "DONE");
+        assert_eq!(backend.line().await, "DONE");
         backend
             .send("t OK Idle completed (0.003 + 0.000 secs).")
             .await;
-        assert_eq!(backend.0.read_line().await.unwrap(), "n NOOP");
+        assert_eq!(backend.line().await, "n NOOP");
     } else {
         assert_eq!(next, "n NOOP");
     }

@@ -12,57 +12,48 @@
 //! proven absent by its effect: a mailbox that was never created, a login that never
 //! appeared in the log.
 //!
-//! Memory cases read this process's RSS (the proxy runs in-process); they hold [`MEMORY`]
-//! exclusively, so no other test of this binary allocates meanwhile.
+//! Memory cases read this process's RSS (the proxy runs in-process); they hold the memory
+//! gate exclusively ([`exclusive_gate`]), so no other test of this binary allocates
+//! meanwhile.
 
 mod support;
 
-use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use coi_proxy::proto::imap::fragment::{Fragment, Framer, FramerOptions, LongLines, StreamKind};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use support::dovecot::Dovecot;
 use support::io::STEP;
-use support::memory::MemoryProbe;
+use support::memory::{exclusive_gate, send_bulk, shared_gate, MemoryGate, MemoryProbe};
 use support::proxy::{Options, Proxy};
-use support::raw::{escape, lines_of, Delivery, End, RawClient, DELIVERIES};
+use support::raw::{
+    assert_hello_refused, assert_only_an_alert, assert_openssl_tls_1_1_refused, escape,
+    legacy_client_hello, lines_of, openssl, Delivery, End, Plain, RawClient, Tls, DELIVERIES,
+    LEGACY_HELLOS,
+};
 
 // === set-up ===
-
-/// Shared by every test, exclusive for the tests that measure memory.
-static MEMORY: LazyLock<Arc<RwLock<()>>> = LazyLock::new(|| Arc::new(RwLock::new(())));
-
-#[allow(dead_code)] // held for its Drop only
-enum Gate {
-    Shared(OwnedRwLockReadGuard<()>),
-    Exclusive(OwnedRwLockWriteGuard<()>),
-}
 
 /// A private Dovecot and a proxy in front of it.
 struct Setup {
     proxy: Proxy,
     dovecot: Dovecot,
-    _gate: Gate,
+    _gate: MemoryGate,
 }
 
 impl Setup {
     async fn start(options: Options) -> Setup {
-        let gate = Gate::Shared(MEMORY.clone().read_owned().await);
-        Self::with_gate(options, gate).await
+        Self::with_gate(options, shared_gate().await).await
     }
 
     /// For memory measurements: no other test of this binary runs meanwhile.
     async fn exclusive(options: Options) -> Setup {
-        let gate = Gate::Exclusive(MEMORY.clone().write_owned().await);
-        Self::with_gate(options, gate).await
+        Self::with_gate(options, exclusive_gate().await).await
     }
 
-    async fn with_gate(options: Options, gate: Gate) -> Setup {
+    async fn with_gate(options: Options, gate: MemoryGate) -> Setup {
         let dovecot = Dovecot::start().expect("dovecot starts");
         let proxy = Proxy::start(dovecot.imap_addr(), options).await;
         Setup {
@@ -79,9 +70,6 @@ fn plaintext_auth() -> Options {
         ..Options::default()
     }
 }
-
-type Plain = RawClient<TcpStream>;
-type Tls = RawClient<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// Connects and reads the greeting, which must be `* OK`.
 async fn greeted(addr: std::net::SocketAddr) -> (Plain, String) {
@@ -249,29 +237,6 @@ async fn assert_no_login_attempt(dovecot: &Dovecot, user: &str) {
 
 // === memory ===
 
-/// Sends `total` bytes of `fill` in 64 KiB writes, sampling RSS every MiB, until done or
-/// until the proxy closes the connection. Returns how many bytes were written.
-async fn send_bulk<S: AsyncRead + AsyncWrite + Unpin>(
-    c: &mut RawClient<S>,
-    fill: u8,
-    total: usize,
-    probe: &mut MemoryProbe,
-) -> usize {
-    let chunk = vec![fill; 64 * 1024];
-    let mut sent = 0;
-    while sent < total {
-        let n = chunk.len().min(total - sent);
-        if !c.send_attack(&chunk[..n], Delivery::Whole).await {
-            break;
-        }
-        sent += n;
-        if sent % (1024 * 1024) < n {
-            probe.sample();
-        }
-    }
-    sent
-}
-
 /// Proxy RSS growth allowed while it refuses a multi-megabyte input: a few read buffers
 /// and one line, far below the 10–20 MB sent.
 const GROWTH_LIMIT_KIB: u64 = 6 * 1024;
@@ -280,7 +245,7 @@ const GROWTH_LIMIT_KIB: u64 = 6 * 1024;
 /// they must not make.
 #[tokio::test]
 async fn memory_probe_sees_a_transient_allocation() {
-    let _gate = MEMORY.clone().write_owned().await;
+    let _gate = exclusive_gate().await;
     let mut probe = MemoryProbe::start();
     let buffer = std::hint::black_box(vec![1u8; 16 * 1024 * 1024]);
     drop(buffer);
@@ -573,49 +538,8 @@ async fn starttls_after_authentication_is_refused() {
     }
 }
 
-/// A minimal ClientHello offering only `client_version` (no supported_versions
-/// extension, so nothing newer), in a record of `record_version`.
-fn legacy_client_hello(record_version: [u8; 2], client_version: [u8; 2]) -> Vec<u8> {
-    let mut body = client_version.to_vec();
-    body.extend_from_slice(&[0x5a; 32]); // random
-    body.push(0); // no session id
-    let suites: [u16; 6] = [0x002f, 0x0035, 0x000a, 0xc013, 0xc014, 0x00ff];
-    body.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
-    for suite in suites {
-        body.extend_from_slice(&suite.to_be_bytes());
-    }
-    body.extend_from_slice(&[1, 0]); // compression: null
-    let mut handshake = vec![0x01]; // ClientHello
-    handshake.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    handshake.extend_from_slice(&body);
-    let mut record = vec![0x16]; // handshake
-    record.extend_from_slice(&record_version);
-    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
-    record.extend_from_slice(&handshake);
-    record
-}
-
-const LEGACY_HELLOS: [(&str, [u8; 2], [u8; 2]); 3] = [
-    ("SSLv3", [3, 0], [3, 0]),
-    ("TLS 1.0", [3, 1], [3, 1]),
-    ("TLS 1.1", [3, 1], [3, 2]),
-];
-
-/// The proxy's answer to a refused handshake: nothing or a TLS alert record, then the
-/// close; never a plaintext IMAP line.
-fn assert_only_an_alert(bytes: &[u8], what: &str) {
-    assert!(
-        bytes.is_empty() || bytes[0] == 0x15,
-        "{what}: expected a TLS alert or nothing: {}",
-        escape(bytes)
-    );
-    let text = String::from_utf8_lossy(bytes);
-    assert!(
-        !text.contains("* OK") && !text.contains("BYE") && !text.contains("IMAP"),
-        "{what}: {}",
-        escape(bytes)
-    );
-}
+/// What IMAP says in plaintext: none of it may come back for a refused TLS handshake.
+const IMAP_WORDS: &[&str] = &["* OK", "BYE", "IMAP"];
 
 /// B14: TLS 1.0/1.1 and SSLv3 are refused with an alert, on 993 and after STARTTLS.
 #[tokio::test]
@@ -624,19 +548,17 @@ async fn old_tls_versions_are_refused_with_an_alert_and_no_plaintext() {
     for delivery in DELIVERIES {
         for (name, record_version, client_version) in LEGACY_HELLOS {
             let hello = legacy_client_hello(record_version, client_version);
-            let mut c = RawClient::connect(setup.proxy.implicit)
+            let c = RawClient::connect(setup.proxy.implicit)
                 .await
                 .expect("connect");
-            c.send_attack(&hello, delivery).await;
-            let (bytes, _) = c.read_to_close(STEP * 3).await.expect("the proxy closes");
-            assert_only_an_alert(&bytes, &format!("{delivery:?} {name} on implicit TLS"));
+            let what = format!("{delivery:?} {name} on implicit TLS");
+            assert_hello_refused(c, &hello, delivery, STEP * 3, IMAP_WORDS, &what).await;
 
             let (mut c, _) = greeted(setup.proxy.starttls).await;
             let reply = c.command("a", "STARTTLS").await.expect("STARTTLS");
             assert_eq!(status(&reply), "OK", "{reply:?}");
-            c.send_attack(&hello, delivery).await;
-            let (bytes, _) = c.read_to_close(STEP * 3).await.expect("the proxy closes");
-            assert_only_an_alert(&bytes, &format!("{delivery:?} {name} after STARTTLS"));
+            let what = format!("{delivery:?} {name} after STARTTLS");
+            assert_hello_refused(c, &hello, delivery, STEP * 3, IMAP_WORDS, &what).await;
         }
     }
 }
@@ -644,51 +566,12 @@ async fn old_tls_versions_are_refused_with_an_alert_and_no_plaintext() {
 /// B14 with a real TLS 1.1 client, where `openssl` is installed.
 #[tokio::test]
 async fn openssl_tls_1_1_client_is_refused_with_an_alert() {
-    let Some(openssl) = which("openssl") else {
+    let Some(openssl) = openssl() else {
         eprintln!("openssl not installed: skipped");
         return;
     };
     let setup = Setup::start(Options::default()).await;
-    let mut command = tokio::process::Command::new(openssl);
-    command
-        .args([
-            "s_client",
-            "-tls1_1",
-            "-cipher",
-            "DEFAULT:@SECLEVEL=0",
-            "-servername",
-            "localhost",
-            "-connect",
-        ])
-        .arg(setup.proxy.implicit.to_string())
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(STEP * 2, command.output())
-        .await
-        .expect("openssl s_client finishes")
-        .expect("run openssl");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "the TLS 1.1 handshake succeeded:\n{stdout}\n{stderr}"
-    );
-    // rustls answers a ClientHello without TLS 1.2/1.3 with a handshake_failure alert.
-    assert!(
-        stdout.contains("Protocol  : TLSv1.1") && stderr.contains("SSL alert number"),
-        "expected a TLS 1.1 attempt refused by the server's alert (not a local refusal):\n{stdout}\n{stderr}"
-    );
-    assert!(
-        !stdout.contains("* OK") && !stderr.contains("* OK"),
-        "plaintext leaked:\n{stdout}\n{stderr}"
-    );
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
+    assert_openssl_tls_1_1_refused(&openssl, setup.proxy.implicit, "* OK").await;
 }
 
 /// B15: plaintext on the implicit-TLS port.
@@ -708,7 +591,11 @@ async fn plaintext_on_the_implicit_tls_port_is_closed_without_a_greeting() {
             .await
             .expect("closed within the handshake timeout");
         assert!(started.elapsed() < handshake_timeout, "{delivery:?}");
-        assert_only_an_alert(&bytes, &format!("{delivery:?} plaintext on implicit TLS"));
+        assert_only_an_alert(
+            &bytes,
+            IMAP_WORDS,
+            &format!("{delivery:?} plaintext on implicit TLS"),
+        );
     }
 }
 
@@ -792,7 +679,7 @@ async fn huge_non_synchronising_literal_gets_bad_and_close_with_flat_memory() {
         let mut probe = MemoryProbe::start();
         c.send_attack(b"a APPEND INBOX {2000000000+}\r\n", delivery)
             .await;
-        send_bulk(&mut c, b'x', 20 * 1024 * 1024, &mut probe).await;
+        send_bulk(&mut c, b"x", 20 * 1024 * 1024, Some(&mut probe)).await;
         let (bytes, _) = c.read_to_close(STEP * 2).await.expect("the proxy closes");
         let lines = lines_of(&bytes);
         assert!(
@@ -852,7 +739,13 @@ async fn endless_line_is_closed_with_flat_memory(options: Options, limit: usize)
         let mut head = b"a NOOP ".to_vec();
         head.resize(limit + 2 * 1024, b'x');
         c.send_attack(&head, delivery).await;
-        send_bulk(&mut c, b'x', 10 * 1024 * 1024 - head.len(), &mut probe).await;
+        send_bulk(
+            &mut c,
+            b"x",
+            10 * 1024 * 1024 - head.len(),
+            Some(&mut probe),
+        )
+        .await;
         let (bytes, _) = c.read_to_close(STEP * 2).await.expect("the proxy closes");
         let lines = lines_of(&bytes);
         assert_eq!(
@@ -958,7 +851,7 @@ async fn oversized_literal_in_an_assembled_command_is_refused() {
             delivery,
         )
         .await;
-        send_bulk(&mut c, b'x', 70000, &mut probe).await;
+        send_bulk(&mut c, b"x", 70000, Some(&mut probe)).await;
         let (bytes, _) = c.read_to_close(STEP * 2).await.expect("the proxy closes");
         let lines = lines_of(&bytes);
         assert!(

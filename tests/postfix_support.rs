@@ -36,6 +36,28 @@ async fn fetch_header_fields(client: &mut LineClient, seq: u32, fields: &str) ->
     lines.join("\n")
 }
 
+/// Waits for Postfix's `status=sent` line of `queue_id` to `rcpt` and requires it to
+/// name `next_hop` as the relay.
+fn assert_sent_via(postfix: &Postfix, queue_id: &str, rcpt: &str, next_hop: SocketAddr) {
+    let sent = postfix
+        .wait_for_log_line(
+            &[&format!("{queue_id}: to=<{rcpt}>"), "status=sent"],
+            LOG_DEADLINE,
+        )
+        .unwrap_or_else(|e| panic!("the status=sent line to {rcpt}: {e}"));
+    let relay = format!("relay=127.0.0.1[127.0.0.1]:{}", next_hop.port());
+    assert!(sent.contains(&relay), "{sent}");
+}
+
+/// Waits for Postfix's `client=` line of `queue_id` and requires it to end with `client`
+/// (`client=unknown[192.0.2.7]`, with `, sasl_method=…` after AUTH).
+fn assert_client_line(postfix: &Postfix, queue_id: &str, client: &str) {
+    let line = postfix
+        .wait_for_log(&format!("{queue_id}: client="), LOG_DEADLINE)
+        .expect("client log line");
+    assert!(line.ends_with(client), "{line}");
+}
+
 #[tokio::test]
 async fn submission_delivers_to_the_local_dovecot_inbox_by_lmtp() {
     let dovecot = Dovecot::start().expect("start dovecot");
@@ -72,14 +94,7 @@ async fn submission_delivers_to_the_local_dovecot_inbox_by_lmtp() {
         .wait_for_log(&format!("{queue_id}: removed"), LOG_DEADLINE)
         .expect("queue file removed after delivery");
     assert!(!line.is_empty());
-    let delivered = postfix
-        .wait_for_log_line(
-            &[&format!("{queue_id}: to=<alice@a.example>"), "status=sent"],
-            LOG_DEADLINE,
-        )
-        .expect("delivery log line");
-    let lmtp = format!("relay=127.0.0.1[127.0.0.1]:{}", dovecot.lmtp_addr().port());
-    assert!(delivered.contains(&lmtp), "{delivered}");
+    assert_sent_via(&postfix, &queue_id, "alice@a.example", dovecot.lmtp_addr());
     postfix
         .wait_queue_empty(DELIVERY_DEADLINE)
         .expect("queue empty");
@@ -113,14 +128,7 @@ async fn two_domains_relay_to_each_others_mx_and_deliver_into_their_dovecot() {
     .expect("submit at a");
     wait_for_inbox(&dovecot_b, "bob", 1, &[&postfix_a, &postfix_b]).await;
     eprintln!("a -> b delivered in {:?}", sent.elapsed());
-    let relayed = postfix_a
-        .wait_for_log_line(
-            &[&format!("{queue_id}: to=<bob@b.example>"), "status=sent"],
-            LOG_DEADLINE,
-        )
-        .expect("a's relay log line");
-    let b_mx = format!("relay=127.0.0.1[127.0.0.1]:{}", postfix_b.mx_addr().port());
-    assert!(relayed.contains(&b_mx), "{relayed}");
+    assert_sent_via(&postfix_a, &queue_id, "bob@b.example", postfix_b.mx_addr());
     postfix_b
         .wait_for_log("postfix/mx/smtpd", LOG_DEADLINE)
         .expect("b received on its MX listener");
@@ -198,10 +206,7 @@ async fn xclient_from_loopback_sets_the_client_and_drops_loopback_trust() {
     let queue_id = done.queue_id().expect("queue id");
     smtp::expect(&mut client, "QUIT", 221).await.expect("QUIT");
 
-    let line = postfix
-        .wait_for_log(&format!("{queue_id}: client="), LOG_DEADLINE)
-        .expect("client log line");
-    assert!(line.ends_with("client=unknown[192.0.2.7]"), "{line}");
+    assert_client_line(&postfix, &queue_id, "client=unknown[192.0.2.7]");
     let reject = postfix
         .wait_for_log("Relay access denied", LOG_DEADLINE)
         .expect("reject log line");
@@ -518,21 +523,12 @@ async fn sasl_submission_relays_for_authenticated_clients_and_denies_unauthentic
     let queue_id = done.queue_id().expect("queue id");
     smtp::expect(&mut client, "QUIT", 221).await.expect("QUIT");
 
-    let received = postfix_a
-        .wait_for_log(&format!("{queue_id}: client="), LOG_DEADLINE)
-        .expect("client log line");
-    assert!(
-        received.ends_with("client=unknown[127.0.0.1], sasl_method=PLAIN, sasl_username=alice"),
-        "{received}"
+    assert_client_line(
+        &postfix_a,
+        &queue_id,
+        "client=unknown[127.0.0.1], sasl_method=PLAIN, sasl_username=alice",
     );
-    let relayed = postfix_a
-        .wait_for_log_line(
-            &[&format!("{queue_id}: to=<bob@b.example>"), "status=sent"],
-            LOG_DEADLINE,
-        )
-        .expect("a's relay log line");
-    let b_mx = format!("relay=127.0.0.1[127.0.0.1]:{}", postfix_b.mx_addr().port());
-    assert!(relayed.contains(&b_mx), "{relayed}");
+    assert_sent_via(&postfix_a, &queue_id, "bob@b.example", postfix_b.mx_addr());
     wait_for_inbox(&dovecot, "bob", 1, &[&postfix_a, &postfix_b]).await;
 }
 
@@ -585,12 +581,10 @@ async fn xclient_then_ehlo_then_auth_authenticates_the_real_client() {
     let queue_id = done.queue_id().expect("queue id");
     smtp::expect(&mut client, "QUIT", 221).await.expect("QUIT");
 
-    let line = postfix
-        .wait_for_log(&format!("{queue_id}: client="), LOG_DEADLINE)
-        .expect("client log line");
-    assert!(
-        line.ends_with("client=unknown[192.0.2.7], sasl_method=PLAIN, sasl_username=carol"),
-        "{line}"
+    assert_client_line(
+        &postfix,
+        &queue_id,
+        "client=unknown[192.0.2.7], sasl_method=PLAIN, sasl_username=carol",
     );
     wait_for_inbox(&dovecot, "alice", 1, &[&postfix]).await;
 }

@@ -11,100 +11,26 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
 use coi_proxy::coi::address;
 use coi_proxy::coi::token::{self, Secret, Secrets, TokenKind};
-use support::dovecot::Dovecot;
 use support::io::LineClient;
 use support::mailbox::{fetch_message, imap_login, prime_inbox, wait_for_inbox};
-use support::postfix::{smtp, Postfix, PostfixOptions};
-use support::proxy::{Options, Proxy, SubmissionOptions, PERMANENT_SECRET, TEMPORARY_SECRET};
+use support::postfix::smtp;
+use support::proxy::{SubmissionOptions, PERMANENT_SECRET, TEMPORARY_SECRET};
+use support::world::{send, Inbound, World};
 
-/// Two domains and the proxy in front of a.test's submission listener.
-struct World {
-    dovecot_a: Dovecot,
-    dovecot_b: Dovecot,
-    postfix_a: Postfix,
-    postfix_b: Postfix,
-    proxy: Proxy,
+/// Two domains and the proxy in front of a.test's submission listener; Postfix B
+/// delivers to Dovecot B directly.
+async fn two_domains() -> World {
+    two_domains_with(|_| {}).await
 }
 
-impl World {
-    async fn start() -> World {
-        Self::start_with(|_| {}).await
-    }
-
-    async fn start_with(tweak: impl FnOnce(&mut SubmissionOptions)) -> World {
-        let dovecot_a = Dovecot::start().expect("dovecot a");
-        let dovecot_b = Dovecot::start().expect("dovecot b");
-        let postfix_b = Postfix::start(PostfixOptions::new("b.test", dovecot_b.lmtp_addr()))
-            .expect("postfix b");
-        let postfix_a = Postfix::start(
-            PostfixOptions::new("a.test", dovecot_a.lmtp_addr())
-                .route("b.test", postfix_b.mx_addr())
-                .sasl(dovecot_a.auth_addr()),
-        )
-        .expect("postfix a");
-        let mut submission = SubmissionOptions::new(postfix_a.submission_addr(), "a.test");
-        tweak(&mut submission);
-        let proxy = Proxy::start(
-            dovecot_a.imap_addr(),
-            Options {
-                submission: Some(submission),
-                ..Options::default()
-            },
-        )
-        .await;
-        World {
-            dovecot_a,
-            dovecot_b,
-            postfix_a,
-            postfix_b,
-            proxy,
-        }
-    }
-
-    fn submission(&self) -> SocketAddr {
-        self.proxy.submission.expect("submission listeners").plain
-    }
-
-    /// A client that said EHLO and authenticated as `user` through the proxy.
-    async fn logged_in(&self, user: &str) -> LineClient {
-        let mut client = smtp::connect(self.submission()).await.expect("connect");
-        smtp::expect(&mut client, "EHLO client.test", 250)
-            .await
-            .expect("EHLO");
-        let password = self.dovecot_a.password_of(user).expect("test user");
-        let reply = smtp::auth_plain(&mut client, user, password)
-            .await
-            .expect("AUTH");
-        assert_eq!(reply.code, 235, "AUTH {user}: {}", reply.text());
-        client
-    }
-
-    fn postfixes(&self) -> [&Postfix; 2] {
-        [&self.postfix_a, &self.postfix_b]
-    }
-}
-
-/// Sends one message (MAIL, RCPTs, DATA, the text with a final CRLF "." CRLF) and
-/// returns the reply to the end of data.
-async fn send(client: &mut LineClient, from: &str, to: &[&str], text: &str) -> smtp::Reply {
-    smtp::expect(client, &format!("MAIL FROM:<{from}>"), 250)
+async fn two_domains_with(tweak: impl FnOnce(&mut SubmissionOptions) + 'static) -> World {
+    World::builder()
+        .inbound(Inbound::Dovecot)
+        .submission(tweak)
+        .start()
         .await
-        .expect("MAIL");
-    for rcpt in to {
-        smtp::expect(client, &format!("RCPT TO:<{rcpt}>"), 250)
-            .await
-            .expect("RCPT");
-    }
-    smtp::expect(client, "DATA", 354).await.expect("DATA");
-    client
-        .write_raw(format!("{text}\r\n.\r\n").as_bytes())
-        .await
-        .expect("message");
-    smtp::read_reply(client).await.expect("end of data reply")
 }
 
 fn secrets() -> Secrets {
@@ -149,7 +75,7 @@ fn has_token_for(tokens: &[String], recipient: &str, sender: &str) -> bool {
 
 #[tokio::test]
 async fn chat_mail_arrives_with_one_token_per_visible_recipient_and_none_for_bcc() {
-    let world = World::start().await;
+    let world = two_domains().await;
     for user in ["alice", "bob", "carol"] {
         prime_inbox(&world.dovecot_b, user).await;
     }
@@ -212,7 +138,7 @@ async fn chat_mail_arrives_with_one_token_per_visible_recipient_and_none_for_bcc
         assert!(text.contains("\nX-COI-Server: coi.a.test:4433\n"), "{text}");
         assert!(text.ends_with("\nhello from the proxy"), "{text}");
     }
-    let metrics = world.proxy.metrics_text();
+    let metrics = world.proxy_a.metrics_text();
     assert!(
         metrics.contains("coi_proxy_submission_token_injections_total 3\n"),
         "{metrics}"
@@ -222,7 +148,7 @@ async fn chat_mail_arrives_with_one_token_per_visible_recipient_and_none_for_bcc
 
 #[tokio::test]
 async fn other_mail_arrives_byte_identical_and_xclient_names_the_real_client() {
-    let world = World::start().await;
+    let world = two_domains().await;
     prime_inbox(&world.dovecot_b, "bob").await;
     // From 127.0.0.9: Postfix must log that address, not the proxy's.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -272,7 +198,7 @@ async fn other_mail_arrives_byte_identical_and_xclient_names_the_real_client() {
 
 #[tokio::test]
 async fn the_envelope_sender_and_from_must_belong_to_the_authenticated_user() {
-    let world = World::start().await;
+    let world = two_domains().await;
     let mut client = world.logged_in("alice").await;
     // SECURITY-CASES case 32.
     let reply = smtp::command(&mut client, "MAIL FROM:<bob@a.test>")
@@ -318,7 +244,7 @@ async fn the_envelope_sender_and_from_must_belong_to_the_authenticated_user() {
 
 #[tokio::test]
 async fn mail_before_auth_and_auth_before_tls_are_refused() {
-    let world = World::start_with(|s| s.plaintext_auth = false).await;
+    let world = two_domains_with(|s| s.plaintext_auth = false).await;
     let mut client = smtp::connect(world.submission()).await.unwrap();
     let ehlo = smtp::expect(&mut client, "EHLO client.test", 250)
         .await
@@ -346,7 +272,7 @@ async fn mail_before_auth_and_auth_before_tls_are_refused() {
 
 #[tokio::test]
 async fn wrong_passwords_are_relayed_and_end_the_session_after_three() {
-    let world = World::start().await;
+    let world = two_domains().await;
     let mut client = smtp::connect(world.submission()).await.unwrap();
     smtp::expect(&mut client, "EHLO client.test", 250)
         .await
@@ -383,7 +309,7 @@ async fn wrong_passwords_are_relayed_and_end_the_session_after_three() {
 
 #[tokio::test]
 async fn postfix_stopped_gives_451_and_never_250() {
-    let mut world = World::start().await;
+    let mut world = two_domains().await;
     let mut client = world.logged_in("alice").await;
     world.postfix_a.stop().expect("stop postfix a");
     // SECURITY-CASES case 61: the transaction cannot start; nothing is acknowledged.
@@ -420,7 +346,7 @@ async fn postfix_stopped_gives_451_and_never_250() {
 
 #[tokio::test]
 async fn pipelined_transactions_are_answered_in_order() {
-    let world = World::start().await;
+    let world = two_domains().await;
     prime_inbox(&world.dovecot_b, "bob").await;
     let mut client = world.logged_in("alice").await;
     let mut batch = String::new();

@@ -23,8 +23,9 @@
 //! in this process that records what it receives. The crash case runs the `coi-proxy`
 //! binary and kills it with SIGKILL.
 //!
-//! Memory cases read this process's RSS (the proxy runs in-process); they hold [`MEMORY`]
-//! exclusively, so no other test of this binary allocates meanwhile.
+//! Memory cases read this process's RSS (the proxy runs in-process); they hold the memory
+//! gate exclusively ([`exclusive_gate`]), so no other test of this binary allocates
+//! meanwhile.
 //!
 //! # Cases
 //!
@@ -92,41 +93,27 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpSocket, TcpStream};
 
 use support::dovecot::Dovecot;
 use support::io::STEP;
 use support::mailbox::{fetch_message, imap_login, prime_inbox, wait_for_inbox};
-use support::memory::MemoryProbe;
+use support::memory::{exclusive_gate, send_bulk, shared_gate, MemoryGate, MemoryProbe};
 use support::postfix::{smtp, Postfix, PostfixOptions};
-use support::proxy::{Options, Proxy, SubmissionOptions};
+use support::proxy::{free_port_on, Options, Proxy, ProxyProcess, SubmissionOptions};
 use support::raw::{
-    escape, legacy_client_hello, lines_of, Delivery, RawClient, DELIVERIES, LEGACY_HELLOS,
+    assert_dropped_without_reply, assert_hello_refused, assert_only_an_alert,
+    assert_openssl_tls_1_1_refused, command, escape, expect, greeted, is_last_reply_line,
+    legacy_client_hello, lines_of, openssl, replies_in, replies_to_close, reply, sent, statuses,
+    Delivery, Plain, RawClient, Reply, Tls, DELIVERIES, LEGACY_HELLOS,
 };
+use support::stub::{Protocol, Script, Stub, StubWorld};
 
 // === set-up ===
-
-/// Shared by every test, exclusive for the tests that measure memory.
-static MEMORY: LazyLock<Arc<RwLock<()>>> = LazyLock::new(|| Arc::new(RwLock::new(())));
-
-#[allow(dead_code)] // held for its Drop only
-enum Gate {
-    Shared(OwnedRwLockReadGuard<()>),
-    Exclusive(OwnedRwLockWriteGuard<()>),
-}
-
-async fn shared_gate() -> Gate {
-    Gate::Shared(MEMORY.clone().read_owned().await)
-}
-
-async fn exclusive_gate() -> Gate {
-    Gate::Exclusive(MEMORY.clone().write_owned().await)
-}
 
 /// The mail domain of the world (Postfix delivers it to the Dovecot users alice, bob
 /// and carol).
@@ -138,7 +125,7 @@ struct World {
     dovecot: Dovecot,
     postfix: Postfix,
     proxy: Proxy,
-    _gate: Gate,
+    _gate: MemoryGate,
 }
 
 impl World {
@@ -151,7 +138,7 @@ impl World {
         Self::with_gate(tweak, exclusive_gate().await).await
     }
 
-    async fn with_gate(tweak: impl FnOnce(&mut SubmissionOptions), gate: Gate) -> World {
+    async fn with_gate(tweak: impl FnOnce(&mut SubmissionOptions), gate: MemoryGate) -> World {
         let dovecot = Dovecot::start().expect("dovecot starts");
         let postfix = Postfix::start(
             PostfixOptions::new(DOMAIN, dovecot.lmtp_addr()).sasl(dovecot.auth_addr()),
@@ -256,6 +243,17 @@ impl World {
         }
     }
 
+    /// Waits until `n` authenticated upstream sessions have ended, and requires that none
+    /// of them saw a MAIL.
+    async fn assert_no_mail_reached_postfix(&self, n: usize) {
+        for session in &self.wait_authenticated_upstream_sessions(n).await {
+            assert!(
+                !session.contains(" mail="),
+                "a MAIL reached Postfix: {session}"
+            );
+        }
+    }
+
     /// Connections to the submission listener that Postfix has not seen end yet.
     fn open_upstream_connections(&self) -> i64 {
         let log = self.log();
@@ -317,7 +315,7 @@ impl World {
         let r = reply(&mut c).await;
         assert_eq!(r.status(), "250 2.0.0", "the marker: {r:?}");
         let id = r.queue_id().expect("a queue id");
-        expect(&mut c, "QUIT", 221).await;
+        expect(&mut c, "QUIT", "221").await;
         wait_for_inbox(&self.dovecot, "bob", 1, &[&self.postfix]).await;
         self.wait_queue_empty();
         let queued = self.queued();
@@ -365,133 +363,6 @@ async fn proxy_without_upstream(tweak: impl FnOnce(&mut SubmissionOptions)) -> P
 
 // === SMTP over raw clients ===
 
-type Plain = RawClient<TcpStream>;
-type Tls = RawClient<tokio_rustls::client::TlsStream<TcpStream>>;
-
-/// One reply as received: every line in full (`250-…`, `250 …`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Reply {
-    lines: Vec<String>,
-}
-
-impl Reply {
-    fn code(&self) -> u16 {
-        self.lines
-            .first()
-            .and_then(|l| l.get(..3))
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// The code and the enhanced code of the first line: `"550 5.6.0"`, or `"250"` when
-    /// the line has no enhanced code.
-    fn status(&self) -> String {
-        let first = self.lines.first().map(String::as_str).unwrap_or("");
-        let code = first.get(..3).unwrap_or(first);
-        match first.get(4..).and_then(|t| t.split(' ').next()) {
-            Some(word) if is_enhanced_code(word) => format!("{code} {word}"),
-            _ => code.to_owned(),
-        }
-    }
-
-    /// EHLO keywords: the first word of every line but the first.
-    fn keywords(&self) -> Vec<String> {
-        self.lines
-            .iter()
-            .skip(1)
-            .filter_map(|l| l.get(4..)?.split(' ').next().map(str::to_owned))
-            .collect()
-    }
-
-    /// The queue id of Postfix's `250 2.0.0 Ok: queued as ABC123`.
-    fn queue_id(&self) -> Option<String> {
-        let last = self.lines.last()?;
-        Some(last.split("queued as ").nth(1)?.trim().to_owned())
-    }
-}
-
-fn is_enhanced_code(word: &str) -> bool {
-    let parts: Vec<&str> = word.split('.').collect();
-    parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-fn is_last_reply_line(line: &str) -> bool {
-    line.as_bytes().get(3) != Some(&b'-')
-}
-
-/// Reads one (possibly multi-line) reply; panics if the connection ends first.
-async fn reply<S: AsyncRead + AsyncWrite + Unpin>(c: &mut RawClient<S>) -> Reply {
-    let lines = c
-        .read_lines_until(is_last_reply_line)
-        .await
-        .unwrap_or_else(|e| panic!("an SMTP reply: {e}"));
-    Reply { lines }
-}
-
-/// The replies in `bytes` (e.g. everything read up to the close).
-fn replies_in(bytes: &[u8]) -> Vec<Reply> {
-    let mut replies = Vec::new();
-    let mut lines = Vec::new();
-    for line in lines_of(bytes) {
-        let last = is_last_reply_line(&line);
-        lines.push(line);
-        if last {
-            replies.push(Reply {
-                lines: std::mem::take(&mut lines),
-            });
-        }
-    }
-    if !lines.is_empty() {
-        replies.push(Reply { lines });
-    }
-    replies
-}
-
-fn statuses(replies: &[Reply]) -> Vec<String> {
-    replies.iter().map(Reply::status).collect()
-}
-
-/// Sends `line` and CRLF in one write, and reads the reply.
-async fn command<S: AsyncRead + AsyncWrite + Unpin>(c: &mut RawClient<S>, line: &str) -> Reply {
-    c.send(format!("{line}\r\n").as_bytes(), Delivery::Whole)
-        .await
-        .unwrap_or_else(|e| panic!("send {line:?}: {e}"));
-    reply(c).await
-}
-
-/// [`command`], requiring the reply code `code`.
-async fn expect<S: AsyncRead + AsyncWrite + Unpin>(
-    c: &mut RawClient<S>,
-    line: &str,
-    code: u16,
-) -> Reply {
-    let r = command(c, line).await;
-    assert_eq!(r.code(), code, "{line}: {r:?}");
-    r
-}
-
-/// Sends `bytes` as `delivery` says and reads one reply.
-async fn sent<S: AsyncRead + AsyncWrite + Unpin>(
-    c: &mut RawClient<S>,
-    bytes: &[u8],
-    delivery: Delivery,
-) -> Reply {
-    c.send(bytes, delivery)
-        .await
-        .unwrap_or_else(|e| panic!("{delivery:?}: send {}: {e}", escape(bytes)));
-    reply(c).await
-}
-
-async fn greeted(addr: SocketAddr) -> Plain {
-    let mut c = RawClient::connect(addr).await.expect("connect");
-    let greeting = reply(&mut c).await;
-    assert_eq!(greeting.code(), 220, "greeting: {greeting:?}");
-    c
-}
-
 /// A TCP connection from the loopback address `source` (e.g. 127.0.0.10).
 async fn connect_from(addr: SocketAddr, source: [u8; 4]) -> Plain {
     let socket = TcpSocket::new_v4().expect("socket");
@@ -518,18 +389,18 @@ async fn logged_in(addr: SocketAddr, user: &str) -> Plain {
 }
 
 async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(c: &mut RawClient<S>, user: &str) {
-    expect(c, "EHLO client.test", 250).await;
+    expect(c, "EHLO client.test", "250").await;
     let r = command(c, &format!("AUTH PLAIN {}", plain_credentials(user))).await;
     assert_eq!(r.status(), "235 2.7.0", "AUTH {user}: {r:?}");
 }
 
 /// MAIL FROM alice, RCPT TO each of `to`, DATA: ready for the message.
 async fn start_data<S: AsyncRead + AsyncWrite + Unpin>(c: &mut RawClient<S>, to: &[&str]) {
-    expect(c, "MAIL FROM:<alice@a.test>", 250).await;
+    expect(c, "MAIL FROM:<alice@a.test>", "250").await;
     for rcpt in to {
-        expect(c, &format!("RCPT TO:<{rcpt}>"), 250).await;
+        expect(c, &format!("RCPT TO:<{rcpt}>"), "250").await;
     }
-    expect(c, "DATA", 354).await;
+    expect(c, "DATA", "354").await;
 }
 
 /// Waits up to `pace` on the socket: `None` if nothing arrived (the client's pause),
@@ -561,22 +432,10 @@ async fn quiet_for<S: AsyncRead + AsyncWrite + Unpin>(
     None
 }
 
-/// Reads to the close, which must come within `within`, and returns the replies.
-async fn replies_to_close<S: AsyncRead + AsyncWrite + Unpin>(
-    c: &mut RawClient<S>,
-    within: Duration,
-) -> Vec<Reply> {
-    let (bytes, _) = c
-        .read_to_close(within)
-        .await
-        .unwrap_or_else(|e| panic!("the proxy closes the connection: {e}"));
-    replies_in(&bytes)
-}
-
 /// A session on the STARTTLS listener after EHLO, STARTTLS and the handshake.
 async fn after_starttls(addr: SocketAddr, ca: &Path) -> Tls {
     let mut c = greeted(addr).await;
-    expect(&mut c, "EHLO client.test", 250).await;
+    expect(&mut c, "EHLO client.test", "250").await;
     let r = command(&mut c, "STARTTLS").await;
     assert_eq!(r.status(), "220 2.0.0", "{r:?}");
     c.upgrade(ca).await.expect("TLS handshake after STARTTLS")
@@ -592,48 +451,14 @@ async fn implicit_tls(addr: SocketAddr, ca: &Path) -> Tls {
     c
 }
 
-/// The proxy's answer to a refused handshake: nothing or a TLS alert record, then the
-/// close; never a plaintext SMTP line.
-fn assert_only_an_alert(bytes: &[u8], what: &str) {
-    assert!(
-        bytes.is_empty() || bytes[0] == 0x15,
-        "{what}: expected a TLS alert or nothing: {}",
-        escape(bytes)
-    );
-    let text = String::from_utf8_lossy(bytes);
-    for word in ["220", "421", "250", "ESMTP", "5.", "4."] {
-        assert!(!text.contains(word), "{what}: {}", escape(bytes));
-    }
-}
+/// What SMTP says in plaintext: none of it may come back for a refused TLS handshake.
+const SMTP_WORDS: &[&str] = &["220", "421", "250", "ESMTP", "5.", "4."];
 
 // === memory ===
 
 /// Proxy RSS growth allowed while it refuses or streams tens of megabytes: a few read
 /// buffers, one line and one header block per session, far below what is sent.
 const GROWTH_LIMIT_KIB: u64 = 6 * 1024;
-
-/// Sends `total` bytes of `fill` in 64 KiB writes, sampling RSS every MiB, until done or
-/// until the proxy closes the connection. Returns how many bytes were written.
-async fn send_bulk<S: AsyncRead + AsyncWrite + Unpin>(
-    c: &mut RawClient<S>,
-    fill: u8,
-    total: usize,
-    probe: &mut MemoryProbe,
-) -> usize {
-    let chunk = vec![fill; 64 * 1024];
-    let mut sent = 0;
-    while sent < total {
-        let n = chunk.len().min(total - sent);
-        if !c.send_attack(&chunk[..n], Delivery::Whole).await {
-            break;
-        }
-        sent += n;
-        if sent % (1024 * 1024) < n {
-            probe.sample();
-        }
-    }
-    sent
-}
 
 // === §A end of data and line endings ===
 
@@ -676,12 +501,12 @@ async fn assert_one_refusal(world: &World, message: &[u8], status: &str) {
     }
 }
 
-/// A1: the LF.CRLF smuggle is one message with a bare LF: one 550 5.6.0, and Postfix
-/// sees its transaction aborted, never a second MAIL.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lf_dot_crlf_smuggling_gets_one_550_and_nothing_is_queued() {
+/// A smuggling payload in a world of its own: one 550 5.6.0 in both forms, and Postfix
+/// sees each transaction aborted (one MAIL, one RCPT, an unfinished DATA), never a
+/// second MAIL; nothing is queued.
+async fn assert_smuggling_refused(payload: &[u8]) {
     let world = World::start(|_| {}).await;
-    assert_one_refusal(&world, SMUGGLE_LF_DOT_CRLF, "550 5.6.0").await;
+    assert_one_refusal(&world, payload, "550 5.6.0").await;
     world.wait_count("lost connection after DATA", 2).await;
     let sessions = world.wait_authenticated_upstream_sessions(2).await;
     for session in &sessions {
@@ -693,20 +518,17 @@ async fn lf_dot_crlf_smuggling_gets_one_550_and_nothing_is_queued() {
     world.assert_only_the_marker_arrives().await;
 }
 
+/// A1: the LF.CRLF smuggle is one message with a bare LF: one 550 5.6.0, and Postfix
+/// sees its transaction aborted, never a second MAIL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lf_dot_crlf_smuggling_gets_one_550_and_nothing_is_queued() {
+    assert_smuggling_refused(SMUGGLE_LF_DOT_CRLF).await;
+}
+
 /// A2: the same with `\n.\n`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lf_dot_lf_smuggling_gets_one_550_and_nothing_is_queued() {
-    let world = World::start(|_| {}).await;
-    assert_one_refusal(&world, SMUGGLE_LF_DOT_LF, "550 5.6.0").await;
-    world.wait_count("lost connection after DATA", 2).await;
-    let sessions = world.wait_authenticated_upstream_sessions(2).await;
-    for session in &sessions {
-        assert!(
-            session.contains(" mail=1 rcpt=1 data=0/1 "),
-            "one MAIL, one RCPT, an unfinished DATA: {session}"
-        );
-    }
-    world.assert_only_the_marker_arrives().await;
+    assert_smuggling_refused(SMUGGLE_LF_DOT_LF).await;
 }
 
 /// A4: a bare LF (or CR) inside the header: 550 5.6.0, and not one byte of the message
@@ -738,13 +560,7 @@ async fn bare_lf_in_a_command_gets_421_and_close() {
             "{delivery:?}: {replies:#?}"
         );
     }
-    let sessions = world.wait_authenticated_upstream_sessions(2).await;
-    for session in &sessions {
-        assert!(
-            !session.contains(" mail="),
-            "no MAIL reached Postfix: {session}"
-        );
-    }
+    world.assert_no_mail_reached_postfix(2).await;
 }
 
 /// A5: NUL in MAIL FROM is a syntax error that never reaches Postfix; NUL in the body
@@ -759,16 +575,10 @@ async fn nul_in_mail_from_gets_501_and_nul_in_the_body_gets_550() {
         // No transaction was opened anywhere.
         let r = command(&mut c, "RCPT TO:<bob@a.test>").await;
         assert_eq!(r.status(), "503 5.5.1", "{delivery:?}: {r:?}");
-        expect(&mut c, "QUIT", 221).await;
+        expect(&mut c, "QUIT", "221").await;
     }
     // The upstream sessions of those clients saw no MAIL at all.
-    let sessions = world.wait_authenticated_upstream_sessions(2).await;
-    for session in &sessions {
-        assert!(
-            !session.contains(" mail="),
-            "a MAIL reached Postfix: {session}"
-        );
-    }
+    world.assert_no_mail_reached_postfix(2).await;
     assert_one_refusal(
         &world,
         b"Subject: nul\r\n\r\nbefore \0 after\r\n.\r\n",
@@ -794,7 +604,7 @@ async fn dot_stuffed_lines_arrive_byte_identical() {
         start_data(&mut c, &["bob@a.test"]).await;
         let r = sent(&mut c, stuffed.as_bytes(), delivery).await;
         assert_eq!(r.status(), "250 2.0.0", "{delivery:?}: {r:?}");
-        expect(&mut c, "QUIT", 221).await;
+        expect(&mut c, "QUIT", "221").await;
         wait_for_inbox(&world.dovecot, "bob", i as u32 + 1, &[&world.postfix]).await;
         let mut imap = imap_login(&world.dovecot, "bob").await;
         let message = fetch_message(&mut imap, "INBOX", i as u32 + 1)
@@ -843,15 +653,9 @@ async fn long_command_line_gets_500_5_5_2_and_its_tail_never_runs() {
         // The MAIL did not run.
         let r = command(&mut c, "RCPT TO:<bob@a.test>").await;
         assert_eq!(r.status(), "503 5.5.1", "{delivery:?}: {r:?}");
-        expect(&mut c, "QUIT", 221).await;
+        expect(&mut c, "QUIT", "221").await;
     }
-    let sessions = world.wait_authenticated_upstream_sessions(2).await;
-    for session in &sessions {
-        assert!(
-            !session.contains(" mail="),
-            "a MAIL reached Postfix: {session}"
-        );
-    }
+    world.assert_no_mail_reached_postfix(2).await;
 }
 
 /// A7: a 1200-byte body line (the limit is RFC 5321's 1000 with CRLF) refuses the
@@ -877,12 +681,12 @@ async fn ten_megabyte_lines_get_500_and_554_with_flat_memory() {
     for delivery in DELIVERIES {
         // Before AUTH, as a command.
         let mut c = greeted(world.plain()).await;
-        expect(&mut c, "EHLO client.test", 250).await;
+        expect(&mut c, "EHLO client.test", "250").await;
         let mut probe = MemoryProbe::start();
         let mut head = b"NOOP ".to_vec();
         head.resize(4096, b'x');
         c.send(&head, delivery).await.expect("send the head");
-        let written = send_bulk(&mut c, b'x', TOTAL - head.len(), &mut probe).await;
+        let written = send_bulk(&mut c, b"x", TOTAL - head.len(), Some(&mut probe)).await;
         assert_eq!(
             written,
             TOTAL - head.len(),
@@ -908,7 +712,7 @@ async fn ten_megabyte_lines_get_500_and_554_with_flat_memory() {
         let mut head = b"Subject: big line\r\n\r\n".to_vec();
         head.resize(4096, b'z');
         c.send(&head, delivery).await.expect("send the head");
-        send_bulk(&mut c, b'z', TOTAL - head.len(), &mut probe).await;
+        send_bulk(&mut c, b"z", TOTAL - head.len(), Some(&mut probe)).await;
         let r = sent(&mut c, b"\r\n.\r\n", Delivery::Whole).await;
         assert_eq!(r.status(), "554 5.6.0", "{delivery:?}: {r:?}");
         let growth = probe.growth_kib();
@@ -916,7 +720,7 @@ async fn ten_megabyte_lines_get_500_and_554_with_flat_memory() {
             growth < GROWTH_LIMIT_KIB,
             "{delivery:?}: RSS grew by {growth} KiB for a 10 MB body line"
         );
-        expect(&mut c, "QUIT", 221).await;
+        expect(&mut c, "QUIT", "221").await;
     }
     world.wait_count("lost connection after DATA", 2).await;
     world.assert_only_the_marker_arrives().await;
@@ -958,13 +762,9 @@ async fn postfix_itself_accepts_the_smuggling_that_the_proxy_refuses() {
             .await
             .unwrap();
         assert_eq!(r.code, 235, "{}", r.text());
-        smtp::expect(&mut c, "MAIL FROM:<alice@a.test>", 250)
+        smtp::start_data(&mut c, "alice@a.test", &["bob@a.test"])
             .await
             .unwrap();
-        smtp::expect(&mut c, "RCPT TO:<bob@a.test>", 250)
-            .await
-            .unwrap();
-        smtp::expect(&mut c, "DATA", 354).await.unwrap();
         c.write_raw(payload).await.unwrap();
         let codes = direct_replies(&mut c, replies).await;
         let expected: &[u16] = if replies == 5 {
@@ -1004,7 +804,7 @@ async fn starttls_with_a_pipelined_command_gets_220_then_close() {
     let world = World::start(|_| {}).await;
     for delivery in DELIVERIES {
         let mut c = greeted(world.starttls()).await;
-        expect(&mut c, "EHLO client.test", 250).await;
+        expect(&mut c, "EHLO client.test", "250").await;
         c.send_attack(b"STARTTLS\r\nRSET\r\n", delivery).await;
         let (bytes, _) = c
             .read_to_close(STEP)
@@ -1065,8 +865,8 @@ async fn pre_tls_state_is_forgotten_after_starttls() {
         );
         let r = sent(&mut c, auth.as_bytes(), delivery).await;
         assert_eq!(r.status(), "235 2.7.0", "{delivery:?}: {r:?}");
-        expect(&mut c, "MAIL FROM:<alice@a.test>", 250).await;
-        expect(&mut c, "QUIT", 221).await;
+        expect(&mut c, "MAIL FROM:<alice@a.test>", "250").await;
+        expect(&mut c, "QUIT", "221").await;
     }
 }
 
@@ -1077,24 +877,24 @@ async fn second_starttls_and_starttls_after_auth_are_refused() {
     let world = World::start(|_| {}).await;
     for delivery in DELIVERIES {
         let mut c = after_starttls(world.starttls(), world.ca()).await;
-        expect(&mut c, "EHLO client.test", 250).await;
+        expect(&mut c, "EHLO client.test", "250").await;
         let r = sent(&mut c, b"STARTTLS\r\n", delivery).await;
         assert_eq!(
             r.status(),
             "503 5.5.1",
             "{delivery:?}: second STARTTLS: {r:?}"
         );
-        expect(&mut c, "NOOP", 250).await;
+        expect(&mut c, "NOOP", "250").await;
 
         let mut c = implicit_tls(world.implicit(), world.ca()).await;
-        expect(&mut c, "EHLO client.test", 250).await;
+        expect(&mut c, "EHLO client.test", "250").await;
         let r = sent(&mut c, b"STARTTLS\r\n", delivery).await;
         assert_eq!(
             r.status(),
             "503 5.5.1",
             "{delivery:?}: STARTTLS on 465: {r:?}"
         );
-        expect(&mut c, "NOOP", 250).await;
+        expect(&mut c, "NOOP", "250").await;
 
         // Plaintext AUTH is allowed in this world, so STARTTLS can come after AUTH.
         let mut c = logged_in(world.starttls(), "alice").await;
@@ -1104,13 +904,13 @@ async fn second_starttls_and_starttls_after_auth_are_refused() {
             "503 5.5.1",
             "{delivery:?}: STARTTLS after AUTH: {r:?}"
         );
-        expect(&mut c, "NOOP", 250).await;
+        expect(&mut c, "NOOP", "250").await;
 
         let mut c = greeted(world.plain()).await;
-        expect(&mut c, "EHLO client.test", 250).await;
+        expect(&mut c, "EHLO client.test", "250").await;
         let r = sent(&mut c, b"STARTTLS\r\n", delivery).await;
         assert_eq!(r.status(), "502 5.5.1", "{delivery:?}: no TLS here: {r:?}");
-        expect(&mut c, "NOOP", 250).await;
+        expect(&mut c, "NOOP", "250").await;
     }
 }
 
@@ -1124,70 +924,30 @@ async fn old_tls_versions_are_refused_with_an_alert_and_no_plaintext() {
     for delivery in DELIVERIES {
         for (name, record_version, client_version) in LEGACY_HELLOS {
             let hello = legacy_client_hello(record_version, client_version);
-            let mut c = RawClient::connect(addrs.implicit).await.expect("connect");
-            c.send_attack(&hello, delivery).await;
-            let (bytes, _) = c.read_to_close(STEP).await.expect("the proxy closes");
-            assert_only_an_alert(&bytes, &format!("{delivery:?} {name} on 465"));
+            let c = RawClient::connect(addrs.implicit).await.expect("connect");
+            let what = format!("{delivery:?} {name} on 465");
+            assert_hello_refused(c, &hello, delivery, STEP, SMTP_WORDS, &what).await;
 
             let mut c = greeted(addrs.starttls).await;
             let r = command(&mut c, "STARTTLS").await;
             assert_eq!(r.status(), "220 2.0.0", "{r:?}");
-            c.send_attack(&hello, delivery).await;
-            let (bytes, _) = c.read_to_close(STEP).await.expect("the proxy closes");
-            assert_only_an_alert(&bytes, &format!("{delivery:?} {name} after STARTTLS"));
+            let what = format!("{delivery:?} {name} after STARTTLS");
+            assert_hello_refused(c, &hello, delivery, STEP, SMTP_WORDS, &what).await;
         }
     }
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }
 
 /// B14 with a real TLS 1.1 client on 465, where `openssl` is installed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openssl_tls_1_1_client_is_refused_with_an_alert() {
-    let Some(openssl) = which("openssl") else {
+    let Some(openssl) = openssl() else {
         eprintln!("openssl not installed: skipped");
         return;
     };
     let _gate = shared_gate().await;
     let proxy = proxy_without_upstream(|_| {}).await;
     let implicit = proxy.submission.expect("submission listeners").implicit;
-    let mut command = tokio::process::Command::new(openssl);
-    command
-        .args([
-            "s_client",
-            "-tls1_1",
-            "-cipher",
-            "DEFAULT:@SECLEVEL=0",
-            "-servername",
-            "localhost",
-            "-connect",
-        ])
-        .arg(implicit.to_string())
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(STEP * 2, command.output())
-        .await
-        .expect("openssl s_client finishes")
-        .expect("run openssl");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "the TLS 1.1 handshake succeeded:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        stdout.contains("Protocol  : TLSv1.1") && stderr.contains("SSL alert number"),
-        "expected a TLS 1.1 attempt refused by the server's alert:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        !stdout.contains("ESMTP") && !stderr.contains("ESMTP"),
-        "plaintext leaked:\n{stdout}\n{stderr}"
-    );
+    assert_openssl_tls_1_1_refused(&openssl, implicit, "ESMTP").await;
 }
 
 /// B15: `EHLO` to the implicit-TLS port is no ClientHello: closed (an alert at most)
@@ -1211,7 +971,7 @@ async fn plaintext_on_the_implicit_tls_port_is_closed_without_a_reply() {
             "{delivery:?}: closed after {:?}",
             started.elapsed()
         );
-        assert_only_an_alert(&bytes, &format!("{delivery:?} EHLO on 465"));
+        assert_only_an_alert(&bytes, SMTP_WORDS, &format!("{delivery:?} EHLO on 465"));
     }
 }
 
@@ -1234,8 +994,8 @@ async fn bdat_gets_502_and_close_without_running_the_chunk() {
     for delivery in DELIVERIES {
         for (attack, status) in cases {
             let mut c = logged_in(world.plain(), "alice").await;
-            expect(&mut c, "MAIL FROM:<alice@a.test>", 250).await;
-            expect(&mut c, "RCPT TO:<bob@a.test>", 250).await;
+            expect(&mut c, "MAIL FROM:<alice@a.test>", "250").await;
+            expect(&mut c, "RCPT TO:<bob@a.test>", "250").await;
             c.send_attack(attack, delivery).await;
             let replies = replies_to_close(&mut c, STEP).await;
             assert_eq!(
@@ -1268,7 +1028,7 @@ async fn size_lie_gets_552_5_3_4_after_the_end_of_data_and_nothing_is_queued() {
     let bulk = line.repeat(320 * 1024 / line.len());
     for delivery in DELIVERIES {
         let mut c = greeted(world.plain()).await;
-        let ehlo = expect(&mut c, "EHLO client.test", 250).await;
+        let ehlo = expect(&mut c, "EHLO client.test", "250").await;
         assert!(
             ehlo.lines.iter().any(|l| l.ends_with("SIZE 65536")),
             "{ehlo:?}"
@@ -1292,16 +1052,16 @@ async fn size_lie_gets_552_5_3_4_after_the_end_of_data_and_nothing_is_queued() {
         );
         let r = sent(&mut c, b"MAIL FROM:<alice@a.test> SIZE=100\r\n", delivery).await;
         assert_eq!(r.code(), 250, "{delivery:?}: {r:?}");
-        expect(&mut c, "RCPT TO:<bob@a.test>", 250).await;
-        expect(&mut c, "DATA", 354).await;
+        expect(&mut c, "RCPT TO:<bob@a.test>", "250").await;
+        expect(&mut c, "DATA", "354").await;
         c.send(b"Subject: size lie\r\n\r\n", delivery)
             .await
             .expect("send the head");
         c.send(&bulk, Delivery::Whole).await.expect("send the bulk");
         let r = sent(&mut c, b".\r\n", delivery).await;
         assert_eq!(r.status(), "552 5.3.4", "{delivery:?}: {r:?}");
-        expect(&mut c, "NOOP", 250).await;
-        expect(&mut c, "QUIT", 221).await;
+        expect(&mut c, "NOOP", "250").await;
+        expect(&mut c, "QUIT", "221").await;
     }
     world.wait_count("lost connection after DATA", 2).await;
     world.assert_only_the_marker_arrives().await;
@@ -1316,7 +1076,7 @@ async fn recipients_beyond_the_limit_get_452_4_5_3_and_never_reach_postfix() {
     let mut ids = Vec::new();
     for delivery in DELIVERIES {
         let mut c = logged_in(world.plain(), "alice").await;
-        expect(&mut c, "MAIL FROM:<alice@a.test>", 250).await;
+        expect(&mut c, "MAIL FROM:<alice@a.test>", "250").await;
         c.send(rcpts, delivery).await.expect("send the RCPTs");
         let mut codes = Vec::new();
         for _ in 0..5 {
@@ -1333,11 +1093,11 @@ async fn recipients_beyond_the_limit_get_452_4_5_3_and_never_reach_postfix() {
             ],
             "{delivery:?}"
         );
-        expect(&mut c, "DATA", 354).await;
+        expect(&mut c, "DATA", "354").await;
         let r = sent(&mut c, b"Subject: many\r\n\r\nhi\r\n.\r\n", delivery).await;
         assert_eq!(r.status(), "250 2.0.0", "{delivery:?}: {r:?}");
         ids.push(r.queue_id().expect("queue id"));
-        expect(&mut c, "QUIT", 221).await;
+        expect(&mut c, "QUIT", "221").await;
     }
     for user in ["bob", "carol", "alice"] {
         wait_for_inbox(&world.dovecot, user, 2, &[&world.postfix]).await;
@@ -1438,7 +1198,7 @@ async fn slow_auth_exchange_is_closed_at_the_pre_auth_deadline() {
     for delivery in DELIVERIES {
         let started = Instant::now();
         let mut c = greeted(world.plain()).await;
-        expect(&mut c, "EHLO client.test", 250).await;
+        expect(&mut c, "EHLO client.test", "250").await;
         let r = command(&mut c, "AUTH LOGIN").await;
         assert_eq!(r.code(), 334, "{r:?}");
         let response = b"YWxpY2U=";
@@ -1580,7 +1340,7 @@ async fn stalled_tls_handshakes_are_closed_at_the_handshake_deadline() {
                 elapsed >= HANDSHAKE - Duration::from_millis(100) && elapsed < HANDSHAKE + SLACK,
                 "{what}: closed after {elapsed:?}"
             );
-            assert_only_an_alert(&bytes, &what);
+            assert_only_an_alert(&bytes, SMTP_WORDS, &what);
         }
     }
 }
@@ -1626,16 +1386,16 @@ async fn session_flood_gets_421_4_7_0_and_established_sessions_keep_working() {
         let (bytes, _) = c.read_to_close(STEP).await.expect("closed");
         assert!(bytes.is_empty(), "{delivery:?}: {}", escape(&bytes));
         for c in &mut tls {
-            expect(c, "NOOP", 250).await;
-            expect(c, "QUIT", 221).await;
+            expect(c, "NOOP", "250").await;
+            expect(c, "QUIT", "221").await;
         }
 
         for c in &mut sessions {
-            expect(c, "QUIT", 221).await;
+            expect(c, "QUIT", "221").await;
         }
         // A place is free again.
         let mut c = session_when_free(world.plain(), [127, 0, 0, 1]).await;
-        expect(&mut c, "QUIT", 221).await;
+        expect(&mut c, "QUIT", "221").await;
         drop(sessions);
     }
     wait_for_inbox(&world.dovecot, "bob", 2, &[&world.postfix]).await;
@@ -1679,203 +1439,12 @@ async fn session_when_free(addr: SocketAddr, source: [u8; 4]) -> Plain {
 
 // === a scripted upstream ===
 
-/// What [`Stub`] does at the end of data (or, for `CloseInData`, at its first line).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Script {
-    /// Sends these reply lines.
-    Reply(&'static str),
-    /// Never answers; reads on until the proxy closes.
-    Silent,
-    /// Closes the connection (FIN).
-    Close,
-    /// Resets the connection (RST).
-    Reset,
-    /// Closes the connection at the first line of data, before the end.
-    CloseInData,
-}
-
-/// What one upstream connection received.
-#[derive(Clone, Debug, Default)]
-struct StubConnection {
-    /// Command lines, without CRLF (message data excluded).
-    commands: Vec<String>,
-    /// The message data as received (dot-stuffed, end line included), at most the first
-    /// [`STUB_DATA_KEPT`] bytes.
-    data: Vec<u8>,
-    /// End-of-data lines received.
-    ends: usize,
-    /// The stub went silent after an end of data (`Script::Silent`).
-    went_silent: bool,
-    /// The proxy ended the connection (QUIT, or closed it).
-    ended_by_proxy: bool,
-}
-
-const STUB_DATA_KEPT: usize = 64 * 1024;
-
-/// A scripted SMTP server that speaks just enough for the proxy (greeting, XCLIENT,
-/// EHLO, AUTH, MAIL, RCPT, DATA, RSET, NOOP, QUIT) and records what it receives. Aborted
-/// (with its connections) when dropped.
-struct Stub {
-    addr: SocketAddr,
-    script: Arc<Mutex<Script>>,
-    connections: Arc<Mutex<Vec<StubConnection>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Stub {
-    async fn start(script: Script) -> Stub {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the stub");
-        let addr = listener.local_addr().expect("stub address");
-        let script = Arc::new(Mutex::new(script));
-        let connections = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn({
-            let script = script.clone();
-            let connections = connections.clone();
-            async move {
-                let mut handlers = tokio::task::JoinSet::new();
-                while let Ok((stream, _)) = listener.accept().await {
-                    let index = {
-                        let mut all = connections.lock().unwrap();
-                        all.push(StubConnection::default());
-                        all.len() - 1
-                    };
-                    handlers.spawn(stub_connection(
-                        stream,
-                        index,
-                        script.clone(),
-                        connections.clone(),
-                    ));
-                }
-            }
-        });
-        Stub {
-            addr,
-            script,
-            connections,
-            task,
-        }
-    }
-
-    fn set(&self, script: Script) {
-        *self.script.lock().unwrap() = script;
-    }
-
-    fn connections(&self) -> Vec<StubConnection> {
-        self.connections.lock().unwrap().clone()
-    }
-
-    /// Every command line received, over all connections.
-    fn commands(&self) -> Vec<String> {
-        self.connections()
-            .into_iter()
-            .flat_map(|c| c.commands)
-            .collect()
-    }
-
-    fn ends(&self) -> usize {
-        self.connections().iter().map(|c| c.ends).sum()
-    }
-}
-
-impl Drop for Stub {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn stub_connection(
-    stream: TcpStream,
-    index: usize,
-    script: Arc<Mutex<Script>>,
-    connections: Arc<Mutex<Vec<StubConnection>>>,
-) {
-    let record = |f: &dyn Fn(&mut StubConnection)| f(&mut connections.lock().unwrap()[index]);
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    let _ = write.write_all(b"220 stub.test ESMTP\r\n").await;
-    let mut line = Vec::new();
-    let mut in_data = false;
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => {
-                record(&|c| c.ended_by_proxy = true);
-                return;
-            }
-            Ok(_) => {}
-        }
-        let now = *script.lock().unwrap();
-        if in_data {
-            record(&|c| {
-                let room = STUB_DATA_KEPT.saturating_sub(c.data.len());
-                c.data.extend_from_slice(&line[..line.len().min(room)]);
-            });
-            if now == Script::CloseInData {
-                return;
-            }
-            if line != b".\r\n" {
-                continue;
-            }
-            in_data = false;
-            record(&|c| c.ends += 1);
-            match now {
-                Script::Reply(text) => {
-                    let _ = write.write_all(text.as_bytes()).await;
-                }
-                Script::Silent => {
-                    record(&|c| c.went_silent = true);
-                    let mut sink = Vec::new();
-                    while matches!(reader.read_until(b'\n', &mut sink).await, Ok(n) if n > 0) {
-                        sink.clear();
-                    }
-                    record(&|c| c.ended_by_proxy = true);
-                    return;
-                }
-                Script::Close | Script::CloseInData => return,
-                Script::Reset => {
-                    let stream = reader.into_inner().reunite(write).expect("one stream");
-                    stream.set_zero_linger().expect("SO_LINGER 0");
-                    return;
-                }
-            }
-            continue;
-        }
-        let text = String::from_utf8_lossy(&line).trim_end().to_owned();
-        let verb = text.split(' ').next().unwrap_or("").to_ascii_uppercase();
-        record(&|c| c.commands.push(text.clone()));
-        let answer: &[u8] = match verb.as_str() {
-            "XCLIENT" => b"220 stub.test ESMTP\r\n",
-            "EHLO" => b"250-stub.test\r\n250-PIPELINING\r\n250-SIZE 0\r\n250-AUTH PLAIN LOGIN\r\n250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n",
-            "AUTH" => b"235 2.7.0 Authentication successful\r\n",
-            "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 2.0.0 Ok\r\n",
-            "DATA" => {
-                in_data = true;
-                b"354 End data with <CR><LF>.<CR><LF>\r\n"
-            }
-            "QUIT" => {
-                record(&|c| c.ended_by_proxy = true);
-                let _ = write.write_all(b"221 2.0.0 Bye\r\n").await;
-                return;
-            }
-            _ => b"502 5.5.2 Error: command not recognized\r\n",
-        };
-        if write.write_all(answer).await.is_err() {
-            return;
-        }
-    }
-}
-
 /// The upstream reply deadline of the stub worlds.
 const UPSTREAM_REPLY: Duration = Duration::from_millis(1000);
 
-async fn proxy_in_front_of_stub(stub: &Stub, tweak: impl FnOnce(&mut SubmissionOptions)) -> Proxy {
-    proxy_in_front_of(stub.addr, stub.addr, |s| {
-        s.upstream_reply_ms = Some(UPSTREAM_REPLY.as_millis() as u64);
-        tweak(s);
-    })
-    .await
+/// A scripted SMTP upstream playing `script` and the submission front in front of it.
+async fn stub_world(script: Script, gate: MemoryGate) -> StubWorld {
+    StubWorld::start(Protocol::Smtp, script, UPSTREAM_REPLY, gate).await
 }
 
 const SIMPLE_MESSAGE: &[u8] = b"Subject: durable\r\n\r\nbody\r\n.\r\n";
@@ -1888,10 +1457,8 @@ const SIMPLE_MESSAGE: &[u8] = b"Subject: durable\r\n\r\nbody\r\n.\r\n";
 /// the client's retry on the same session gets a new upstream connection and its 250.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postfix_silent_closed_or_reset_at_the_end_of_data_gives_451_4_3_0_never_250() {
-    let _gate = shared_gate().await;
-    let stub = Stub::start(Script::Silent).await;
-    let proxy = proxy_in_front_of_stub(&stub, |_| {}).await;
-    let addr = proxy.submission.expect("submission listeners").plain;
+    let world = stub_world(Script::Silent, shared_gate().await).await;
+    let (stub, addr) = (&world.stub, world.submission());
     let mut client_data = 0;
     let mut delivered_ends = 0;
     for script in [
@@ -1928,7 +1495,7 @@ async fn postfix_silent_closed_or_reset_at_the_end_of_data_gives_451_4_3_0_never
                 "250 2.0.0",
                 "{script:?} {delivery:?}: retry: {r:?}"
             );
-            expect(&mut c, "QUIT", 221).await;
+            expect(&mut c, "QUIT", "221").await;
         }
     }
     let data_commands = stub.commands().iter().filter(|c| *c == "DATA").count();
@@ -1942,32 +1509,15 @@ async fn postfix_silent_closed_or_reset_at_the_end_of_data_gives_451_4_3_0_never
         "one end of data per message sent"
     );
     // The proxy gave up the silent connections rather than keeping them.
-    let silent = || -> Vec<StubConnection> {
-        stub.connections()
-            .into_iter()
-            .filter(|c| c.went_silent)
-            .collect()
-    };
-    assert_eq!(silent().len(), 2, "{:#?}", stub.connections());
-    let deadline = Instant::now() + STEP;
-    while !silent().iter().all(|c| c.ended_by_proxy) {
-        assert!(
-            Instant::now() < deadline,
-            "upstream connections left open: {:#?}",
-            stub.connections()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stub.assert_silent_connections_given_up(2).await;
 }
 
 /// §4 rule 2, case 63: Postfix's 4xx/5xx to the end of data reaches the client in its
 /// class, multi-line replies intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postfix_refusals_at_the_end_of_data_are_relayed_in_their_class() {
-    let _gate = shared_gate().await;
-    let stub = Stub::start(Script::Silent).await;
-    let proxy = proxy_in_front_of_stub(&stub, |_| {}).await;
-    let addr = proxy.submission.expect("submission listeners").plain;
+    let world = stub_world(Script::Silent, shared_gate().await).await;
+    let (stub, addr) = (&world.stub, world.submission());
     let cases: [(&str, &[&str]); 2] = [
         (
             "452-4.3.1 Insufficient system storage\r\n452 4.3.1 Try again later\r\n",
@@ -1988,7 +1538,7 @@ async fn postfix_refusals_at_the_end_of_data_are_relayed_in_their_class() {
             start_data(&mut c, &["bob@a.test"]).await;
             let r = sent(&mut c, SIMPLE_MESSAGE, delivery).await;
             assert_eq!(r.lines, expected, "{delivery:?}");
-            expect(&mut c, "QUIT", 221).await;
+            expect(&mut c, "QUIT", "221").await;
         }
     }
 }
@@ -1997,17 +1547,19 @@ async fn postfix_refusals_at_the_end_of_data_are_relayed_in_their_class() {
 /// Postfix, so the upstream sees each dot line doubled exactly as RFC 5321 asks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dot_stuffing_is_redone_on_the_upstream_wire() {
-    let _gate = shared_gate().await;
-    let stub = Stub::start(Script::Reply("250 2.0.0 Ok: queued as STUB2\r\n")).await;
-    let proxy = proxy_in_front_of_stub(&stub, |_| {}).await;
-    let addr = proxy.submission.expect("submission listeners").plain;
+    let world = stub_world(
+        Script::Reply("250 2.0.0 Ok: queued as STUB2\r\n"),
+        shared_gate().await,
+    )
+    .await;
+    let (stub, addr) = (&world.stub, world.submission());
     let stuffed = b"Subject: dots\r\nMessage-ID: <dots@a.test>\r\n\r\n..\r\n...\r\n..x\r\n...x\r\nend\r\n.\r\n";
     for delivery in DELIVERIES {
         let mut c = logged_in(addr, "alice").await;
         start_data(&mut c, &["bob@a.test"]).await;
         let r = sent(&mut c, stuffed, delivery).await;
         assert_eq!(r.status(), "250 2.0.0", "{delivery:?}: {r:?}");
-        expect(&mut c, "QUIT", 221).await;
+        expect(&mut c, "QUIT", "221").await;
         let wire = stub
             .connections()
             .into_iter()
@@ -2104,76 +1656,20 @@ async fn graceful_stop_lets_data_finish_then_says_421_4_3_2() {
 }
 
 /// The `coi-proxy` binary with one plaintext submission listener in front of
-/// `upstream`; killed (SIGKILL, by its pid) when dropped.
-struct ProxyProcess {
-    child: std::process::Child,
-    submission: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl ProxyProcess {
-    async fn start(imap_upstream: SocketAddr, upstream: SocketAddr) -> ProxyProcess {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // A free port on an address of its own, so another test's listener cannot take
-        // it between here and the proxy's bind.
-        let submission = std::net::TcpListener::bind("127.0.0.7:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port");
-        let config = dir.path().join("proxy.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "imap:\n  listeners:\n    - {{name: imap, address: \"127.0.0.1:0\", tls: none}}\n  upstream: {{address: \"{imap_upstream}\"}}\nsubmission:\n  listeners:\n    - {{name: sub, address: \"{submission}\", tls: none}}\n  upstream:\n    address: \"{upstream}\"\n  hostname: submission.test\n  sender_domains: [\"a.test\"]\n  insecure_allow_plaintext_auth: true\n  timeouts:\n    upstream_reply: 10s\nadmin:\n  address: off\nshutdown:\n  grace: 1s\n"
-            ),
-        )
-        .expect("write the config");
-        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_coi-proxy"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn coi-proxy");
-        let mut process = ProxyProcess {
-            child,
-            submission,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + STEP * 2;
-        loop {
-            if let Ok(mut c) = RawClient::connect(submission).await {
-                if c.read_line()
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some_and(|l| l.starts_with(b"220 "))
-                {
-                    break;
-                }
-            }
-            assert!(
-                process.child.try_wait().expect("poll the child").is_none(),
-                "coi-proxy exited: {}",
-                std::fs::read_to_string(process._dir.path().join("stderr.log")).unwrap_or_default()
-            );
-            assert!(Instant::now() < deadline, "coi-proxy does not greet");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        process
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// `upstream`.
+async fn submission_process(imap_upstream: SocketAddr, upstream: SocketAddr) -> ProxyProcess {
+    // An address of its own: no in-process listener of this binary uses 127.0.0.7.
+    let submission = free_port_on([127, 0, 0, 7]);
+    let section = format!(
+        "submission:\n  listeners:\n    - {{name: sub, address: \"{submission}\", tls: none}}\n  upstream:\n    address: \"{upstream}\"\n  hostname: submission.test\n  sender_domains: [\"a.test\"]\n  insecure_allow_plaintext_auth: true\n  timeouts:\n    upstream_reply: 10s\n"
+    );
+    ProxyProcess::start(
+        env!("CARGO_BIN_EXE_coi-proxy"),
+        imap_upstream,
+        &section,
+        submission,
+    )
+    .await
 }
 
 /// §4 crash table and rule 1: a proxy killed mid-message never leaves a 250 for a
@@ -2184,24 +1680,23 @@ impl Drop for ProxyProcess {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_proxy_never_leaves_a_250() {
     let world = World::start(|_| {}).await;
-    let stub = Stub::start(Script::Silent).await;
+    let stub = Stub::start(Protocol::Smtp, Script::Silent).await;
     for delivery in DELIVERIES {
         // Before the final dot, in front of the real Postfix.
         let mut proxy =
-            ProxyProcess::start(world.dovecot.imap_addr(), world.postfix.submission_addr()).await;
-        let mut c = logged_in(proxy.submission, "alice").await;
+            submission_process(world.dovecot.imap_addr(), world.postfix.submission_addr()).await;
+        let mut c = logged_in(proxy.listener, "alice").await;
         start_data(&mut c, &["bob@a.test"]).await;
         c.send(b"Subject: crash\r\n\r\nfirst half\r\nsecond", delivery)
             .await
             .expect("send");
         proxy.kill();
-        let (bytes, _) = c.read_to_close(STEP).await.expect("the connection drops");
-        assert!(bytes.is_empty(), "{delivery:?}: {}", escape(&bytes));
+        assert_dropped_without_reply(&mut c, &format!("{delivery:?}")).await;
 
         // After the dot went upstream, before the reply.
         let ends = stub.ends();
-        let mut proxy = ProxyProcess::start(world.dovecot.imap_addr(), stub.addr).await;
-        let mut c = logged_in(proxy.submission, "alice").await;
+        let mut proxy = submission_process(world.dovecot.imap_addr(), stub.addr).await;
+        let mut c = logged_in(proxy.listener, "alice").await;
         start_data(&mut c, &["bob@a.test"]).await;
         c.send(SIMPLE_MESSAGE, delivery).await.expect("send");
         let deadline = Instant::now() + STEP;
@@ -2210,8 +1705,7 @@ async fn a_killed_proxy_never_leaves_a_250() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         proxy.kill();
-        let (bytes, _) = c.read_to_close(STEP).await.expect("the connection drops");
-        assert!(bytes.is_empty(), "{delivery:?}: {}", escape(&bytes));
+        assert_dropped_without_reply(&mut c, &format!("{delivery:?}")).await;
     }
     world.wait_count("lost connection after DATA", 2).await;
     world.assert_only_the_marker_arrives().await;
@@ -2228,7 +1722,7 @@ async fn auth_cancel_overlong_response_and_unknown_mechanism() {
     let world = World::start(|_| {}).await;
     for delivery in DELIVERIES {
         let mut c = greeted(world.plain()).await;
-        expect(&mut c, "EHLO client.test", 250).await;
+        expect(&mut c, "EHLO client.test", "250").await;
 
         let r = command(&mut c, "AUTH LOGIN").await;
         assert_eq!(r.code(), 334, "{r:?}");
@@ -2263,7 +1757,7 @@ async fn auth_cancel_overlong_response_and_unknown_mechanism() {
         let auth = format!("AUTH PLAIN {}\r\n", plain_credentials("alice"));
         let r = sent(&mut c, auth.as_bytes(), delivery).await;
         assert_eq!(r.status(), "235 2.7.0", "{delivery:?}: {r:?}");
-        expect(&mut c, "QUIT", 221).await;
+        expect(&mut c, "QUIT", "221").await;
     }
     // Postfix saw the two cancelled exchanges and the good one per session, and never
     // the unknown mechanism.
@@ -2280,10 +1774,12 @@ async fn auth_cancel_overlong_response_and_unknown_mechanism() {
 /// RSS stays flat, because no message is ever held whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_large_messages_leave_memory_flat() {
-    let _gate = exclusive_gate().await;
-    let stub = Stub::start(Script::Reply("250 2.0.0 Ok: queued as SINK\r\n")).await;
-    let proxy = proxy_in_front_of_stub(&stub, |_| {}).await;
-    let addr = proxy.submission.expect("submission listeners").plain;
+    let world = stub_world(
+        Script::Reply("250 2.0.0 Ok: queued as SINK\r\n"),
+        exclusive_gate().await,
+    )
+    .await;
+    let addr = world.submission();
     const SESSIONS: usize = 8;
     const MESSAGE: usize = 8 * 1024 * 1024;
     // 64 lines of 1000 bytes: complete lines, so every chunk is plain body.

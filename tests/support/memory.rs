@@ -1,7 +1,15 @@
 //! Memory of this test process (the proxy runs in-process): RSS and its peak, for the
-//! cases that must show a bound.
+//! cases that must show a bound; the gate that keeps other tests of the binary from
+//! allocating meanwhile; and a bulk sender that samples RSS as it goes.
 
 #![allow(dead_code)]
+
+use std::sync::{Arc, LazyLock};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+
+use super::raw::{Delivery, RawClient};
 
 /// A field of /proc/self/status in KiB (`VmRSS`, `VmHWM`).
 pub fn proc_status_kib(field: &str) -> u64 {
@@ -54,4 +62,57 @@ impl MemoryProbe {
         };
         peak.saturating_sub(self.baseline_kib)
     }
+}
+
+// === one measurement at a time ===
+
+/// Held by every test of a binary that measures memory: shared by the others, exclusive
+/// by the one measuring, so that no other test of the process allocates meanwhile.
+static MEMORY: LazyLock<Arc<RwLock<()>>> = LazyLock::new(|| Arc::new(RwLock::new(())));
+
+/// A hold on [`MEMORY`], released when dropped (held for its Drop only).
+pub enum MemoryGate {
+    Shared(OwnedRwLockReadGuard<()>),
+    Exclusive(OwnedRwLockWriteGuard<()>),
+}
+
+/// For a test that does not measure memory: runs alongside the others.
+pub async fn shared_gate() -> MemoryGate {
+    MemoryGate::Shared(MEMORY.clone().read_owned().await)
+}
+
+/// For a test that measures memory: waits until no other test holds the gate.
+pub async fn exclusive_gate() -> MemoryGate {
+    MemoryGate::Exclusive(MEMORY.clone().write_owned().await)
+}
+
+// === sending a lot ===
+
+/// Writes of [`send_bulk`]: 64 KiB, or one `pattern` if that is longer.
+const BULK_WRITE: usize = 64 * 1024;
+
+/// Sends `total` bytes of `pattern` repeated, in writes of 64 KiB (or of one `pattern`,
+/// if longer), sampling RSS every MiB when given a `probe`, until done or until the peer
+/// closes the connection. Returns how many bytes were written.
+pub async fn send_bulk<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut RawClient<S>,
+    pattern: &[u8],
+    total: usize,
+    mut probe: Option<&mut MemoryProbe>,
+) -> usize {
+    let chunk = pattern.repeat((BULK_WRITE / pattern.len()).max(1));
+    let mut sent = 0;
+    while sent < total {
+        let n = chunk.len().min(total - sent);
+        if !c.send_attack(&chunk[..n], Delivery::Whole).await {
+            break;
+        }
+        sent += n;
+        if let Some(probe) = probe.as_deref_mut() {
+            if sent % (1024 * 1024) < n {
+                probe.sample();
+            }
+        }
+    }
+    sent
 }

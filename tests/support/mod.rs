@@ -10,3 +10,5 @@ pub mod postfix;
 pub mod process;
 pub mod proxy;
 pub mod raw;
+pub mod stub;
+pub mod world;

@@ -1151,6 +1151,21 @@ pub mod smtp {
         out
     }
 
+    /// Opens a transaction in the current session (after EHLO): MAIL, RCPT for each
+    /// recipient, DATA; every step must succeed. The message is next.
+    pub async fn start_data(
+        client: &mut LineClient,
+        from: &str,
+        recipients: &[&str],
+    ) -> io::Result<()> {
+        expect(client, &format!("MAIL FROM:<{from}>"), 250).await?;
+        for rcpt in recipients {
+            expect(client, &format!("RCPT TO:<{rcpt}>"), 250).await?;
+        }
+        expect(client, "DATA", 354).await?;
+        Ok(())
+    }
+
     /// Sends `message` in the current session (after EHLO): MAIL, RCPT for each
     /// recipient, DATA. Every step must succeed; returns the reply to the final ".".
     pub async fn send_in_session(
@@ -1159,11 +1174,7 @@ pub mod smtp {
         recipients: &[&str],
         message: &str,
     ) -> io::Result<Reply> {
-        expect(client, &format!("MAIL FROM:<{from}>"), 250).await?;
-        for rcpt in recipients {
-            expect(client, &format!("RCPT TO:<{rcpt}>"), 250).await?;
-        }
-        expect(client, "DATA", 354).await?;
+        start_data(client, from, recipients).await?;
         client.write_raw(&data_payload(message)).await?;
         let reply = read_reply(client).await?;
         if reply.code != 250 {

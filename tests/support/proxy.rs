@@ -1,14 +1,17 @@
 //! The proxy, started in-process on loopback port 0 in front of a given upstream, with a
-//! fresh test certificate. Listeners: `plain` (no TLS), `starttls`, `implicit`.
+//! fresh test certificate. Listeners: `plain` (no TLS), `starttls`, `implicit`. Also the
+//! `coi-proxy` binary as a process of its own, for the cases that kill it.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use coi_proxy::app::{self, Running};
 
+use super::io::STEP;
 use super::pki::{self, TestPki};
+use super::raw::RawClient;
 
 pub struct Proxy {
     running: Option<Running>,
@@ -290,6 +293,18 @@ impl Proxy {
             .unwrap_or_default()
     }
 
+    /// The value of one series of the metrics text, e.g.
+    /// `coi_proxy_delivery_token_captures_total{outcome="stored"}`; `None` when absent.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics_text().lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
     /// Stops the proxy (sessions get BYE after the grace period) and starts a new one
     /// with the same configuration and certificate; the ports change.
     pub async fn restart(self) -> Proxy {
@@ -311,4 +326,88 @@ impl Proxy {
             running.shutdown(grace).await;
         }
     }
+}
+
+/// The `coi-proxy` binary, run with a configuration of the test's; killed (SIGKILL, by
+/// its pid) when dropped.
+pub struct ProxyProcess {
+    child: std::process::Child,
+    /// The listener [`ProxyProcess::start`] waited for.
+    pub listener: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl ProxyProcess {
+    /// Starts `binary` (the test's `env!("CARGO_BIN_EXE_coi-proxy")`: Cargo names it to
+    /// integration tests only) with the YAML `section` of the listener under test (at
+    /// `listener`), a plaintext IMAP listener in front of `imap` (the configuration
+    /// requires one), no admin listener and a 1 s shutdown grace. Waits until `listener`,
+    /// an SMTP or LMTP listener, greets with a 220.
+    pub async fn start(
+        binary: &str,
+        imap: SocketAddr,
+        section: &str,
+        listener: SocketAddr,
+    ) -> ProxyProcess {
+        let config = format!(
+            "imap:\n  listeners:\n    - {{name: imap, address: \"127.0.0.1:0\", tls: none}}\n  upstream: {{address: \"{imap}\"}}\n{section}admin:\n  address: off\nshutdown:\n  grace: 1s\n"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("proxy.yaml");
+        std::fs::write(&path, config).expect("write the config");
+        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
+        let child = std::process::Command::new(binary)
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn coi-proxy");
+        let mut process = ProxyProcess {
+            child,
+            listener,
+            dir,
+        };
+        let deadline = Instant::now() + STEP * 2;
+        loop {
+            if let Ok(mut c) = RawClient::connect(listener).await {
+                if c.read_line()
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|l| l.starts_with(b"220 "))
+                {
+                    break;
+                }
+            }
+            assert!(
+                process.child.try_wait().expect("poll the child").is_none(),
+                "coi-proxy exited: {}",
+                std::fs::read_to_string(process.dir.path().join("stderr.log")).unwrap_or_default()
+            );
+            assert!(Instant::now() < deadline, "coi-proxy does not greet");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        process
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free port on the loopback address `ip`: one no in-process listener uses, so that
+/// no other test's listener takes the port between here and the binary's bind.
+pub fn free_port_on(ip: [u8; 4]) -> SocketAddr {
+    std::net::TcpListener::bind(SocketAddr::from((ip, 0)))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
 }

@@ -6,6 +6,10 @@
 //! Unlike [`LineClient`](super::io::LineClient), a [`RawClient`] never hides what the
 //! peer sent: lines come back as bytes, end of stream and connection resets are results
 //! rather than errors, and whatever is left unread can be inspected.
+//!
+//! SMTP and LMTP replies over a raw client ([`Reply`], [`reply`], [`command`], [`sent`],
+//! ...) are read in full, every line as sent, so that tests can check codes, enhanced
+//! codes and the order of per-recipient replies.
 
 #![allow(dead_code)]
 
@@ -426,3 +430,284 @@ pub const LEGACY_HELLOS: [(&str, [u8; 2], [u8; 2]); 3] = [
     ("TLS 1.0", [3, 1], [3, 1]),
     ("TLS 1.1", [3, 1], [3, 2]),
 ];
+
+// === SMTP and LMTP replies ===
+
+/// A plaintext raw client.
+pub type Plain = RawClient<TcpStream>;
+
+/// A raw client over TLS (implicit, or after STARTTLS).
+pub type Tls = RawClient<TlsStream<TcpStream>>;
+
+/// One SMTP or LMTP reply as received: every line in full (`250-…`, `250 …`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// The reply code of the first line; 0 when it has none.
+    pub fn code(&self) -> u16 {
+        self.lines
+            .first()
+            .and_then(|l| l.get(..3))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The code and the enhanced code of the first line: `"550 5.6.0"`, or `"354"` when
+    /// the line has no enhanced code.
+    pub fn status(&self) -> String {
+        let first = self.lines.first().map(String::as_str).unwrap_or("");
+        let code = first.get(..3).unwrap_or(first);
+        match first.get(4..).and_then(|t| t.split(' ').next()) {
+            Some(word) if is_enhanced_code(word) => format!("{code} {word}"),
+            _ => code.to_owned(),
+        }
+    }
+
+    /// Whether a line contains `text`.
+    pub fn mentions(&self, text: &str) -> bool {
+        self.lines.iter().any(|l| l.contains(text))
+    }
+
+    /// EHLO keywords: the first word of every line but the first.
+    pub fn keywords(&self) -> Vec<String> {
+        self.lines
+            .iter()
+            .skip(1)
+            .filter_map(|l| l.get(4..)?.split(' ').next().map(str::to_owned))
+            .collect()
+    }
+
+    /// The queue id of Postfix's `250 2.0.0 Ok: queued as ABC123`.
+    pub fn queue_id(&self) -> Option<String> {
+        let last = self.lines.last()?;
+        Some(last.split("queued as ").nth(1)?.trim().to_owned())
+    }
+}
+
+/// Whether `word` is an enhanced status code (`5.6.0`).
+fn is_enhanced_code(word: &str) -> bool {
+    let parts: Vec<&str> = word.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether `line` ends its reply (`250 …`, not `250-…`).
+pub fn is_last_reply_line(line: &str) -> bool {
+    line.as_bytes().get(3) != Some(&b'-')
+}
+
+/// The replies in `bytes` (e.g. everything read up to the close).
+pub fn replies_in(bytes: &[u8]) -> Vec<Reply> {
+    let mut replies = Vec::new();
+    let mut lines = Vec::new();
+    for line in lines_of(bytes) {
+        let last = is_last_reply_line(&line);
+        lines.push(line);
+        if last {
+            replies.push(Reply {
+                lines: std::mem::take(&mut lines),
+            });
+        }
+    }
+    if !lines.is_empty() {
+        replies.push(Reply { lines });
+    }
+    replies
+}
+
+/// The [`Reply::status`] of each reply.
+pub fn statuses(replies: &[Reply]) -> Vec<String> {
+    replies.iter().map(Reply::status).collect()
+}
+
+/// Reads one (possibly multi-line) reply; panics if the connection ends first.
+pub async fn reply<S: AsyncRead + AsyncWrite + Unpin>(c: &mut RawClient<S>) -> Reply {
+    let lines = c
+        .read_lines_until(is_last_reply_line)
+        .await
+        .unwrap_or_else(|e| panic!("an SMTP or LMTP reply: {e}"));
+    Reply { lines }
+}
+
+/// Reads `n` replies.
+pub async fn replies<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut RawClient<S>,
+    n: usize,
+) -> Vec<Reply> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(reply(c).await);
+    }
+    out
+}
+
+/// Sends `line` and CRLF in one write, and reads the reply.
+pub async fn command<S: AsyncRead + AsyncWrite + Unpin>(c: &mut RawClient<S>, line: &str) -> Reply {
+    c.send(format!("{line}\r\n").as_bytes(), Delivery::Whole)
+        .await
+        .unwrap_or_else(|e| panic!("send {line:?}: {e}"));
+    reply(c).await
+}
+
+/// [`command`], requiring the status `status`: a code (`"250"`, any 250) or a code and
+/// an enhanced code (`"250 2.1.0"`).
+pub async fn expect<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut RawClient<S>,
+    line: &str,
+    status: &str,
+) -> Reply {
+    let r = command(c, line).await;
+    assert!(
+        r.status() == status || r.code().to_string() == status,
+        "{line}: {r:?}, not {status}"
+    );
+    r
+}
+
+/// Sends `bytes` as `delivery` says and reads one reply.
+pub async fn sent<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut RawClient<S>,
+    bytes: &[u8],
+    delivery: Delivery,
+) -> Reply {
+    c.send(bytes, delivery)
+        .await
+        .unwrap_or_else(|e| panic!("{delivery:?}: send {}: {e}", escape(bytes)));
+    reply(c).await
+}
+
+/// Sends `bytes` as `delivery` says and requires the next replies to have the statuses
+/// `want` (see [`Reply::status`]), in order. Returns them.
+pub async fn assert_statuses<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut RawClient<S>,
+    bytes: &[u8],
+    delivery: Delivery,
+    want: &[&str],
+) -> Vec<Reply> {
+    c.send(bytes, delivery)
+        .await
+        .unwrap_or_else(|e| panic!("{delivery:?}: send {}: {e}", escape(bytes)));
+    let got = replies(c, want.len()).await;
+    assert_eq!(
+        statuses(&got),
+        want,
+        "{delivery:?} {}: {got:#?}",
+        escape(bytes)
+    );
+    got
+}
+
+/// Reads to the close, which must come within `within`, and returns the replies.
+pub async fn replies_to_close<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut RawClient<S>,
+    within: Duration,
+) -> Vec<Reply> {
+    let (bytes, _) = c
+        .read_to_close(within)
+        .await
+        .unwrap_or_else(|e| panic!("the proxy closes the connection: {e}"));
+    replies_in(&bytes)
+}
+
+/// Sends a ClientHello the proxy must refuse (e.g. a [`legacy_client_hello`]) as
+/// `delivery` says, reads to the close, which must come `within`, and requires
+/// [`assert_only_an_alert`].
+pub async fn assert_hello_refused<S: AsyncRead + AsyncWrite + Unpin>(
+    mut c: RawClient<S>,
+    hello: &[u8],
+    delivery: Delivery,
+    within: Duration,
+    plaintext: &[&str],
+    what: &str,
+) {
+    c.send_attack(hello, delivery).await;
+    let (bytes, _) = c.read_to_close(within).await.expect("the proxy closes");
+    assert_only_an_alert(&bytes, plaintext, what);
+}
+
+/// The `openssl` program, if it is on the PATH.
+pub fn openssl() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("openssl"))
+        .find(|p| p.is_file())
+}
+
+/// Runs `openssl s_client -tls1_1` against the implicit-TLS listener `addr` and requires
+/// the attempt refused by the server: the handshake fails, openssl says it tried TLS 1.1
+/// and got the server's alert (rustls answers a ClientHello without TLS 1.2/1.3 with a
+/// handshake_failure alert; not a local refusal), and neither output holds `plaintext`
+/// (a word of the protocol's greeting).
+pub async fn assert_openssl_tls_1_1_refused(openssl: &Path, addr: SocketAddr, plaintext: &str) {
+    let mut command = tokio::process::Command::new(openssl);
+    command
+        .args([
+            "s_client",
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT:@SECLEVEL=0",
+            "-servername",
+            "localhost",
+            "-connect",
+        ])
+        .arg(addr.to_string())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(STEP * 2, command.output())
+        .await
+        .expect("openssl s_client finishes")
+        .expect("run openssl");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "the TLS 1.1 handshake succeeded:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("Protocol  : TLSv1.1") && stderr.contains("SSL alert number"),
+        "expected a TLS 1.1 attempt refused by the server's alert (not a local refusal):\n{stdout}\n{stderr}"
+    );
+    assert!(
+        !stdout.contains(plaintext) && !stderr.contains(plaintext),
+        "plaintext leaked:\n{stdout}\n{stderr}"
+    );
+}
+
+/// Reads to the close, which must come within [`STEP`] and without a single byte: the
+/// peer went away (e.g. was killed) without a reply.
+pub async fn assert_dropped_without_reply<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut RawClient<S>,
+    what: &str,
+) {
+    let (bytes, _) = c.read_to_close(STEP).await.expect("the connection drops");
+    assert!(bytes.is_empty(), "{what}: {}", escape(&bytes));
+}
+
+/// Connects and reads the greeting, which must be a 220.
+pub async fn greeted(addr: SocketAddr) -> Plain {
+    let mut c = RawClient::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    let greeting = reply(&mut c).await;
+    assert_eq!(greeting.code(), 220, "greeting: {greeting:?}");
+    c
+}
+
+/// The proxy's answer to a refused TLS handshake: nothing or a TLS alert record, then
+/// the close; none of the `plaintext` words of the protocol's own lines.
+pub fn assert_only_an_alert(bytes: &[u8], plaintext: &[&str], what: &str) {
+    assert!(
+        bytes.is_empty() || bytes[0] == 0x15,
+        "{what}: expected a TLS alert or nothing: {}",
+        escape(bytes)
+    );
+    let text = String::from_utf8_lossy(bytes);
+    for word in plaintext {
+        assert!(!text.contains(word), "{what}: {}", escape(bytes));
+    }
+}
