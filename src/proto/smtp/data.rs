@@ -412,6 +412,48 @@ impl DotStuffer {
 
     /// Appends the stuffed form of `body` to `out`.
     pub fn stuff<B: BufMut>(&mut self, body: &[u8], out: &mut B) {
+        if !body.is_empty() && self.stuff_canonical(body, out) {
+            return;
+        }
+        self.stuff_any(body, out);
+    }
+
+    /// The fast path for CRLF-canonical input (what [`DataReceiver`] emits): whole-chunk
+    /// scans instead of a search per line. `false`, writing nothing, when `body` is not
+    /// canonical on its own (a bare CR or LF, a CR at its end, a CR pending from the
+    /// previous chunk); [`DotStuffer::stuff_any`] then handles it.
+    fn stuff_canonical<B: BufMut>(&mut self, body: &[u8], out: &mut B) -> bool {
+        if self.pending_cr {
+            return false;
+        }
+        // Every LF follows a CR, and there are as many CRs as LFs: then every CR is the
+        // one right before an LF, and no line end needs rewriting.
+        let mut lfs = 0usize;
+        for at in memchr::memchr_iter(b'\n', body) {
+            if at == 0 || body[at - 1] != b'\r' {
+                return false;
+            }
+            lfs += 1;
+        }
+        if memchr::memchr_iter(b'\r', body).count() != lfs {
+            return false;
+        }
+        if self.at_line_start && body[0] == b'.' {
+            out.put_u8(b'.');
+        }
+        let mut start = 0;
+        for at in memchr::memmem::find_iter(body, b"\n.") {
+            out.put_slice(&body[start..=at]);
+            out.put_u8(b'.');
+            start = at + 1;
+        }
+        out.put_slice(&body[start..]);
+        self.at_line_start = body.last() == Some(&b'\n');
+        true
+    }
+
+    /// Any input: bare CR and bare LF become CR LF.
+    fn stuff_any<B: BufMut>(&mut self, body: &[u8], out: &mut B) {
         let mut i = 0;
         while i < body.len() {
             if self.pending_cr {

@@ -417,6 +417,30 @@ mod properties {
             prop_assert_eq!(run_data(&bytes, unlimited), whole);
         }
 
+        /// The stuffer's fast path for canonical chunks and its general path write the
+        /// same bytes for any input, split anywhere (bare CR/LF included).
+        #[test]
+        fn stuffer_fast_path_matches_the_general_path(
+            input in framing_bytes(),
+            cuts in proptest::collection::vec(0usize..64, 0..6),
+        ) {
+            let mut general = Vec::new();
+            let mut reference = DotStuffer::new();
+            reference.stuff_any(&input, &mut general);
+            reference.finish(&mut general);
+            let mut split = Vec::new();
+            let mut stuffer = DotStuffer::new();
+            let mut rest: &[u8] = &input;
+            for cut in cuts {
+                let (head, tail) = rest.split_at(cut.min(rest.len()));
+                stuffer.stuff(head, &mut split);
+                rest = tail;
+            }
+            stuffer.stuff(rest, &mut split);
+            stuffer.finish(&mut split);
+            prop_assert_eq!(split, general);
+        }
+
         /// The receiver agrees with the naive reference: same end offset, body count,
         /// violation and emitted body, however the input is split.
         #[test]
