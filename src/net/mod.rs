@@ -1,8 +1,9 @@
-//! Tokio glue: TLS, streams, shutdown. Knows nothing of IMAP.
+//! Tokio glue: TLS, QUIC, streams, shutdown. Knows nothing of IMAP.
 
 pub mod connect;
 pub mod line_peer;
 pub mod listener;
+pub mod quic;
 pub mod shutdown;
 pub mod smtp;
 pub mod spool;
