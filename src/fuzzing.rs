@@ -924,3 +924,9 @@ pub fn coi_contacts(data: &[u8]) {
 pub fn sasl_identity(data: &[u8]) {
     crate::proto::sasl::fuzz_identity(data);
 }
+
+/// Peer-link frames and the stream readers (see
+/// [`crate::proto::peer::fuzz::fuzz_peer_frames`]).
+pub fn peer_frames(data: &[u8]) {
+    crate::proto::peer::fuzz::fuzz_peer_frames(data);
+}

@@ -42,6 +42,7 @@ fn target(name: &str) -> Option<fn(&[u8])> {
         "coi_submit" => fuzzing::coi_submit,
         "coi_contacts" => fuzzing::coi_contacts,
         "sasl_identity" => fuzzing::sasl_identity,
+        "peer_frames" => fuzzing::peer_frames,
         _ => return None,
     })
 }

@@ -50,9 +50,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use super::tls::TlsError;
 use crate::config::types::TlsFiles;
 
-/// The ALPN protocol of peer links: version 1 of the peer framing (DESIGN §4). A new
-/// incompatible framing gets a new ALPN value, so both versions can be offered at once.
-pub const ALPN: &[u8] = b"coi/1";
+/// The ALPN protocol of peer links, defined with the framing it names.
+pub use crate::proto::peer::ALPN;
 
 /// Deliveries in flight on one link at once: one bidirectional stream each (DESIGN §4).
 /// Together with [`STREAM_RECEIVE_WINDOW`] it bounds what a peer can make us hold per

@@ -1,4 +1,5 @@
 pub mod imap;
+pub mod peer;
 pub mod sasl;
 pub mod smtp;
 
