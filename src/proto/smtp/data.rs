@@ -206,6 +206,16 @@ impl DataReceiver {
                 Mode::Lines => {}
             }
             let line = &self.buf[self.ready..];
+            if !self.dot_removed && self.scanned == 0 && !line.is_empty() && line[0] != b'.' {
+                // The common case, a run of plain lines, in whole-buffer scans.
+                let budget = self.limits.max_size.saturating_sub(self.bytes);
+                let run = plain_lines(line, self.limits.max_line, budget);
+                if run > 0 {
+                    self.ready += run;
+                    self.bytes += run as u64;
+                    continue;
+                }
+            }
             if !self.dot_removed && self.scanned == 0 && line.first() == Some(&b'.') {
                 match line.get(1..3) {
                     Some(b"\r\n") => {
@@ -378,6 +388,46 @@ impl DataReceiver {
         self.mode = Mode::Counting(state);
         end
     }
+}
+
+/// The length of the longest prefix of `input` (which starts at a line start) made of
+/// complete lines that need nothing but counting: each ends in CR LF, holds no other CR
+/// or LF and no NUL, fits `max_line` (CR LF included), and the next one does not start
+/// with `.` (which would be stuffing or the end of data); the prefix fits `budget`
+/// bytes. 0 when the first line is not such a line: the per-line path then decides,
+/// violations included.
+fn plain_lines(input: &[u8], max_line: usize, budget: u64) -> usize {
+    let mut good = 0;
+    let mut lfs = 0usize;
+    for at in memchr::memchr_iter(b'\n', input) {
+        let end = at + 1;
+        if at == 0 || input[at - 1] != b'\r' || end - good > max_line || end as u64 > budget {
+            break;
+        }
+        good = end;
+        lfs += 1;
+        if input.get(end) == Some(&b'.') {
+            break;
+        }
+    }
+    if good == 0 {
+        return 0;
+    }
+    // One CR per LF and no NUL; else the run stops before the line holding the first
+    // fault, and the per-line path reports it (a violation ends the fast path for good,
+    // so no byte is scanned twice over).
+    let run = &input[..good];
+    if memchr::memchr_iter(b'\r', run).count() == lfs && memchr::memchr(0, run).is_none() {
+        return good;
+    }
+    let bare_cr = memchr::memchr_iter(b'\r', run).find(|&at| run.get(at + 1) != Some(&b'\n'));
+    let nul = memchr::memchr(0, run);
+    let fault = match (bare_cr, nul) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => return good,
+    };
+    memchr::memrchr(b'\n', &run[..fault]).map_or(0, |lf| lf + 1)
 }
 
 /// Dot-stuffs a body for the upstream, streaming, in canonical form: every line ends in
