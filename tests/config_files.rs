@@ -132,6 +132,27 @@ fn example_config_loads_with_every_documented_value() {
         !format!("{writer:?}").contains("change-me"),
         "the password never shows"
     );
+
+    let peer = &config.peer;
+    assert_eq!(
+        peer.routes,
+        [config::PeerRoute {
+            domain: "partner.example".to_owned(),
+            host: "coi.partner.example".to_owned(),
+            port: 4433,
+        }]
+    );
+    assert_eq!(
+        peer.dns.nameservers,
+        Some(vec![
+            "192.0.2.53:53".parse().expect("literal address"),
+            "[2001:db8::53]:53".parse().expect("literal address"),
+        ])
+    );
+    assert_eq!(peer.dns.timeout, Duration::from_secs(3));
+    assert_eq!(peer.dns.max_ttl, Duration::from_secs(60 * 60));
+    assert_eq!(peer.dns.negative_ttl, Duration::from_secs(60));
+    assert_eq!(peer.dns.error_ttl, Duration::from_secs(5));
 }
 
 /// The example spells out each default; a value drifting from its constant would make
@@ -201,6 +222,11 @@ fn example_config_values_match_the_default_constants() {
         config::DEFAULT_SPOOL_MEMORY_BYTES
     );
     assert_eq!(delivery.user_name, config::DEFAULT_USER_NAME);
+    let dns = &config.peer.dns;
+    assert_eq!(dns.timeout, config::DEFAULT_PEER_DNS_TIMEOUT);
+    assert_eq!(dns.max_ttl, config::DEFAULT_PEER_DNS_MAX_TTL);
+    assert_eq!(dns.negative_ttl, config::DEFAULT_PEER_DNS_NEGATIVE_TTL);
+    assert_eq!(dns.error_ttl, config::DEFAULT_PEER_DNS_ERROR_TTL);
 }
 
 #[test]
@@ -234,6 +260,11 @@ fn minimal_config_loads_with_defaults() {
 
     assert!(config.submission.is_none() && config.delivery.is_none());
     assert!(config.mailbox_writer.is_none() && config.coi.tokens.secrets.temporary.is_empty());
+    assert!(config.peer.routes.is_empty());
+    assert_eq!(
+        config.peer.dns.nameservers, None,
+        "the system's resolv.conf"
+    );
 }
 
 #[test]

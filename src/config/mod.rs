@@ -136,6 +136,27 @@ pub const SPOOL_MEMORY_BYTES_RANGE: RangeInclusive<u64> = 0..=64 * 1024 * 1024;
 /// Dovecot's LMTP names users by the full address unless configured otherwise.
 pub const DEFAULT_USER_NAME: UserName = UserName::Address;
 
+/// A resolver answers from its cache in milliseconds and resolves a cold name well within
+/// a second; 3 s still covers a slow authoritative server, and bounds what a broken DNS
+/// adds to a send before the message falls back to mail.
+pub const DEFAULT_PEER_DNS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Even a zone that publishes day-long TTLs has a moved or retired coi-proxy noticed
+/// within the hour; one SRV query per peer domain per hour costs nothing.
+pub const DEFAULT_PEER_DNS_MAX_TTL: Duration = Duration::from_secs(60 * 60);
+
+/// Most mail domains have no coi-proxy, so without a floor every message to them would
+/// cost an SRV query (RFC 2308 negative TTLs can be zero). A minute keeps it to one query
+/// per domain per minute, and a domain that just published its record gets the fast path
+/// within a minute.
+pub const DEFAULT_PEER_DNS_NEGATIVE_TTL: Duration = Duration::from_secs(60);
+
+/// While the resolver fails, every message to the domain would otherwise wait the whole
+/// timeout before going by mail; 5 s limits that to one wait per domain per 5 s. Shorter
+/// than the negative TTL: the failure is probably transient, and the domain may well have
+/// a coi-proxy.
+pub const DEFAULT_PEER_DNS_ERROR_TTL: Duration = Duration::from_secs(5);
+
 /// Loopback, so metrics and health endpoints are never exposed by accident; 9090 is the
 /// conventional Prometheus port.
 pub const DEFAULT_ADMIN_ADDRESS: SocketAddr =

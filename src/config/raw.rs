@@ -30,6 +30,7 @@ pub(super) struct RawConfig {
     pub submission: Option<Value>,
     pub delivery: Option<Value>,
     pub mailbox_writer: Option<Value>,
+    pub peer: Option<Value>,
     pub admin: Option<Value>,
     pub log: Option<Value>,
     pub shutdown: Option<Value>,
@@ -148,6 +149,33 @@ pub(super) struct RawMailboxWriter {
     pub master_password: Option<Value>,
     pub max_connections: Option<Value>,
     pub max_idle_per_user: Option<Value>,
+}
+
+/// `peer`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPeer {
+    pub routes: Option<Value>,
+    pub dns: Option<Value>,
+}
+
+/// One entry of `peer.routes`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPeerRoute {
+    pub domain: Option<Value>,
+    pub address: Option<Value>,
+}
+
+/// `peer.dns`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPeerDns {
+    pub nameservers: Option<Value>,
+    pub timeout: Option<Value>,
+    pub max_ttl: Option<Value>,
+    pub negative_ttl: Option<Value>,
+    pub error_ttl: Option<Value>,
 }
 
 /// `delivery.limits`.

@@ -108,6 +108,19 @@ fn minimal_config_gets_every_default_constant() {
     assert_eq!(config.log.format, DEFAULT_LOG_FORMAT);
     assert_eq!(config.log.level, DEFAULT_LOG_LEVEL);
     assert_eq!(config.shutdown.grace, DEFAULT_SHUTDOWN_GRACE);
+    assert_eq!(
+        config.peer,
+        PeerConfig {
+            routes: Vec::new(),
+            dns: PeerDnsConfig {
+                nameservers: None,
+                timeout: DEFAULT_PEER_DNS_TIMEOUT,
+                max_ttl: DEFAULT_PEER_DNS_MAX_TTL,
+                negative_ttl: DEFAULT_PEER_DNS_NEGATIVE_TTL,
+                error_ttl: DEFAULT_PEER_DNS_ERROR_TTL,
+            },
+        }
+    );
 }
 
 #[test]
@@ -123,6 +136,10 @@ fn default_constants_have_their_documented_values() {
     assert_eq!(DEFAULT_AUTH_FAILURE_DELAY, Duration::from_secs(2));
     assert_eq!(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs(30));
     assert_eq!(DEFAULT_ADMIN_ADDRESS.to_string(), "127.0.0.1:9090");
+    assert_eq!(DEFAULT_PEER_DNS_TIMEOUT, Duration::from_secs(3));
+    assert_eq!(DEFAULT_PEER_DNS_MAX_TTL, Duration::from_secs(3600));
+    assert_eq!(DEFAULT_PEER_DNS_NEGATIVE_TTL, Duration::from_secs(60));
+    assert_eq!(DEFAULT_PEER_DNS_ERROR_TTL, Duration::from_secs(5));
 }
 
 #[test]
@@ -138,9 +155,17 @@ fn default_limits_lie_inside_their_own_ranges() {
         DEFAULT_UPSTREAM_REPLY_TIMEOUT,
         DEFAULT_AUTH_FAILURE_DELAY,
         DEFAULT_SHUTDOWN_GRACE,
+        DEFAULT_PEER_DNS_TIMEOUT,
+        DEFAULT_PEER_DNS_MAX_TTL,
+        DEFAULT_PEER_DNS_NEGATIVE_TTL,
+        DEFAULT_PEER_DNS_ERROR_TTL,
     ] {
         assert!(!default.is_zero() && default <= MAX_DURATION);
     }
+    // A failure is kept shorter than a negative answer, which is kept no longer than a
+    // positive one may be.
+    assert!(DEFAULT_PEER_DNS_ERROR_TTL < DEFAULT_PEER_DNS_NEGATIVE_TTL);
+    assert!(DEFAULT_PEER_DNS_NEGATIVE_TTL <= DEFAULT_PEER_DNS_MAX_TTL);
 }
 
 #[test]
@@ -197,7 +222,7 @@ fn admin_address_off_disables_the_admin_listener() {
 #[test]
 fn empty_optional_sections_count_as_absent() {
     let config = ok(&minimal_with(
-        "  limits:\n  timeouts:\ncoi:\nadmin:\nlog:\nshutdown:\ntls:\n",
+        "  limits:\n  timeouts:\ncoi:\nadmin:\nlog:\nshutdown:\ntls:\npeer:\n  routes:\n  dns:\n",
     ));
     assert_eq!(config, ok(MINIMAL));
 }
@@ -943,6 +968,169 @@ shutdown: {grace: forever}
             "log.format",
             "log.level",
             "shutdown.grace",
+        ]
+    );
+}
+
+#[test]
+fn peer_section_takes_routes_and_dns_settings() {
+    let config = ok(&minimal_with(
+        "peer:
+  routes:
+    - {domain: B.Example., address: \"coi.b.example:4433\"}
+    - {domain: München.example, address: \"[::1]:4434\"}
+    - {domain: c.example, address: \"192.0.2.7:443\"}
+  dns:
+    nameservers: [\"127.0.0.1:5353\", \"[::1]:53\"]
+    timeout: 500ms
+    max_ttl: 10m
+    negative_ttl: 30s
+    error_ttl: 2s
+",
+    ));
+    let routes: Vec<(&str, &str, u16)> = config
+        .peer
+        .routes
+        .iter()
+        .map(|r| (r.domain.as_str(), r.host.as_str(), r.port))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("b.example", "coi.b.example", 4433),
+            ("xn--mnchen-3ya.example", "::1", 4434),
+            ("c.example", "192.0.2.7", 443),
+        ]
+    );
+    let dns = &config.peer.dns;
+    assert_eq!(
+        dns.nameservers,
+        Some(vec![
+            "127.0.0.1:5353".parse::<SocketAddr>().expect("literal"),
+            "[::1]:53".parse().expect("literal"),
+        ])
+    );
+    assert_eq!(dns.timeout, Duration::from_millis(500));
+    assert_eq!(dns.max_ttl, Duration::from_secs(600));
+    assert_eq!(dns.negative_ttl, Duration::from_secs(30));
+    assert_eq!(dns.error_ttl, Duration::from_secs(2));
+}
+
+#[test]
+fn peer_route_domains_must_be_unique_after_normalisation() {
+    assert_only_error(
+        &minimal_with(
+            "peer:\n  routes:\n    - {domain: b.example, address: \"a:1\"}\n    - {domain: c.example, address: \"a:2\"}\n    - {domain: B.EXAMPLE., address: \"a:3\"}\n",
+        ),
+        "peer.routes[2].domain",
+        "duplicate route for \"b.example\" (also peer.routes[0])",
+    );
+}
+
+#[test]
+fn peer_route_needs_a_domain_and_a_host_port() {
+    let errors = errors(&minimal_with(
+        "peer:
+  routes:
+    - {domain: \"not a domain\", address: \"coi.b.example\"}
+    - {address: \"coi.c.example:4433\", port: 1}
+    - {domain: 192.0.2.1, address: \"::1:4433\"}
+    - \"d.example=coi.d.example:4433\"
+",
+    ));
+    let found: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(found.len(), 7, "{found:#?}");
+    let expected = [
+        (
+            "peer.routes[0].domain",
+            "invalid domain name \"not a domain\"",
+        ),
+        ("peer.routes[0].address", "missing port"),
+        (
+            "peer.routes[1].port",
+            "unknown key (known keys: domain, address)",
+        ),
+        ("peer.routes[1].domain", "missing required key"),
+        ("peer.routes[2].domain", "invalid domain name \"192.0.2.1\""),
+        (
+            "peer.routes[2].address",
+            "IPv6 addresses must be in brackets",
+        ),
+        ("peer.routes[3]", "expected a mapping, found a string"),
+    ];
+    for ((path, message), (want_path, want)) in found.iter().zip(expected) {
+        assert_eq!(*path, want_path, "{found:#?}");
+        assert!(message.contains(want), "{message:?} lacks {want:?}");
+    }
+}
+
+#[test]
+fn peer_routes_must_be_a_list() {
+    assert_only_error(
+        &minimal_with("peer:\n  routes: {b.example: \"coi.b.example:4433\"}\n"),
+        "peer.routes",
+        "expected a list, found a mapping",
+    );
+}
+
+#[test]
+fn peer_nameservers_are_distinct_ip_socket_addresses() {
+    let errors = errors(&minimal_with(
+        "peer:\n  dns:\n    nameservers: [\"127.0.0.1:53\", \"dns.example:53\", \"127.0.0.1:53\", \"127.0.0.1:0\"]\n",
+    ));
+    let found: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "peer.dns.nameservers[1]",
+                "invalid socket address \"dns.example:53\" (expected ip:port, e.g. \"0.0.0.0:143\" or \"[::]:993\")"
+            ),
+            (
+                "peer.dns.nameservers[2]",
+                "duplicate nameserver 127.0.0.1:53 (also peer.dns.nameservers[0])"
+            ),
+            (
+                "peer.dns.nameservers[3]",
+                "127.0.0.1:0: port 0 is not a nameserver port"
+            ),
+        ]
+    );
+    assert_only_error(
+        &minimal_with("peer:\n  dns:\n    nameservers: []\n"),
+        "peer.dns.nameservers",
+        "must list at least one nameserver",
+    );
+}
+
+#[test]
+fn peer_dns_durations_are_checked_with_their_paths() {
+    let errors = errors(&minimal_with(
+        "peer:\n  dns: {timeout: 0s, max_ttl: 1h, negative_ttl: 60, error_ttl: 8d, colour: 1}\n",
+    ));
+    let found: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "peer.dns.colour",
+                "unknown key (known keys: nameservers, timeout, max_ttl, negative_ttl, error_ttl)"
+            ),
+            ("peer.dns.timeout", "must be greater than zero"),
+            (
+                "peer.dns.negative_ttl",
+                "invalid duration 60: a unit is required, e.g. \"60s\""
+            ),
+            ("peer.dns.error_ttl", "8days is too long (at most 7days)"),
         ]
     );
 }

@@ -20,6 +20,9 @@ pub struct Config {
     /// The mailbox writer (Dovecot master user); `None`: the proxy writes nothing into
     /// mailboxes itself, so the hook relays everything to Dovecot's LMTP.
     pub mailbox_writer: Option<MailboxWriterConfig>,
+    /// Links to the coi-proxy of other domains; an absent section means no static routes
+    /// and DNS discovery through the system's resolver.
+    pub peer: PeerConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
@@ -206,6 +209,44 @@ pub struct SubmissionTimeouts {
     /// How long the proxy waits for Postfix to answer a command; after the end of data
     /// the client then gets 451 4.3.0 (SECURITY-CASES §4 rule 2).
     pub upstream_reply: Duration,
+}
+
+/// Peer links to the coi-proxy of other domains (DESIGN §4).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerConfig {
+    /// Static routes, consulted before DNS, in file order; no two for one domain.
+    pub routes: Vec<PeerRoute>,
+    pub dns: PeerDnsConfig,
+}
+
+/// A static route: the coi-proxy of `domain` is at `host:port`, whatever DNS says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerRoute {
+    /// The mail domain as a lowercase A-label ("xn--mnchen-3ya.example", not
+    /// "München.example"), without a trailing dot.
+    pub domain: String,
+    /// Host name or IP literal (IPv6 without brackets) of the remote coi-proxy; a name is
+    /// resolved through [`PeerDnsConfig`] like an SRV target.
+    pub host: String,
+    pub port: u16,
+}
+
+/// How peers are discovered in DNS (SRV `_coi._udp.<domain>`) and how long answers are
+/// kept.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerDnsConfig {
+    /// Recursive resolvers to ask (UDP, TCP when an answer is truncated); `None`: those of
+    /// the system's resolv.conf.
+    pub nameservers: Option<Vec<SocketAddr>>,
+    /// The longest one discovery (SRV and address lookups together) may take; then the
+    /// message goes by mail.
+    pub timeout: Duration,
+    /// Upper bound on how long a found peer is kept, whatever the records' TTL.
+    pub max_ttl: Duration,
+    /// How long "this domain has no coi-proxy" (no SRV record, or target ".") is kept.
+    pub negative_ttl: Duration,
+    /// How long a failed lookup (timeout, SERVFAIL, unreachable resolver) is kept.
+    pub error_ttl: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]

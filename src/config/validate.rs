@@ -16,9 +16,9 @@ use tracing_subscriber::filter::Directive;
 
 use super::raw::{
     self, HostPort, RawAdmin, RawCoi, RawConfig, RawDelivery, RawDeliveryLimits,
-    RawDeliveryTimeouts, RawImap, RawLimits, RawListener, RawLog, RawMailboxWriter, RawShutdown,
-    RawSubmission, RawSubmissionLimits, RawSubmissionTimeouts, RawTimeouts, RawTls, RawTokens,
-    RawUpstream,
+    RawDeliveryTimeouts, RawImap, RawLimits, RawListener, RawLog, RawMailboxWriter, RawPeer,
+    RawPeerDns, RawPeerRoute, RawShutdown, RawSubmission, RawSubmissionLimits,
+    RawSubmissionTimeouts, RawTimeouts, RawTls, RawTokens, RawUpstream,
 };
 use super::*;
 use crate::coi::token::{Secret, Secrets};
@@ -70,6 +70,7 @@ impl Validator {
         let submission = self.submission(root.submission.as_ref(), imap_listeners.as_deref());
         let delivery = self.delivery(root.delivery.as_ref());
         let mailbox_writer = self.mailbox_writer(root.mailbox_writer.as_ref());
+        let peer = self.peer(root.peer.as_ref());
         let admin = self.admin(root.admin.as_ref());
         let log = self.log(root.log.as_ref());
         let shutdown = self.shutdown(root.shutdown.as_ref());
@@ -104,6 +105,7 @@ impl Validator {
             submission: submission?,
             delivery: delivery?,
             mailbox_writer: mailbox_writer?,
+            peer: peer?,
             admin: admin?,
             log: log?,
             shutdown: shutdown?,
@@ -859,6 +861,138 @@ impl Validator {
         })
     }
 
+    fn peer(&mut self, value: Option<&Value>) -> Option<PeerConfig> {
+        let raw: RawPeer = self.optional_section(value, "peer")?;
+        let routes = self.peer_routes(raw.routes.as_ref());
+        let dns = self.peer_dns(raw.dns.as_ref());
+        Some(PeerConfig {
+            routes: routes?,
+            dns: dns?,
+        })
+    }
+
+    /// `peer.routes`: absent means none. Each domain at most once, compared after
+    /// normalisation ("B.Example." and "b.example" are one domain).
+    fn peer_routes(&mut self, value: Option<&Value>) -> Option<Vec<PeerRoute>> {
+        const PATH: &str = "peer.routes";
+        let items = self.optional(value, PATH, &[][..], raw::sequence)?;
+        let mut routes = Vec::with_capacity(items.len());
+        // Every valid domain with the path of its route, for the duplicate check.
+        let mut seen: Vec<(String, String)> = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (index, item) in items.iter().enumerate() {
+            let path = raw::element(PATH, index);
+            let Some(raw) = self.section::<RawPeerRoute>(item, &path) else {
+                ok = false;
+                continue;
+            };
+            let domain_path = raw::child(&path, "domain");
+            let domain = self.required(raw.domain.as_ref(), &domain_path, peer_domain);
+            if let Some(domain) = &domain {
+                if let Some((_, first)) = seen.iter().find(|(d, _)| d == domain) {
+                    self.error(
+                        &domain_path,
+                        format!("duplicate route for {domain:?} (also {first})"),
+                    );
+                    ok = false;
+                }
+                seen.push((domain.clone(), path.clone()));
+            }
+            let address = self.required(raw.address.as_ref(), &raw::child(&path, "address"), |v| {
+                HostPort::parse(raw::string(v)?)
+            });
+            match (domain, address) {
+                (Some(domain), Some(address)) => routes.push(PeerRoute {
+                    domain,
+                    host: address.host,
+                    port: address.port,
+                }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(routes)
+    }
+
+    /// `peer.dns.nameservers`: `Some(None)` when absent (the system's resolv.conf);
+    /// otherwise at least one ip:port, none twice, no port 0 (which nothing answers from).
+    fn peer_nameservers(&mut self, value: Option<&Value>) -> Option<Option<Vec<SocketAddr>>> {
+        const PATH: &str = "peer.dns.nameservers";
+        let Some(items) = self.present(value, PATH, raw::sequence)? else {
+            return Some(None);
+        };
+        if items.is_empty() {
+            self.error(
+                PATH,
+                "must list at least one nameserver (leave the key out to use the system's resolv.conf)",
+            );
+            return None;
+        }
+        // Each valid address with its index, for the duplicate check.
+        let mut valid: Vec<(usize, SocketAddr)> = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (index, item) in items.iter().enumerate() {
+            let address = raw::socket_addr(item).and_then(|address| {
+                if address.port() == 0 {
+                    return Err(format!("{address}: port 0 is not a nameserver port"));
+                }
+                if let Some((first, _)) = valid.iter().find(|(_, a)| *a == address) {
+                    return Err(format!(
+                        "duplicate nameserver {address} (also {})",
+                        raw::element(PATH, *first)
+                    ));
+                }
+                Ok(address)
+            });
+            match self.record(&raw::element(PATH, index), address) {
+                Some(address) => valid.push((index, address)),
+                None => ok = false,
+            }
+        }
+        ok.then(|| Some(valid.into_iter().map(|(_, address)| address).collect()))
+    }
+
+    fn peer_dns(&mut self, value: Option<&Value>) -> Option<PeerDnsConfig> {
+        const PATH: &str = "peer.dns";
+        let raw: RawPeerDns = self.optional_section(value, PATH)?;
+        let nameservers = self.peer_nameservers(raw.nameservers.as_ref());
+        let [timeout, max_ttl, negative_ttl, error_ttl] = self.timeouts(
+            PATH,
+            [
+                (
+                    "timeout",
+                    &raw.timeout,
+                    DEFAULT_PEER_DNS_TIMEOUT,
+                    Duration::ZERO,
+                ),
+                (
+                    "max_ttl",
+                    &raw.max_ttl,
+                    DEFAULT_PEER_DNS_MAX_TTL,
+                    Duration::ZERO,
+                ),
+                (
+                    "negative_ttl",
+                    &raw.negative_ttl,
+                    DEFAULT_PEER_DNS_NEGATIVE_TTL,
+                    Duration::ZERO,
+                ),
+                (
+                    "error_ttl",
+                    &raw.error_ttl,
+                    DEFAULT_PEER_DNS_ERROR_TTL,
+                    Duration::ZERO,
+                ),
+            ],
+        )?;
+        Some(PeerDnsConfig {
+            nameservers: nameservers?,
+            timeout,
+            max_ttl,
+            negative_ttl,
+            error_ttl,
+        })
+    }
+
     fn admin(&mut self, value: Option<&Value>) -> Option<AdminConfig> {
         let raw: RawAdmin = self.optional_section(value, "admin")?;
         let address = self.optional(
@@ -1184,6 +1318,17 @@ fn domain_name(name: &str) -> Result<String, String> {
     } else {
         Err(format!("invalid domain name {name:?}"))
     }
+}
+
+/// A mail domain of `peer.routes`, normalised as discovery normalises the domains it is
+/// asked about, so that a route matches however the domain is spelt.
+fn peer_domain(value: &Value) -> Result<String, String> {
+    let domain = raw::string(value)?;
+    crate::net::discovery::normalize_domain(domain).ok_or_else(|| {
+        format!(
+            "invalid domain name {domain:?} (expected a mail domain such as \"b.example\"; IDNs are accepted and stored as A-labels)"
+        )
+    })
 }
 
 /// A token validity: more than zero, at most [`MAX_TOKEN_VALIDITY`], whole seconds

@@ -1,6 +1,7 @@
-//! Tokio glue: TLS, QUIC, streams, shutdown. Knows nothing of IMAP.
+//! Tokio glue: TLS, QUIC, peer discovery (DNS), streams, shutdown. Knows nothing of IMAP.
 
 pub mod connect;
+pub mod discovery;
 pub mod line_peer;
 pub mod listener;
 pub mod quic;
