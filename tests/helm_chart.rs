@@ -2691,7 +2691,7 @@ mod gotmpl {
                 return Err(format!("fail: {}", display(&args[0])?));
             }
             "dict" => {
-                if args.len() % 2 != 0 {
+                if !args.len().is_multiple_of(2) {
                     return Err("an odd number of arguments".to_owned());
                 }
                 let mut map = Mapping::new();

@@ -121,7 +121,11 @@ pub fn env_variants<T: Copy + PartialEq>(
 /// in even rounds); every other variant of `variants` moves through the positions (last,
 /// first, middle, ... as r/2 grows: with three variants six rounds cover all six orders).
 pub fn round_order<T: Copy + PartialEq>(r: usize, a: T, b: T, variants: &[T]) -> Vec<T> {
-    let mut order = if r % 2 == 0 { vec![a, b] } else { vec![b, a] };
+    let mut order = if r.is_multiple_of(2) {
+        vec![a, b]
+    } else {
+        vec![b, a]
+    };
     for (k, v) in variants.iter().filter(|v| **v != a && **v != b).enumerate() {
         let slots = order.len() + 1;
         let position = (r / 2 + k + slots - 1) % slots;

@@ -1382,7 +1382,7 @@ fn out_of_range(n: u64, min: u64, max: u64) -> String {
 fn show_bytes(n: u64) -> String {
     const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     for (unit, scale) in UNITS {
-        if n >= scale && n % scale == 0 {
+        if n >= scale && n.is_multiple_of(scale) {
             return format!("{} {unit}", n / scale);
         }
     }

@@ -1372,7 +1372,7 @@ fn is_string_argument(arg: &str) -> bool {
 /// base64-terminal = (2base64-char "==") / (3base64-char "=")
 /// ```
 fn is_base64(v: &[u8]) -> bool {
-    if v.is_empty() || v.len() % 4 != 0 {
+    if v.is_empty() || !v.len().is_multiple_of(4) {
         return false;
     }
     let pad = v.iter().rev().take_while(|&&b| b == b'=').count();
