@@ -40,14 +40,11 @@ use std::time::Duration;
 use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 use rustls::client::Resumption;
-use rustls::crypto::CryptoProvider;
 use rustls::server::{NoServerSessionStorage, VerifierBuilderError, WebPkiClientVerifier};
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
-use rustls::{InconsistentKeys, RootCertStore};
-use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::SingleCertAndKey;
+use rustls_pki_types::CertificateDer;
 
-use super::tls::TlsError;
+use super::tls::{certified_key, provider, read_roots, TlsError};
 use crate::config::types::TlsFiles;
 
 /// The ALPN protocol of peer links, defined with the framing it names.
@@ -297,89 +294,9 @@ pub enum QuicError {
     Tls(#[from] TlsError),
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 fn idle_timeout() -> IdleTimeout {
     // 30 s in milliseconds is far below the 2^62 bound of a QUIC varint.
     IdleTimeout::from(VarInt::from_u32(MAX_IDLE_TIMEOUT.as_millis() as u32))
-}
-
-/// The domain's chain and key, checked to belong together (as [`super::tls`] does).
-fn certified_key(provider: &CryptoProvider, files: &TlsFiles) -> Result<CertifiedKey, QuicError> {
-    let chain = read_certificates(&files.certificate)?;
-    let key = read_private_key(&files.private_key)?;
-    let signing_key = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|source| TlsError::InvalidPrivateKey {
-            path: files.private_key.clone(),
-            source,
-        })?;
-    let certified_key = CertifiedKey::new(chain, signing_key);
-    match certified_key.keys_match() {
-        // `Unknown`: the key type cannot report its public key; rustls accepts that too.
-        Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {
-            Ok(certified_key)
-        }
-        Err(rustls::Error::InconsistentKeys(_)) => Err(TlsError::KeyMismatch {
-            certificate: files.certificate.clone(),
-            private_key: files.private_key.clone(),
-        }
-        .into()),
-        Err(source) => Err(TlsError::InvalidCertificate {
-            path: files.certificate.clone(),
-            source,
-        }
-        .into()),
-    }
-}
-
-/// The CA certificates of `path` as trust anchors; the system store is never consulted.
-fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for certificate in read_certificates(path)? {
-        roots
-            .add(certificate)
-            .map_err(|source| TlsError::InvalidCertificate {
-                path: path.to_owned(),
-                source,
-            })?;
-    }
-    Ok(roots)
-}
-
-/// Every `CERTIFICATE` section of `path`, in file order (end-entity first). The same
-/// reading as [`super::tls`], whose helpers are private to it.
-fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let read_error = |source| TlsError::ReadCertificates {
-        path: path.to_owned(),
-        source,
-    };
-    let certificates = CertificateDer::pem_file_iter(path)
-        .map_err(read_error)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(read_error)?;
-    if certificates.is_empty() {
-        return Err(TlsError::NoCertificates {
-            path: path.to_owned(),
-        });
-    }
-    Ok(certificates)
-}
-
-/// The first private key section of `path` (PKCS#8, PKCS#1 or SEC1).
-fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|source| match source {
-        pem::Error::NoItemsFound => TlsError::NoPrivateKey {
-            path: path.to_owned(),
-        },
-        source => TlsError::ReadPrivateKey {
-            path: path.to_owned(),
-            source,
-        },
-    })
 }
 
 #[cfg(test)]

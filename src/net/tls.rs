@@ -40,35 +40,7 @@ static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
 /// (an in-memory session cache and TLS 1.3 tickets backed by it).
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let chain = read_certificates(&files.certificate)?;
-    let key = read_private_key(&files.private_key)?;
-
-    let signing_key = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|source| TlsError::InvalidPrivateKey {
-            path: files.private_key.clone(),
-            source,
-        })?;
-    let certified_key = CertifiedKey::new(chain, signing_key);
-    // Checked here rather than left to `with_single_cert`, so that each failure names the
-    // file at fault instead of surfacing as an anonymous rustls error.
-    match certified_key.keys_match() {
-        // `Unknown`: the key type cannot report its public key; rustls accepts that too.
-        Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {}
-        Err(rustls::Error::InconsistentKeys(_)) => {
-            return Err(TlsError::KeyMismatch {
-                certificate: files.certificate.clone(),
-                private_key: files.private_key.clone(),
-            });
-        }
-        Err(source) => {
-            return Err(TlsError::InvalidCertificate {
-                path: files.certificate.clone(),
-                source,
-            });
-        }
-    }
+    let certified_key = certified_key(&provider, files)?;
 
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(PROTOCOL_VERSIONS)?
@@ -86,16 +58,7 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
 /// The system trust store is deliberately not consulted: the upstream is the ISP's own
 /// Dovecot, usually with a private CA, and a public CA should not be able to vouch for it.
 pub fn client_config(ca_file: &Path) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for certificate in read_certificates(ca_file)? {
-        roots
-            .add(certificate)
-            .map_err(|source| TlsError::InvalidCertificate {
-                path: ca_file.to_owned(),
-                source,
-            })?;
-    }
-
+    let roots = read_roots(ca_file)?;
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(PROTOCOL_VERSIONS)?
         .with_root_certificates(roots)
@@ -174,8 +137,58 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-fn provider() -> Arc<CryptoProvider> {
+/// The ring provider, chosen explicitly (see the module documentation); the QUIC peer
+/// links use it too.
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The chain and key named in `files`, checked to belong together. Checked here rather
+/// than left to rustls, so that each failure names the file at fault instead of
+/// surfacing as an anonymous rustls error.
+pub(crate) fn certified_key(
+    provider: &CryptoProvider,
+    files: &TlsFiles,
+) -> Result<CertifiedKey, TlsError> {
+    let chain = read_certificates(&files.certificate)?;
+    let key = read_private_key(&files.private_key)?;
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|source| TlsError::InvalidPrivateKey {
+            path: files.private_key.clone(),
+            source,
+        })?;
+    let certified_key = CertifiedKey::new(chain, signing_key);
+    match certified_key.keys_match() {
+        // `Unknown`: the key type cannot report its public key; rustls accepts that too.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {
+            Ok(certified_key)
+        }
+        Err(rustls::Error::InconsistentKeys(_)) => Err(TlsError::KeyMismatch {
+            certificate: files.certificate.clone(),
+            private_key: files.private_key.clone(),
+        }),
+        Err(source) => Err(TlsError::InvalidCertificate {
+            path: files.certificate.clone(),
+            source,
+        }),
+    }
+}
+
+/// The CA certificates of `path` (PEM; at least one) as trust anchors; the system store
+/// is never consulted.
+pub(crate) fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for certificate in read_certificates(path)? {
+        roots
+            .add(certificate)
+            .map_err(|source| TlsError::InvalidCertificate {
+                path: path.to_owned(),
+                source,
+            })?;
+    }
+    Ok(roots)
 }
 
 /// Reads every `CERTIFICATE` section of `path`, in file order (end-entity first).
