@@ -131,7 +131,7 @@ pub const DEFAULT_DELIVERY_MAX_SESSIONS: usize = 1000;
 pub const DEFAULT_SPOOL_MEMORY_BYTES: usize = 1024 * 1024;
 
 /// Allowed `delivery.limits.spool_memory_bytes`: up to 64 MiB per delivery.
-pub const SPOOL_MEMORY_BYTES_RANGE: RangeInclusive<u64> = 0..=64 * 1024 * 1024;
+pub const SPOOL_MEMORY_BYTES_RANGE: RangeInclusive<usize> = 0..=64 * 1024 * 1024;
 
 /// Dovecot's LMTP names users by the full address unless configured otherwise.
 pub const DEFAULT_USER_NAME: UserName = UserName::Address;

@@ -684,10 +684,7 @@ impl Validator {
             raw.spool_memory_bytes.as_ref(),
             "delivery.limits.spool_memory_bytes",
             DEFAULT_SPOOL_MEMORY_BYTES,
-            |v| {
-                let n = byte_size_in(SPOOL_MEMORY_BYTES_RANGE)(v)?;
-                usize::try_from(n).map_err(|_| "too large for this platform".to_owned())
-            },
+            memory_size_in(SPOOL_MEMORY_BYTES_RANGE),
         );
         Some(DeliveryLimits {
             max_message_bytes: max_message_bytes?,
