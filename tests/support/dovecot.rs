@@ -103,7 +103,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::process::{on_free_ports, probe_greeting, process_title, send_signal, unique_token};
+use super::process::{
+    check_alive, on_free_ports, probe_greeting, process_title, send_signal, unique_token,
+};
 
 /// A test mail user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -419,16 +421,7 @@ impl Dovecot {
 
     /// An error when the master process has exited.
     fn check_alive(&mut self) -> io::Result<()> {
-        let Some(child) = self.child.as_mut() else {
-            return Err(io::Error::other("dovecot is not running"));
-        };
-        match child.try_wait()? {
-            None => Ok(()),
-            Some(status) => {
-                self.child = None;
-                Err(io::Error::other(format!("dovecot exited early ({status})")))
-            }
-        }
+        check_alive(&mut self.child, "dovecot")
     }
 
     /// Stops the master process we started and the processes it forked.

@@ -133,7 +133,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tempfile::TempDir;
 
-use super::process::{on_free_ports, probe_greeting, process_title, send_signal, unique_token};
+use super::process::{
+    check_alive, on_free_ports, probe_greeting, process_title, send_signal, unique_token,
+};
 
 /// How long [`Postfix::start`] waits for both listeners to greet.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -540,16 +542,7 @@ impl Postfix {
 
     /// An error when the start command has exited.
     fn check_alive(&mut self) -> io::Result<()> {
-        let Some(child) = self.child.as_mut() else {
-            return Err(io::Error::other("postfix is not running"));
-        };
-        match child.try_wait()? {
-            None => Ok(()),
-            Some(status) => {
-                self.child = None;
-                Err(io::Error::other(format!("postfix exited early ({status})")))
-            }
-        }
+        check_alive(&mut self.child, "postfix")
     }
 
     /// Stops the master we started and every process of its process group.

@@ -5,7 +5,7 @@
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -124,5 +124,20 @@ pub fn probe_greeting(
             Ok(None)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// An error when the process we started (`what`, for the message) has exited; the
+/// child is then forgotten.
+pub fn check_alive(child: &mut Option<Child>, what: &str) -> io::Result<()> {
+    let Some(running) = child.as_mut() else {
+        return Err(io::Error::other(format!("{what} is not running")));
+    };
+    match running.try_wait()? {
+        None => Ok(()),
+        Some(status) => {
+            *child = None;
+            Err(io::Error::other(format!("{what} exited early ({status})")))
+        }
     }
 }
