@@ -101,11 +101,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         Some(delivery) => {
             let upstream =
                 Connector::new(&delivery.upstream).map_err(StartError::DeliveryUpstreamTls)?;
-            let coi = writer.clone().map(|writer| delivery::HookCoi {
-                writer,
-                root: config.coi.mailbox_root.clone(),
-                states: states.clone(),
-                user_name: delivery.user_name,
+            let coi = writer.clone().map(|writer| {
+                delivery::HookCoi::new(
+                    writer,
+                    config.coi.mailbox_root.clone(),
+                    states.clone(),
+                    delivery.user_name,
+                )
             });
             if coi.is_none() {
                 info!("no mailbox_writer section: the delivery hook relays all mail to Dovecot's LMTP");

@@ -114,6 +114,28 @@ async fn active_filter_stores_chat_in_chats_with_the_keyword_and_captures_the_to
     assert_eq!(inbox, 0);
 }
 
+/// Chats deleted behind the proxy's back (directly in Dovecot, so COI stays on): the
+/// hook's APPEND gets TRYCREATE, creates Chats (subscribed) and stores the message there.
+#[tokio::test]
+async fn a_missing_chats_folder_is_created_at_delivery() {
+    let world = World::start().await;
+    world.enable_coi("bob", "active").await;
+    prime_inbox(&world.dovecot_b, "bob").await;
+    let mut direct = imap_login(&world.dovecot_b, "bob").await;
+    let lines = direct.imap("d", "DELETE COI/Chats").await.unwrap();
+    assert_eq!(tagged_status(&lines), "OK", "{lines:?}");
+
+    world
+        .send_from("alice", &["bob@b.test"], &chat_text(1))
+        .await;
+    let flags = wait_for_mailbox(&world.dovecot_b, "bob", "COI/Chats", 1).await;
+    assert!(flags[0].contains("$Chat"), "{flags:?}");
+    let lines = direct.imap("l", "LSUB \"\" COI/Chats").await.unwrap();
+    assert!(lines.iter().any(|l| l.starts_with("* LSUB")), "{lines:?}");
+    let (inbox, _) = mailbox_state(&mut direct, "INBOX").await;
+    assert_eq!(inbox, 0);
+}
+
 /// The `COI-TokenOut` values of a contact message.
 fn token_out(lines: &[String]) -> Vec<String> {
     lines

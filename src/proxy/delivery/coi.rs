@@ -1,7 +1,7 @@
 //! The COI side of the delivery hook: a recipient's COI configuration (cached), the
 //! mailbox writer's APPEND of chat messages, and the capture of tokens into Contacts.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info, warn};
@@ -17,18 +17,38 @@ use crate::net::spool::Spool;
 use crate::proto::smtp::command::Path;
 use crate::proto::smtp::reply::Reply;
 use crate::proxy::state::UserStates;
-use crate::proxy::writer::{MailboxWriter, SearchKey, WriterError, WriterSession};
+use crate::proxy::writer::{
+    AppendUid, BodyError, MailboxWriter, SearchKey, WriterError, WriterSession,
+};
 
 /// What the hook needs to act for COI users.
 pub struct HookCoi {
-    pub writer: Arc<MailboxWriter>,
+    writer: Arc<MailboxWriter>,
     /// `coi.mailbox_root`.
-    pub root: String,
-    pub states: Arc<UserStates>,
-    pub user_name: UserName,
+    root: String,
+    states: Arc<UserStates>,
+    user_name: UserName,
+    /// The hierarchy separator, learned from the backend once: it is a setting of the
+    /// server's namespace, the same for every user.
+    separator: OnceLock<u8>,
 }
 
 impl HookCoi {
+    pub fn new(
+        writer: Arc<MailboxWriter>,
+        root: String,
+        states: Arc<UserStates>,
+        user_name: UserName,
+    ) -> Self {
+        Self {
+            writer,
+            root,
+            states,
+            user_name,
+            separator: OnceLock::new(),
+        }
+    }
+
     /// The Dovecot user a recipient path names.
     pub fn user_of(&self, to: &Path) -> Option<String> {
         super::user_of(self.user_name, to)
@@ -77,20 +97,21 @@ impl HookCoi {
             let mut session = self.writer.session(user).await?;
             let mailbox = match folder {
                 Folder::Inbox => "INBOX".to_owned(),
-                Folder::Chats => {
-                    let name = self.folder_name(&mut session, "Chats").await?;
-                    session.create_if_missing(&name, true).await?;
-                    name
-                }
+                Folder::Chats => self.folder_name(&mut session, "Chats").await?,
             };
-            let len = spool.len();
-            let reader = spool
-                .reader()
-                .await
-                .map_err(|e| WriterError::Body(crate::proxy::writer::BodyError::Read(e)))?;
-            let uid = session
-                .append(&mailbox, &[CHAT_KEYWORD], None, len, reader)
-                .await?;
+            let first = append_spool(&mut session, &mailbox, spool).await;
+            // Chats normally exists (enabling COI creates it): CREATE only when the APPEND
+            // says it is missing (RFC 9051 §6.3.12 TRYCREATE), then once more.
+            let uid = match first {
+                Err(e)
+                    if folder == Folder::Chats
+                        && e.response_code().is_some_and(|c| c.is("TRYCREATE")) =>
+                {
+                    session.create_if_missing(&mailbox, true).await?;
+                    append_spool(&mut session, &mailbox, spool).await?
+                }
+                other => other?,
+            };
             Ok::<_, WriterError>((uid, mailbox))
         }
         .await;
@@ -224,15 +245,36 @@ impl HookCoi {
         Ok(changed)
     }
 
-    /// `<root><sep><leaf>`, the separator learned from the backend.
+    /// `<root><sep><leaf>`, the separator learned from the backend (once).
     async fn folder_name(
         &self,
         session: &mut WriterSession,
         leaf: &str,
     ) -> Result<String, WriterError> {
-        let separator = session.hierarchy_separator().await?.unwrap_or(b'/');
+        let separator = match self.separator.get() {
+            Some(&separator) => separator,
+            None => {
+                let separator = session.hierarchy_separator().await?.unwrap_or(b'/');
+                *self.separator.get_or_init(|| separator)
+            }
+        };
         Ok(format!("{}{}{leaf}", self.root, separator as char))
     }
+}
+
+/// Appends the spooled message with `$Chat`.
+async fn append_spool(
+    session: &mut WriterSession,
+    mailbox: &str,
+    spool: &mut Spool,
+) -> Result<AppendUid, WriterError> {
+    let reader = spool
+        .reader()
+        .await
+        .map_err(|e| WriterError::Body(BodyError::Read(e)))?;
+    session
+        .append(mailbox, &[CHAT_KEYWORD], None, spool.len(), reader)
+        .await
 }
 
 /// Why a capture failed.
