@@ -12,16 +12,22 @@ use tracing::info;
 use crate::admin::{self, Readiness};
 use crate::coi::headers::HeaderRewriter;
 use crate::coi::submit::SubmitRules;
-use crate::config::{Config, MailboxWriterConfig, SubmissionConfig, UpstreamTls};
+use crate::config::{
+    Config, MailboxWriterConfig, PeerLinkConfig, SubmissionConfig, UpstreamTls, UserName,
+};
 use crate::metrics::Metrics;
 use crate::net::connect::Connector;
+use crate::net::discovery::{Discovery, DiscoveryError};
+use crate::net::quic::{self, PeerTls, QuicError};
 use crate::net::shutdown::{self, Phase, Trigger};
 use crate::net::tls::{self, TlsError};
 use crate::proto::smtp::data::{DataLimits, TEXT_LINE_MAX};
+use crate::proxy::peer::{Links, Peers};
 use crate::proxy::registry::SessionRegistry;
 use crate::proxy::state::UserStates;
+use crate::proxy::store::Mailboxes;
 use crate::proxy::writer::{MailboxWriter, MasterPassword, WriterConfig, WriterTls};
-use crate::proxy::{delivery, imap, submission};
+use crate::proxy::{delivery, imap, peer, submission};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +42,10 @@ pub enum StartError {
     DeliveryUpstreamTls(TlsError),
     #[error("coi.server: {0}")]
     CoiServer(String),
+    #[error("peer: {0}")]
+    Peer(#[source] QuicError),
+    #[error("peer.dns: {0}")]
+    Discovery(#[source] DiscoveryError),
     #[error("{0}")]
     Bind(#[from] std::io::Error),
 }
@@ -48,6 +58,8 @@ pub struct Running {
     pub submission: Vec<(String, SocketAddr)>,
     /// The delivery hook's LMTP listener, without a `delivery` section none.
     pub delivery: Option<SocketAddr>,
+    /// The peer links' QUIC endpoint (UDP), without `peer.address` none.
+    pub peer: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
@@ -84,39 +96,65 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         states: states.clone(),
         registry: registry.clone(),
     });
+    let writer = match &config.mailbox_writer {
+        Some(settings) => Some(mailbox_writer(config, settings)?),
+        None => None,
+    };
+    // The users' mailboxes as the proxy writes them: for the delivery hook, the peer
+    // links and the submission front's token lookups.
+    let mailboxes = writer.clone().map(|writer| {
+        let user_name = config
+            .delivery
+            .as_ref()
+            .map_or(UserName::Address, |d| d.user_name);
+        let secrets = &config.coi.tokens.secrets;
+        // Any stable server secret keys the de-duplication hash; the first permanent one
+        // changes least often.
+        let dedup_secret = secrets
+            .permanent
+            .first()
+            .or(secrets.temporary.first())
+            .cloned();
+        Arc::new(Mailboxes::new(
+            writer,
+            config.coi.mailbox_root.clone(),
+            states.clone(),
+            user_name,
+            dedup_secret,
+        ))
+    });
+    let peers = match (&config.peer.link, &mailboxes) {
+        (Some(link), Some(mailboxes)) => Some(Arc::new(peers(
+            config,
+            link,
+            mailboxes.clone(),
+            metrics.clone(),
+            registry.clone(),
+        )?)),
+        _ => None,
+    };
     let submission_shared = match &config.submission {
         Some(submission) => Some(Arc::new(submission_shared(
             config,
             submission,
             acceptor.clone(),
             metrics.clone(),
+            peers.clone(),
         )?)),
-        None => None,
-    };
-    let writer = match &config.mailbox_writer {
-        Some(settings) => Some(mailbox_writer(config, settings)?),
         None => None,
     };
     let delivery_shared = match &config.delivery {
         Some(delivery) => {
             let upstream =
                 Connector::new(&delivery.upstream).map_err(StartError::DeliveryUpstreamTls)?;
-            let coi = writer.clone().map(|writer| {
-                delivery::HookCoi::new(
-                    writer,
-                    config.coi.mailbox_root.clone(),
-                    states.clone(),
-                    delivery.user_name,
-                )
-            });
-            if coi.is_none() {
+            if mailboxes.is_none() {
                 info!("no mailbox_writer section: the delivery hook relays all mail to Dovecot's LMTP");
             }
             Some(Arc::new(delivery::Shared::new(
                 delivery.clone(),
                 upstream,
                 metrics.clone(),
-                coi,
+                mailboxes.clone(),
                 registry.clone(),
             )))
         }
@@ -178,6 +216,13 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         delivery_addr = Some(address);
         tasks.spawn(delivery::serve(listener, shared, shutdown.clone()));
     }
+    let mut peer_addr = None;
+    if let Some(peers) = &peers {
+        let address = peers.endpoint.local_addr()?;
+        info!(%address, domains = ?peers.domains, "peer endpoint ready");
+        peer_addr = Some(address);
+        tasks.spawn(peer::receive::serve(peers.clone(), shutdown.clone()));
+    }
     let admin = match admin_listener {
         Some(listener) => {
             let address = listener.local_addr()?;
@@ -199,6 +244,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         imap: imap_addrs,
         submission: submission_addrs,
         delivery: delivery_addr,
+        peer: peer_addr,
         admin,
         metrics,
         readiness,
@@ -244,6 +290,7 @@ fn submission_shared(
     submission: &SubmissionConfig,
     acceptor: Option<TlsAcceptor>,
     metrics: Arc<Metrics>,
+    peers: Option<Arc<Peers>>,
 ) -> Result<submission::Shared, StartError> {
     let upstream =
         Connector::new(&submission.upstream).map_err(StartError::SubmissionUpstreamTls)?;
@@ -264,7 +311,39 @@ fn submission_shared(
         acceptor,
         upstream,
         metrics,
+        peers,
     ))
+}
+
+/// The peer links' shared state: the QUIC endpoint (bound here), discovery, the link
+/// table.
+fn peers(
+    config: &Config,
+    link: &PeerLinkConfig,
+    mailboxes: Arc<Mailboxes>,
+    metrics: Arc<Metrics>,
+    registry: Arc<SessionRegistry>,
+) -> Result<Peers, StartError> {
+    let tls = PeerTls::load(&link.tls, &link.ca_file).map_err(StartError::Peer)?;
+    let endpoint = quic::endpoint(link.address, &tls).map_err(StartError::Peer)?;
+    let discovery = Discovery::new(&config.peer).map_err(StartError::Discovery)?;
+    let spool_dir = config
+        .delivery
+        .as_ref()
+        .and_then(|d| d.spool_directory.clone())
+        .unwrap_or_else(std::env::temp_dir);
+    Ok(Peers {
+        endpoint,
+        config: link.clone(),
+        domains: tls.domains.clone(),
+        discovery,
+        links: Links::new(),
+        mailboxes,
+        secrets: config.coi.tokens.secrets.clone(),
+        metrics,
+        registry,
+        spool_dir,
+    })
 }
 
 impl Running {

@@ -87,6 +87,16 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
             problems.push(format!("imap.upstream.ca_file: {}", error_chain(&e)));
         }
     }
+    if let Some(link) = &config.peer.link {
+        match coi_proxy::net::quic::PeerTls::load(&link.tls, &link.ca_file) {
+            Ok(tls) if tls.domains.is_empty() => problems.push(
+                "peer.certificate: names no DNS name: peers could not tell which mail domain it speaks for"
+                    .to_owned(),
+            ),
+            Ok(_) => {}
+            Err(e) => problems.push(format!("peer: {}", error_chain(&e))),
+        }
+    }
     if !problems.is_empty() {
         eprintln!("{}: invalid configuration", path.display());
         for problem in problems {

@@ -54,6 +54,9 @@ pub struct Metrics {
     pub submission: SubmissionMetrics,
     /// The delivery hook's metrics, and the IDLE wakes it causes.
     pub delivery: DeliveryMetrics,
+    /// The QUIC peer links' metrics: link states, fast-path deliveries and their
+    /// fallbacks to mail, and what this proxy verified and stored for its peers.
+    pub peer: PeerMetrics,
 }
 
 impl Metrics {
@@ -77,11 +80,13 @@ impl Metrics {
         let imap = ImapMetrics::new(&registry);
         let submission = SubmissionMetrics::new(&registry);
         let delivery = DeliveryMetrics::new(&registry);
+        let peer = PeerMetrics::new(&registry);
         Metrics {
             registry,
             imap,
             submission,
             delivery,
+            peer,
         }
     }
 
@@ -680,6 +685,383 @@ impl CaptureOutcome {
     }
 }
 
+// === Peer links ===
+
+/// Upper bounds of `coi_proxy_peer_delivery_duration_seconds`, in seconds.
+///
+/// From 0.5 ms to 30 s: the QUIC fast path takes milliseconds (a round trip on a warm
+/// link plus the peer's append), while the Postfix path includes the queue hand-off (and
+/// any fast-path attempt before it) and can take seconds. 30 s is the largest allowed
+/// `peer.delivery_timeout`; roughly 1-2.5-5 per decade, like the other duration buckets.
+const PEER_DELIVERY_DURATION_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Metrics of the QUIC links between coi-proxies (sending proxy → peer proxy → Dovecot).
+pub struct PeerMetrics {
+    links: [IntGauge; LinkState::ALL.len()],
+    deliveries_total: [[IntCounter; PathOutcome::ALL.len()]; DeliveryPath::ALL.len()],
+    delivery_duration: [Histogram; DeliveryPath::ALL.len()],
+    fallbacks_total: [IntCounter; FallbackReason::ALL.len()],
+    token_verifications_total: [IntCounter; TokenVerification::ALL.len()],
+    received_total: [IntCounter; ReceivedOutcome::ALL.len()],
+}
+
+impl PeerMetrics {
+    fn new(registry: &Registry) -> Self {
+        let links = IntGaugeVec::new(
+            Opts::new(
+                "coi_proxy_peer_links",
+                "QUIC links to peer coi-proxies now, by state (connecting: being opened; \
+                 up: open; backoff: waiting to reconnect after a failure).",
+            ),
+            &["state"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, links.clone());
+        let deliveries = IntCounterVec::new(
+            Opts::new(
+                "coi_proxy_peer_deliveries_total",
+                "Recipients delivered by this proxy as sender, by path (quic: the fast path \
+                 to the recipient's coi-proxy; smtp: handed to Postfix) and outcome \
+                 (delivered: stored by the peer or accepted by Postfix; rejected: a \
+                 permanent refusal; failed: a temporary failure).",
+            ),
+            &["path", "outcome"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, deliveries.clone());
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "coi_proxy_peer_delivery_duration_seconds",
+                "Time from the end of the client's message data to a recipient's verdict, \
+                 by path.",
+            )
+            .buckets(PEER_DELIVERY_DURATION_BUCKETS.to_vec()),
+            &["path"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, duration.clone());
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "coi_proxy_peer_fallbacks_total",
+                "Fast-path candidate recipients sent by mail instead, by reason (no_peer: \
+                 the domain has no coi-proxy; discovery: DNS failed; connect: the link \
+                 could not be opened; backoff: the link is waiting to reconnect; timeout: \
+                 no verdict within peer.delivery_timeout; refused: the peer refused the \
+                 whole delivery with an Error frame; temp_fail, rejected: the peer's \
+                 verdict for the recipient; protocol: the peer broke the protocol or the stream was cut; \
+                 too_large: over peer.max_message_bytes; not_chat: not a chat message; \
+                 internal: this proxy's own failure).",
+            ),
+            &["reason"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, fallbacks.clone());
+        let verifications = IntCounterVec::new(
+            Opts::new(
+                "coi_proxy_peer_token_verifications_total",
+                "Tokens presented to this proxy over a peer link, by result (temporary, \
+                 permanent: accepted tokens of that kind; malformed: not a COI token; \
+                 bad_mac: no secret of this proxy produces its MAC; wrong_pair: genuine but \
+                 bound to another sender and recipient; expired; not_in_contacts: the \
+                 sender is not among the recipient's contacts).",
+            ),
+            &["result"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, verifications.clone());
+        let received = IntCounterVec::new(
+            Opts::new(
+                "coi_proxy_peer_received_total",
+                "Recipients of deliveries received over peer links, by what this proxy \
+                 answered (stored; duplicate: already in the mailbox, answered stored \
+                 without storing again; rejected: a permanent refusal; temp_fail: a \
+                 temporary failure; abandoned: the stream ended before the message was \
+                 complete, nothing stored).",
+            ),
+            &["outcome"],
+        )
+        .expect(VALID_METRIC);
+        register(registry, received.clone());
+        Self {
+            links: LinkState::ALL.map(|s| links.with_label_values(&[s.as_label()])),
+            deliveries_total: DeliveryPath::ALL.map(|p| {
+                PathOutcome::ALL
+                    .map(|o| deliveries.with_label_values(&[p.as_label(), o.as_label()]))
+            }),
+            delivery_duration: DeliveryPath::ALL
+                .map(|p| duration.with_label_values(&[p.as_label()])),
+            fallbacks_total: FallbackReason::ALL
+                .map(|r| fallbacks.with_label_values(&[r.as_label()])),
+            token_verifications_total: TokenVerification::ALL
+                .map(|r| verifications.with_label_values(&[r.as_label()])),
+            received_total: ReceivedOutcome::ALL
+                .map(|o| received.with_label_values(&[o.as_label()])),
+        }
+    }
+
+    /// A link changed state: `from` None = a new link, `to` None = the link is gone.
+    pub fn link_state(&self, from: Option<LinkState>, to: Option<LinkState>) {
+        if let Some(from) = from {
+            self.links[from as usize].dec();
+        }
+        if let Some(to) = to {
+            self.links[to as usize].inc();
+        }
+    }
+
+    /// One recipient's delivery by the sending proxy: which path carried it and how it
+    /// ended; `elapsed` from the end of the client's DATA to the recipient's verdict.
+    pub fn delivery(&self, path: DeliveryPath, outcome: PathOutcome, elapsed: Duration) {
+        self.deliveries_total[path as usize][outcome as usize].inc();
+        self.delivery_duration[path as usize].observe(elapsed.as_secs_f64());
+    }
+
+    /// A fast-path candidate recipient that went by mail instead, and why.
+    pub fn fallback(&self, reason: FallbackReason) {
+        self.fallbacks_total[reason as usize].inc();
+    }
+
+    /// A token presented to this proxy over a link, and the verdict.
+    pub fn token_verification(&self, result: TokenVerification) {
+        self.token_verifications_total[result as usize].inc();
+    }
+
+    /// One recipient of a delivery received over a link, and what this proxy answered.
+    pub fn received(&self, outcome: ReceivedOutcome) {
+        self.received_total[outcome as usize].inc();
+    }
+}
+
+impl std::fmt::Debug for PeerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerMetrics").finish_non_exhaustive()
+    }
+}
+
+/// The state of a link to a peer proxy (label `state` of `coi_proxy_peer_links`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LinkState {
+    /// Waiting to reconnect after a failed connect or a lost link.
+    Backoff,
+    /// Being opened.
+    Connecting,
+    /// Open: deliveries can be offered.
+    Up,
+}
+
+impl LinkState {
+    /// Every variant, in declaration order (the order of the internal arrays).
+    pub const ALL: [Self; 3] = [Self::Backoff, Self::Connecting, Self::Up];
+
+    /// The label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Backoff => "backoff",
+            Self::Connecting => "connecting",
+            Self::Up => "up",
+        }
+    }
+}
+
+/// Which path carried a recipient's delivery (label `path` of
+/// `coi_proxy_peer_deliveries_total` and `coi_proxy_peer_delivery_duration_seconds`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeliveryPath {
+    /// The fast path: over a QUIC link to the recipient's coi-proxy.
+    Quic,
+    /// The mail path: handed to Postfix.
+    Smtp,
+}
+
+impl DeliveryPath {
+    /// Every variant, in declaration order (the order of the internal arrays).
+    pub const ALL: [Self; 2] = [Self::Quic, Self::Smtp];
+
+    /// The label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Quic => "quic",
+            Self::Smtp => "smtp",
+        }
+    }
+}
+
+/// How a recipient's delivery ended (label `outcome` of
+/// `coi_proxy_peer_deliveries_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PathOutcome {
+    /// Stored by the peer, or accepted by Postfix.
+    Delivered,
+    /// A temporary failure.
+    Failed,
+    /// A permanent refusal.
+    Rejected,
+}
+
+impl PathOutcome {
+    /// Every variant, in declaration order (the order of the internal arrays).
+    pub const ALL: [Self; 3] = [Self::Delivered, Self::Failed, Self::Rejected];
+
+    /// The label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// Why a fast-path candidate recipient went by mail instead (label `reason` of
+/// `coi_proxy_peer_fallbacks_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FallbackReason {
+    /// The link is waiting to reconnect.
+    Backoff,
+    /// The link could not be opened.
+    Connect,
+    /// The DNS lookup of the domain's coi-proxy failed.
+    Discovery,
+    /// This proxy's own failure.
+    Internal,
+    /// The recipient's domain has no coi-proxy.
+    NoPeer,
+    /// Not a chat message.
+    NotChat,
+    /// The peer broke the protocol, or the stream was cut.
+    Protocol,
+    /// The peer refused the whole delivery (an Error frame).
+    Refused,
+    /// The peer's verdict for the recipient was a permanent refusal.
+    Rejected,
+    /// The peer's verdict for the recipient was a temporary failure.
+    TempFail,
+    /// No verdict within `peer.delivery_timeout`.
+    Timeout,
+    /// Larger than `peer.max_message_bytes`.
+    TooLarge,
+}
+
+impl FallbackReason {
+    /// Every variant, in declaration order (the order of the internal arrays).
+    pub const ALL: [Self; 12] = [
+        Self::Backoff,
+        Self::Connect,
+        Self::Discovery,
+        Self::Internal,
+        Self::NoPeer,
+        Self::NotChat,
+        Self::Protocol,
+        Self::Refused,
+        Self::Rejected,
+        Self::TempFail,
+        Self::Timeout,
+        Self::TooLarge,
+    ];
+
+    /// The label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Backoff => "backoff",
+            Self::Connect => "connect",
+            Self::Discovery => "discovery",
+            Self::Internal => "internal",
+            Self::NoPeer => "no_peer",
+            Self::NotChat => "not_chat",
+            Self::Protocol => "protocol",
+            Self::Refused => "refused",
+            Self::Rejected => "rejected",
+            Self::TempFail => "temp_fail",
+            Self::Timeout => "timeout",
+            Self::TooLarge => "too_large",
+        }
+    }
+}
+
+/// The verdict on a token presented over a link (label `result` of
+/// `coi_proxy_peer_token_verifications_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenVerification {
+    /// No secret of this proxy produces the token's MAC.
+    BadMac,
+    Expired,
+    /// Not a COI token (it does not parse).
+    Malformed,
+    /// Genuine, but the sender is not among the recipient's contacts.
+    NotInContacts,
+    /// Accepted: a permanent token.
+    Permanent,
+    /// Accepted: a temporary token.
+    Temporary,
+    /// Genuine, but bound to another sender and recipient pair.
+    WrongPair,
+}
+
+impl TokenVerification {
+    /// Every variant, in declaration order (the order of the internal arrays).
+    pub const ALL: [Self; 7] = [
+        Self::BadMac,
+        Self::Expired,
+        Self::Malformed,
+        Self::NotInContacts,
+        Self::Permanent,
+        Self::Temporary,
+        Self::WrongPair,
+    ];
+
+    /// The label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::BadMac => "bad_mac",
+            Self::Expired => "expired",
+            Self::Malformed => "malformed",
+            Self::NotInContacts => "not_in_contacts",
+            Self::Permanent => "permanent",
+            Self::Temporary => "temporary",
+            Self::WrongPair => "wrong_pair",
+        }
+    }
+}
+
+/// What this proxy answered for one recipient of a delivery received over a link (label
+/// `outcome` of `coi_proxy_peer_received_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReceivedOutcome {
+    /// The stream ended before the message was complete; nothing stored.
+    Abandoned,
+    /// Already in the mailbox: answered Stored without storing again.
+    Duplicate,
+    /// A permanent refusal.
+    Rejected,
+    Stored,
+    /// A temporary failure.
+    TempFail,
+}
+
+impl ReceivedOutcome {
+    /// Every variant, in declaration order (the order of the internal arrays).
+    pub const ALL: [Self; 5] = [
+        Self::Abandoned,
+        Self::Duplicate,
+        Self::Rejected,
+        Self::Stored,
+        Self::TempFail,
+    ];
+
+    /// The label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Abandoned => "abandoned",
+            Self::Duplicate => "duplicate",
+            Self::Rejected => "rejected",
+            Self::Stored => "stored",
+            Self::TempFail => "temp_fail",
+        }
+    }
+}
+
 // === Labels ===
 
 /// Which kind of IMAP listener a connection came in on (label `listener`).
@@ -920,6 +1302,24 @@ mod tests {
         for (i, v) in CaptureOutcome::ALL.iter().enumerate() {
             assert_eq!(*v as usize, i);
         }
+        for (i, v) in LinkState::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+        for (i, v) in DeliveryPath::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+        for (i, v) in PathOutcome::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+        for (i, v) in FallbackReason::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+        for (i, v) in TokenVerification::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+        for (i, v) in ReceivedOutcome::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
     }
 
     #[test]
@@ -940,6 +1340,16 @@ mod tests {
         check(DeliveryRoute::ALL.map(DeliveryRoute::as_label).to_vec());
         check(DeliveryOutcome::ALL.map(DeliveryOutcome::as_label).to_vec());
         check(CaptureOutcome::ALL.map(CaptureOutcome::as_label).to_vec());
+        check(LinkState::ALL.map(LinkState::as_label).to_vec());
+        check(DeliveryPath::ALL.map(DeliveryPath::as_label).to_vec());
+        check(PathOutcome::ALL.map(PathOutcome::as_label).to_vec());
+        check(FallbackReason::ALL.map(FallbackReason::as_label).to_vec());
+        check(
+            TokenVerification::ALL
+                .map(TokenVerification::as_label)
+                .to_vec(),
+        );
+        check(ReceivedOutcome::ALL.map(ReceivedOutcome::as_label).to_vec());
     }
 
     #[test]
@@ -948,6 +1358,7 @@ mod tests {
             COMMAND_DURATION_BUCKETS,
             SESSION_DURATION_BUCKETS,
             DELIVERY_DURATION_BUCKETS,
+            PEER_DELIVERY_DURATION_BUCKETS,
         ] {
             assert!(buckets.windows(2).all(|w| w[0] < w[1]));
         }
@@ -955,6 +1366,8 @@ mod tests {
         assert_eq!(COMMAND_DURATION_BUCKETS.last(), Some(&30.0));
         assert_eq!(SESSION_DURATION_BUCKETS.first(), Some(&1.0));
         assert_eq!(SESSION_DURATION_BUCKETS.last(), Some(&86_400.0));
+        assert_eq!(PEER_DELIVERY_DURATION_BUCKETS.first(), Some(&0.000_5));
+        assert_eq!(PEER_DELIVERY_DURATION_BUCKETS.last(), Some(&30.0));
     }
 
     #[test]
@@ -982,5 +1395,33 @@ mod tests {
         let histogram = &metrics.imap.listeners.session_duration[idx];
         assert_eq!(histogram.get_sample_count(), 1);
         assert!(histogram.get_sample_sum() >= 90.0);
+    }
+
+    #[test]
+    fn link_state_moves_the_gauges() {
+        let metrics = Metrics::new();
+        let gauge = |state: LinkState| metrics.peer.links[state as usize].get();
+        metrics.peer.link_state(None, Some(LinkState::Connecting));
+        metrics.peer.link_state(None, Some(LinkState::Connecting));
+        assert_eq!(gauge(LinkState::Connecting), 2);
+        metrics
+            .peer
+            .link_state(Some(LinkState::Connecting), Some(LinkState::Up));
+        metrics
+            .peer
+            .link_state(Some(LinkState::Connecting), Some(LinkState::Backoff));
+        assert_eq!(gauge(LinkState::Connecting), 0);
+        assert_eq!(gauge(LinkState::Up), 1);
+        assert_eq!(gauge(LinkState::Backoff), 1);
+        metrics.peer.link_state(Some(LinkState::Up), None);
+        metrics.peer.link_state(Some(LinkState::Backoff), None);
+        for state in LinkState::ALL {
+            assert_eq!(gauge(state), 0, "{state:?}");
+        }
+        // Neither end: nothing to account for.
+        metrics.peer.link_state(None, None);
+        for state in LinkState::ALL {
+            assert_eq!(gauge(state), 0, "{state:?}");
+        }
     }
 }

@@ -322,6 +322,20 @@ fn chat_message(n: u32, extra: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// `message` with a Message-ID of its own for the `i`th delivery pattern, so that the
+/// hook's de-duplication (decision 0007) does not take the second pattern's copy for the
+/// first's. Same length for `i` below 10.
+fn for_delivery(message: &[u8], i: usize) -> Vec<u8> {
+    let from = b"Message-ID: <chat.";
+    let at = message
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("a chat message's Message-ID");
+    let mut out = message.to_vec();
+    out[at + from.len() - 1] = b'0' + (i % 10) as u8;
+    out
+}
+
 // === what Dovecot stored ===
 
 /// The mailbox the writer appends COI users' chat mail to under the `active` filter.
@@ -439,12 +453,29 @@ fn assert_lmtp_copy(copy: &Stored, message: &[u8], what: &str) {
     assert!(!copy.flags.contains("$Chat"), "{what}: {}", copy.flags);
 }
 
-/// One copy appended by the mailbox writer: the message byte for byte, with `$Chat`.
+/// The line the mailbox writer puts before a chat message it stores: its
+/// de-duplication key (docs/decisions/0007), 43 base64url characters.
+const DELIVERY_KEY_LINE_LEN: usize = "X-COI-Delivery: ".len() + 43 + 2;
+
+/// One copy appended by the mailbox writer: one `X-COI-Delivery` line, then the message
+/// byte for byte, with `$Chat`.
 fn assert_appended_copy(copy: &Stored, message: &[u8], what: &str) {
+    let (key, stored) = copy
+        .bytes
+        .split_at(DELIVERY_KEY_LINE_LEN.min(copy.bytes.len()));
     assert!(
-        copy.bytes == message,
+        key.starts_with(b"X-COI-Delivery: ")
+            && key.ends_with(b"\r\n")
+            && key[16..key.len() - 2]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'),
+        "{what}: no delivery key line first: {}",
+        escape(&copy.bytes)
+    );
+    assert!(
+        stored == message,
         "{what}: stored {}\nsent {}",
-        escape(&copy.bytes),
+        escape(stored),
         escape(message)
     );
     assert!(copy.flags.contains("$Chat"), "{what}: {}", copy.flags);
@@ -1663,7 +1694,8 @@ async fn a_token_in_the_body_or_an_attached_message_is_not_captured() {
     );
     let mut n = 0;
     for message in [&in_body, &attached] {
-        for delivery in DELIVERIES {
+        for (i, delivery) in DELIVERIES.into_iter().enumerate() {
+            let message = &for_delivery(message, i);
             assert_delivered_to_bob(world.hook(), message, delivery).await;
             n += 1;
             let chats = world.stored("bob", CHATS).await;
@@ -1746,15 +1778,11 @@ async fn the_same_message_delivered_twice_stores_its_token_once() {
         uids.push(assert_one_contact_for_alice(&world.dovecot, "bob", &token).await);
     }
     assert_eq!(uids[0], uids[1], "the contact was not rewritten");
+    // The second delivery finds the first copy by its delivery key (SECURITY-CASES §4
+    // rule 5): one copy, and both deliveries were answered 250.
     let chats = world.stored("bob", CHATS).await;
-    assert_eq!(
-        chats.len(),
-        2,
-        "both deliveries stored (the hook does not deduplicate)"
-    );
-    for copy in &chats {
-        assert_appended_copy(copy, &message, "the chat message");
-    }
+    assert_eq!(chats.len(), 1, "the second delivery is a duplicate");
+    assert_appended_copy(&chats[0], &message, "the chat message");
     let series = |outcome: &str| {
         metric(
             &world.proxy,
@@ -1797,6 +1825,7 @@ async fn ten_thousand_nested_multiparts_are_delivered_in_bounded_time() {
         &body,
     );
     for (i, delivery) in DELIVERIES.into_iter().enumerate() {
+        let message = for_delivery(&message, i);
         let data = data_of(&message);
         let mut c = data_for_bob_and_carol(world.hook()).await;
         let started = Instant::now();
@@ -1877,14 +1906,15 @@ async fn a_20_mb_message_to_the_chat_and_the_lmtp_route_in_constant_memory() {
     const TOTAL: usize = 20 * 1000 * 1000;
     let world = World::exclusive(DeliveryTuning::default()).await;
     world.enable_coi("bob").await;
-    let head = chat_message(1, "", "");
-    let head = &head[..head.len() - 2];
+    let first = chat_message(1, "", "");
     let mut line = vec![b'm'; 998];
     line.extend_from_slice(b"\r\n");
-    let bulk = TOTAL - head.len();
+    let bulk = TOTAL - (first.len() - 2);
     let bulk = bulk - bulk % line.len();
-    let len = head.len() + bulk;
+    let len = first.len() - 2 + bulk;
     for (i, delivery) in DELIVERIES.into_iter().enumerate() {
+        let head = for_delivery(&first, i);
+        let head = &head[..head.len() - 2];
         let mut c = data_for_bob_and_carol(world.hook()).await;
         let mut probe = MemoryProbe::start();
         let started = Instant::now();
@@ -1915,7 +1945,11 @@ async fn a_20_mb_message_to_the_chat_and_the_lmtp_route_in_constant_memory() {
         expect(&mut c, "QUIT", "221 2.0.0").await;
         let bob = sizes(&world.dovecot, "bob", CHATS).await;
         assert_eq!(bob.len(), i + 1);
-        assert_eq!(bob[i], len as u64, "bob's copy is the message");
+        assert_eq!(
+            bob[i],
+            (len + DELIVERY_KEY_LINE_LEN) as u64,
+            "bob's copy is the message after its delivery key line"
+        );
         let carol = sizes(&world.dovecot, "carol", "INBOX").await;
         assert_eq!(carol.len(), i + 1);
         assert!(

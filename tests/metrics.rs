@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use coi_proxy::metrics::{
-    CommandClass, CommandOutcome, Direction, ListenerKind, Metrics, TlsOutcome,
+    CommandClass, CommandOutcome, DeliveryPath, Direction, FallbackReason, LinkState, ListenerKind,
+    Metrics, PathOutcome, ReceivedOutcome, TlsOutcome, TokenVerification,
 };
 
 /// One metric family as the exposition must show it.
@@ -125,6 +126,68 @@ const FAMILIES: &[Family] = &[
                (refused, timed out or TLS failed).",
         labels: &[],
         series: 1,
+    },
+    Family {
+        name: "coi_proxy_peer_deliveries_total",
+        kind: "counter",
+        help: "Recipients delivered by this proxy as sender, by path (quic: the fast path \
+               to the recipient's coi-proxy; smtp: handed to Postfix) and outcome \
+               (delivered: stored by the peer or accepted by Postfix; rejected: a \
+               permanent refusal; failed: a temporary failure).",
+        labels: &["path", "outcome"],
+        series: 2 * 3,
+    },
+    Family {
+        name: "coi_proxy_peer_delivery_duration_seconds",
+        kind: "histogram",
+        help: "Time from the end of the client's message data to a recipient's verdict, \
+               by path.",
+        labels: &["path"],
+        series: 2,
+    },
+    Family {
+        name: "coi_proxy_peer_fallbacks_total",
+        kind: "counter",
+        help: "Fast-path candidate recipients sent by mail instead, by reason (no_peer: \
+               the domain has no coi-proxy; discovery: DNS failed; connect: the link \
+               could not be opened; backoff: the link is waiting to reconnect; timeout: \
+               no verdict within peer.delivery_timeout; refused: the peer refused the \
+               whole delivery with an Error frame; temp_fail, rejected: the peer's \
+               verdict for the recipient; protocol: the peer broke the protocol or the \
+               stream was cut; too_large: over peer.max_message_bytes; not_chat: not a \
+               chat message; internal: this proxy's own failure).",
+        labels: &["reason"],
+        series: 12,
+    },
+    Family {
+        name: "coi_proxy_peer_links",
+        kind: "gauge",
+        help: "QUIC links to peer coi-proxies now, by state (connecting: being opened; \
+               up: open; backoff: waiting to reconnect after a failure).",
+        labels: &["state"],
+        series: 3,
+    },
+    Family {
+        name: "coi_proxy_peer_received_total",
+        kind: "counter",
+        help: "Recipients of deliveries received over peer links, by what this proxy \
+               answered (stored; duplicate: already in the mailbox, answered stored \
+               without storing again; rejected: a permanent refusal; temp_fail: a \
+               temporary failure; abandoned: the stream ended before the message was \
+               complete, nothing stored).",
+        labels: &["outcome"],
+        series: 5,
+    },
+    Family {
+        name: "coi_proxy_peer_token_verifications_total",
+        kind: "counter",
+        help: "Tokens presented to this proxy over a peer link, by result (temporary, \
+               permanent: accepted tokens of that kind; malformed: not a COI token; \
+               bad_mac: no secret of this proxy produces its MAC; wrong_pair: genuine but \
+               bound to another sender and recipient; expired; not_in_contacts: the \
+               sender is not among the recipient's contacts).",
+        labels: &["result"],
+        series: 7,
     },
     Family {
         name: "coi_proxy_submission_auth_total",
@@ -380,6 +443,95 @@ fn label_values_are_the_enum_labels() {
 }
 
 #[test]
+fn peer_label_values_are_the_enum_labels() {
+    let text = Metrics::new().encode();
+    for path in DeliveryPath::ALL {
+        for outcome in PathOutcome::ALL {
+            let labels = [("path", path.as_label()), ("outcome", outcome.as_label())];
+            assert_eq!(
+                value(&text, "coi_proxy_peer_deliveries_total", &labels),
+                0.0
+            );
+        }
+        let labels = [("path", path.as_label())];
+        assert_eq!(
+            value(
+                &text,
+                "coi_proxy_peer_delivery_duration_seconds_count",
+                &labels
+            ),
+            0.0
+        );
+    }
+    for state in LinkState::ALL {
+        let labels = [("state", state.as_label())];
+        assert_eq!(value(&text, "coi_proxy_peer_links", &labels), 0.0);
+    }
+    for reason in FallbackReason::ALL {
+        let labels = [("reason", reason.as_label())];
+        assert_eq!(value(&text, "coi_proxy_peer_fallbacks_total", &labels), 0.0);
+    }
+    for result in TokenVerification::ALL {
+        let labels = [("result", result.as_label())];
+        assert_eq!(
+            value(&text, "coi_proxy_peer_token_verifications_total", &labels),
+            0.0
+        );
+    }
+    for outcome in ReceivedOutcome::ALL {
+        let labels = [("outcome", outcome.as_label())];
+        assert_eq!(value(&text, "coi_proxy_peer_received_total", &labels), 0.0);
+    }
+
+    let labels = |all: &[&'static str]| all.to_vec();
+    assert_eq!(
+        labels(&LinkState::ALL.map(LinkState::as_label)),
+        ["backoff", "connecting", "up"]
+    );
+    assert_eq!(
+        labels(&DeliveryPath::ALL.map(DeliveryPath::as_label)),
+        ["quic", "smtp"]
+    );
+    assert_eq!(
+        labels(&PathOutcome::ALL.map(PathOutcome::as_label)),
+        ["delivered", "failed", "rejected"]
+    );
+    assert_eq!(
+        labels(&FallbackReason::ALL.map(FallbackReason::as_label)),
+        [
+            "backoff",
+            "connect",
+            "discovery",
+            "internal",
+            "no_peer",
+            "not_chat",
+            "protocol",
+            "refused",
+            "rejected",
+            "temp_fail",
+            "timeout",
+            "too_large",
+        ]
+    );
+    assert_eq!(
+        labels(&TokenVerification::ALL.map(TokenVerification::as_label)),
+        [
+            "bad_mac",
+            "expired",
+            "malformed",
+            "not_in_contacts",
+            "permanent",
+            "temporary",
+            "wrong_pair",
+        ]
+    );
+    assert_eq!(
+        labels(&ReceivedOutcome::ALL.map(ReceivedOutcome::as_label)),
+        ["abandoned", "duplicate", "rejected", "stored", "temp_fail"]
+    );
+}
+
+#[test]
 fn connection_guard_moves_gauge_counter_and_session_histogram() {
     let metrics = Metrics::new();
     let implicit = [("listener", "implicit")];
@@ -563,4 +715,161 @@ fn registries_are_independent() {
     assert_eq!(value(&a.encode(), name, &[]), 1.0);
     assert_eq!(value(&b.encode(), name, &[]), 0.0);
     assert!(prometheus::gather().is_empty());
+}
+
+#[test]
+fn peer_link_states_move_the_gauge() {
+    let metrics = Metrics::new();
+    let name = "coi_proxy_peer_links";
+    // Two links being opened; one comes up, the other fails and backs off.
+    metrics.peer.link_state(None, Some(LinkState::Connecting));
+    metrics.peer.link_state(None, Some(LinkState::Connecting));
+    metrics
+        .peer
+        .link_state(Some(LinkState::Connecting), Some(LinkState::Up));
+    metrics
+        .peer
+        .link_state(Some(LinkState::Connecting), Some(LinkState::Backoff));
+    let text = metrics.encode();
+    assert_eq!(value(&text, name, &[("state", "connecting")]), 0.0);
+    assert_eq!(value(&text, name, &[("state", "up")]), 1.0);
+    assert_eq!(value(&text, name, &[("state", "backoff")]), 1.0);
+
+    // The backed-off link retries; the open one is closed.
+    metrics
+        .peer
+        .link_state(Some(LinkState::Backoff), Some(LinkState::Connecting));
+    metrics.peer.link_state(Some(LinkState::Up), None);
+    let text = metrics.encode();
+    assert_eq!(value(&text, name, &[("state", "connecting")]), 1.0);
+    assert_eq!(value(&text, name, &[("state", "up")]), 0.0);
+    assert_eq!(value(&text, name, &[("state", "backoff")]), 0.0);
+
+    metrics.peer.link_state(Some(LinkState::Connecting), None);
+    let text = metrics.encode();
+    for state in LinkState::ALL {
+        assert_eq!(value(&text, name, &[("state", state.as_label())]), 0.0);
+    }
+}
+
+#[test]
+fn peer_deliveries_count_per_path_and_outcome_and_observe_latency() {
+    let metrics = Metrics::new();
+    metrics.peer.delivery(
+        DeliveryPath::Quic,
+        PathOutcome::Delivered,
+        Duration::from_micros(300),
+    );
+    metrics.peer.delivery(
+        DeliveryPath::Quic,
+        PathOutcome::Delivered,
+        Duration::from_millis(4),
+    );
+    metrics.peer.delivery(
+        DeliveryPath::Smtp,
+        PathOutcome::Failed,
+        Duration::from_secs(2),
+    );
+    metrics.peer.delivery(
+        DeliveryPath::Smtp,
+        PathOutcome::Rejected,
+        Duration::from_secs(45),
+    );
+    let text = metrics.encode();
+    let name = "coi_proxy_peer_deliveries_total";
+    let at = |path, outcome| value(&text, name, &[("path", path), ("outcome", outcome)]);
+    assert_eq!(at("quic", "delivered"), 2.0);
+    assert_eq!(at("quic", "failed"), 0.0);
+    assert_eq!(at("quic", "rejected"), 0.0);
+    assert_eq!(at("smtp", "delivered"), 0.0);
+    assert_eq!(at("smtp", "failed"), 1.0);
+    assert_eq!(at("smtp", "rejected"), 1.0);
+
+    // Every call is observed, whatever its outcome.
+    let count = |path| {
+        value(
+            &text,
+            "coi_proxy_peer_delivery_duration_seconds_count",
+            &[("path", path)],
+        )
+    };
+    assert_eq!(count("quic"), 2.0);
+    assert_eq!(count("smtp"), 2.0);
+    let sum = value(
+        &text,
+        "coi_proxy_peer_delivery_duration_seconds_sum",
+        &[("path", "quic")],
+    );
+    assert!((sum - 0.004_3).abs() < 1e-9, "{sum}");
+    let bucket = |path, le| {
+        value(
+            &text,
+            "coi_proxy_peer_delivery_duration_seconds_bucket",
+            &[("path", path), ("le", le)],
+        )
+    };
+    // The fast path's first bucket is half a millisecond.
+    assert_eq!(bucket("quic", "0.0005"), 1.0);
+    assert_eq!(bucket("quic", "0.0025"), 1.0);
+    assert_eq!(bucket("quic", "0.005"), 2.0);
+    assert_eq!(bucket("smtp", "1"), 0.0);
+    assert_eq!(bucket("smtp", "2.5"), 1.0);
+    // Past the last bound (30 s) only `+Inf` counts it.
+    assert_eq!(bucket("smtp", "30"), 1.0);
+    assert_eq!(bucket("smtp", "+Inf"), 2.0);
+}
+
+#[test]
+fn peer_fallbacks_are_counted_per_reason() {
+    let metrics = Metrics::new();
+    metrics.peer.fallback(FallbackReason::NoPeer);
+    metrics.peer.fallback(FallbackReason::NoPeer);
+    metrics.peer.fallback(FallbackReason::Timeout);
+    metrics.peer.fallback(FallbackReason::TooLarge);
+    let text = metrics.encode();
+    let name = "coi_proxy_peer_fallbacks_total";
+    let at = |reason| value(&text, name, &[("reason", reason)]);
+    assert_eq!(at("no_peer"), 2.0);
+    assert_eq!(at("timeout"), 1.0);
+    assert_eq!(at("too_large"), 1.0);
+    assert_eq!(at("temp_fail"), 0.0);
+    assert_eq!(at("not_chat"), 0.0);
+}
+
+#[test]
+fn peer_token_verifications_are_counted_per_result() {
+    let metrics = Metrics::new();
+    metrics
+        .peer
+        .token_verification(TokenVerification::Temporary);
+    metrics
+        .peer
+        .token_verification(TokenVerification::NotInContacts);
+    metrics.peer.token_verification(TokenVerification::BadMac);
+    metrics.peer.token_verification(TokenVerification::BadMac);
+    let text = metrics.encode();
+    let name = "coi_proxy_peer_token_verifications_total";
+    let at = |result| value(&text, name, &[("result", result)]);
+    assert_eq!(at("temporary"), 1.0);
+    assert_eq!(at("not_in_contacts"), 1.0);
+    assert_eq!(at("bad_mac"), 2.0);
+    assert_eq!(at("permanent"), 0.0);
+    assert_eq!(at("wrong_pair"), 0.0);
+}
+
+#[test]
+fn peer_received_recipients_are_counted_per_outcome() {
+    let metrics = Metrics::new();
+    metrics.peer.received(ReceivedOutcome::Stored);
+    metrics.peer.received(ReceivedOutcome::Duplicate);
+    metrics.peer.received(ReceivedOutcome::Abandoned);
+    metrics.peer.received(ReceivedOutcome::Stored);
+    let text = metrics.encode();
+    let name = "coi_proxy_peer_received_total";
+    let at = |outcome| value(&text, name, &[("outcome", outcome)]);
+    assert_eq!(at("stored"), 2.0);
+    assert_eq!(at("duplicate"), 1.0);
+    assert_eq!(at("abandoned"), 1.0);
+    assert_eq!(at("rejected"), 0.0);
+    assert_eq!(at("temp_fail"), 0.0);
 }

@@ -179,6 +179,7 @@ fn config(nameserver: SocketAddr, routes: &[(&str, &str, u16)]) -> PeerConfig {
             negative_ttl: NEGATIVE_TTL,
             error_ttl: ERROR_TTL,
         },
+        link: None,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod address;
 pub mod classify;
 pub mod config;
 pub mod contacts;
+pub mod dedup;
 pub mod delivery;
 pub mod headers;
 pub mod submit;

@@ -114,8 +114,14 @@ pub struct OutgoingMessage {
     scanner: Option<HeaderScanner>,
     /// `None` once taken by `finish`.
     stuffer: Option<DotStuffer>,
+    /// `false`: the output is the message itself (for a spool), not dot-stuffed and
+    /// without the end-of-data line.
+    stuffing: bool,
     /// Set when the header was refused: the rest of the data is read and dropped.
     refused: Option<(Reply, Fault)>,
+    /// The message's Message-ID without angle brackets (its own or the one added), once
+    /// the header block has been seen.
+    message_id: Option<String>,
     summary: Summary,
     ended: bool,
 }
@@ -129,10 +135,29 @@ impl OutgoingMessage {
             receiver,
             scanner: Some(HeaderScanner::new(MAX_HEADER_BLOCK)),
             stuffer: Some(DotStuffer::new()),
+            stuffing: true,
             refused: None,
+            message_id: None,
             summary: Summary::default(),
             ended: false,
         }
+    }
+
+    /// A message whose output is the rewritten message itself: neither dot-stuffed nor
+    /// ended with the end-of-data line, for a spool from which it is sent on later
+    /// (over a peer link, or stuffed again for Postfix). [`Step::Upstream`] carries
+    /// these bytes, and [`Outcome::Relay`]'s `tail` the last of them.
+    pub fn unstuffed(rules: Arc<SubmitRules>, submitter: Submitter) -> Self {
+        Self {
+            stuffing: false,
+            ..Self::new(rules, submitter)
+        }
+    }
+
+    /// The message's Message-ID without angle brackets: its own, or the one the proxy
+    /// added. `None` before the header block ended, or when its own does not parse.
+    pub fn message_id(&self) -> Option<&str> {
+        self.message_id.as_deref()
     }
 
     /// Takes bytes from the client, exactly as received (still dot-stuffed).
@@ -223,7 +248,9 @@ impl OutgoingMessage {
             }
         }
         if let Some(stuffer) = self.stuffer.take() {
-            stuffer.finish(&mut out);
+            if self.stuffing {
+                stuffer.finish(&mut out);
+            }
         }
         Outcome::Relay {
             tail: out.freeze(),
@@ -236,6 +263,12 @@ impl OutgoingMessage {
         // A leading dot per line at most doubles a pathological body; the common case is
         // a handful of extra bytes.
         let mut out = BytesMut::with_capacity(len + len / 64 + 8);
+        if !self.stuffing {
+            for part in parts {
+                out.extend_from_slice(part);
+            }
+            return out.freeze();
+        }
         if let Some(stuffer) = &mut self.stuffer {
             for part in parts {
                 stuffer.stuff(part, &mut out);
@@ -270,8 +303,11 @@ impl OutgoingMessage {
         self.summary.tokens = if chat { injections.len() } else { 0 };
         self.summary.removed = rendered.removed;
         if header.first("Message-ID").is_some() || !is_message_id(&self.submitter.message_id) {
+            self.message_id = super::dedup::message_id(header);
             return Ok(rendered.header);
         }
+        let id = &self.submitter.message_id;
+        self.message_id = Some(id[1..id.len() - 1].to_owned());
         // Field order carries no meaning (RFC 5322 §3.6), so the new field goes first,
         // which also works for a message that is all header without a blank line.
         let mut out =

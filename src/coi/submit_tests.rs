@@ -327,3 +327,49 @@ fn the_body_streams_without_being_held() {
         assert_eq!(out, line.len(), "every complete line is released at once");
     }
 }
+
+/// The unstuffed output of `input`, pushed `step` bytes at a time, and the Message-ID.
+fn run_unstuffed(input: &[u8], step: usize) -> (Vec<u8>, Option<String>) {
+    let mut message = OutgoingMessage::unstuffed(rules(true), alice());
+    let mut out = Vec::new();
+    for piece in input.chunks(step) {
+        message.push(piece);
+        while let Some(next) = message.next_step() {
+            match next {
+                Step::Upstream(bytes) => out.extend_from_slice(&bytes),
+                Step::End(Outcome::Relay { tail, .. }) => {
+                    out.extend_from_slice(&tail);
+                    return (out, message.message_id().map(str::to_owned));
+                }
+                Step::End(other) => panic!("refused: {other:?}"),
+            }
+        }
+    }
+    panic!("no end of data");
+}
+
+#[test]
+fn unstuffed_output_is_the_stuffed_output_without_stuffing_and_end_line() {
+    let input = b"From: alice@a.test\r\nTo: bob@b.test\r\nChat-Version: 1.0\r\nMessage-ID: <m1@a.test>\r\n\r\n..dot line\r\nhello\r\n.\r\n";
+    let (stuffed, _) = run_both(rules(true), alice(), input);
+    for step in [1, 7, input.len()] {
+        let (plain, id) = run_unstuffed(input, step);
+        let mut expected = stuffed.clone();
+        expected.truncate(expected.len() - b".\r\n".len());
+        let text = String::from_utf8(expected)
+            .unwrap()
+            .replace("\r\n..", "\r\n.");
+        assert_eq!(String::from_utf8_lossy(&plain), text, "step {step}");
+        assert!(text.contains("\r\n.dot line\r\n"));
+        assert_eq!(id.as_deref(), Some("m1@a.test"));
+    }
+}
+
+#[test]
+fn unstuffed_message_without_message_id_reports_the_added_one() {
+    let input = b"From: alice@a.test\r\nSubject: x\r\n\r\nhi\r\n.\r\n";
+    let (plain, id) = run_unstuffed(input, 5);
+    assert_eq!(id.as_deref(), Some("coi.1@submission.test"));
+    assert!(plain.starts_with(b"Message-ID: <coi.1@submission.test>\r\n"));
+    assert!(plain.ends_with(b"\r\nhi\r\n"));
+}

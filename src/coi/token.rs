@@ -212,6 +212,11 @@ impl Secret {
         }
         Ok(Secret(value))
     }
+
+    /// The secret's bytes, for other keyed hashes of this crate (the de-duplication key).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl fmt::Debug for Secret {

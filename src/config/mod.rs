@@ -157,6 +157,31 @@ pub const DEFAULT_PEER_DNS_NEGATIVE_TTL: Duration = Duration::from_secs(60);
 /// a coi-proxy.
 pub const DEFAULT_PEER_DNS_ERROR_TTL: Duration = Duration::from_secs(5);
 
+/// SECURITY-CASES §4 rule 4 gives the fast path 2-5 s of the client's DATA wait. A link
+/// answers a chat message in milliseconds, so 3 s only ever runs out when the peer is in
+/// trouble, and the mail path still has the rest of the client's wait.
+pub const DEFAULT_PEER_DELIVERY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Allowed `peer.delivery_timeout`. Below 100 ms an offer to a peer on another continent
+/// (a round trip of 100-300 ms) could never be answered, so every message would wait for
+/// nothing and then go by mail; "10ms" is more likely a slip for "10s". Above 30 s the
+/// fast path takes far more than the few seconds rule 4 allots it, and a stalled peer
+/// would hold every sender's reply to the end of data that long.
+pub const PEER_DELIVERY_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(30);
+
+/// A chat message with a photo fits. The whole offer must finish within
+/// `delivery_timeout`; larger mail takes the mail path, where Postfix's own
+/// `message_size_limit` applies.
+pub const DEFAULT_PEER_MAX_MESSAGE_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Allowed `peer.max_message_bytes`: the header of any real message already takes several
+/// hundred bytes, so below 1 KiB no message would ever take a link (leave `peer.address`
+/// out instead); the upper end is the largest body the peer protocol lets a delivery
+/// announce ([`crate::proto::peer::MAX_BODY_LEN`], 1 GiB).
+pub const PEER_MAX_MESSAGE_BYTES_RANGE: RangeInclusive<u64> =
+    1024..=crate::proto::peer::MAX_BODY_LEN;
+
 /// Loopback, so metrics and health endpoints are never exposed by accident; 9090 is the
 /// conventional Prometheus port.
 pub const DEFAULT_ADMIN_ADDRESS: SocketAddr =

@@ -155,6 +155,12 @@ pub(super) struct RawMailboxWriter {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPeer {
+    pub address: Option<Value>,
+    pub certificate: Option<Value>,
+    pub private_key: Option<Value>,
+    pub ca_file: Option<Value>,
+    pub delivery_timeout: Option<Value>,
+    pub max_message_bytes: Option<Value>,
     pub routes: Option<Value>,
     pub dns: Option<Value>,
 }

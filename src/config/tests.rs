@@ -119,6 +119,7 @@ fn minimal_config_gets_every_default_constant() {
                 negative_ttl: DEFAULT_PEER_DNS_NEGATIVE_TTL,
                 error_ttl: DEFAULT_PEER_DNS_ERROR_TTL,
             },
+            link: None,
         }
     );
 }
@@ -140,6 +141,13 @@ fn default_constants_have_their_documented_values() {
     assert_eq!(DEFAULT_PEER_DNS_MAX_TTL, Duration::from_secs(3600));
     assert_eq!(DEFAULT_PEER_DNS_NEGATIVE_TTL, Duration::from_secs(60));
     assert_eq!(DEFAULT_PEER_DNS_ERROR_TTL, Duration::from_secs(5));
+    assert_eq!(DEFAULT_PEER_DELIVERY_TIMEOUT, Duration::from_secs(3));
+    assert_eq!(DEFAULT_PEER_MAX_MESSAGE_BYTES, 10 * 1024 * 1024);
+    assert_eq!(
+        PEER_DELIVERY_TIMEOUT_RANGE,
+        Duration::from_millis(100)..=Duration::from_secs(30)
+    );
+    assert_eq!(PEER_MAX_MESSAGE_BYTES_RANGE, 1024..=1 << 30);
 }
 
 #[test]
@@ -166,6 +174,13 @@ fn default_limits_lie_inside_their_own_ranges() {
     // positive one may be.
     assert!(DEFAULT_PEER_DNS_ERROR_TTL < DEFAULT_PEER_DNS_NEGATIVE_TTL);
     assert!(DEFAULT_PEER_DNS_NEGATIVE_TTL <= DEFAULT_PEER_DNS_MAX_TTL);
+    assert!(PEER_DELIVERY_TIMEOUT_RANGE.contains(&DEFAULT_PEER_DELIVERY_TIMEOUT));
+    assert!(PEER_MAX_MESSAGE_BYTES_RANGE.contains(&DEFAULT_PEER_MAX_MESSAGE_BYTES));
+    // The peer protocol refuses larger announcements outright (MessageTooLarge).
+    assert_eq!(
+        *PEER_MAX_MESSAGE_BYTES_RANGE.end(),
+        crate::proto::peer::MAX_BODY_LEN
+    );
 }
 
 #[test]
@@ -1132,6 +1147,244 @@ fn peer_dns_durations_are_checked_with_their_paths() {
             ),
             ("peer.dns.error_ttl", "8days is too long (at most 7days)"),
         ]
+    );
+}
+
+/// A `mailbox_writer` section (which peer links need) and a `peer` section with `keys`
+/// (indented two spaces), after the minimal document.
+fn peer_link(keys: &str) -> String {
+    minimal_with(&format!(
+        "mailbox_writer: {{master_user: coi-proxy, master_password: secret}}\npeer:\n{keys}"
+    ))
+}
+
+/// The keys every peer link needs.
+const PEER_LINK_REQUIRED: &str = "  address: \"0.0.0.0:4433\"
+  certificate: /etc/coi-proxy/peer.pem
+  private_key: /etc/coi-proxy/peer-key.pem
+  ca_file: /etc/coi-proxy/peer-ca.pem
+";
+
+/// The (path, message) pairs of a document's errors, for exact comparisons.
+fn found(yaml: &str) -> Vec<(String, String)> {
+    errors(yaml)
+        .into_iter()
+        .map(|e| (e.path, e.message))
+        .collect()
+}
+
+#[test]
+fn peer_link_is_off_without_an_address() {
+    assert_eq!(ok(MINIMAL).peer.link, None);
+    let config = ok(&minimal_with(
+        "peer:\n  routes: [{domain: b.example, address: \"coi.b.example:4433\"}]\n",
+    ));
+    assert_eq!(config.peer.link, None);
+}
+
+#[test]
+fn peer_link_section_is_parsed_with_defaults() {
+    let config = ok(&peer_link(PEER_LINK_REQUIRED));
+    assert_eq!(
+        config.peer.link,
+        Some(PeerLinkConfig {
+            address: "0.0.0.0:4433".parse().expect("literal"),
+            tls: TlsFiles {
+                certificate: "/etc/coi-proxy/peer.pem".into(),
+                private_key: "/etc/coi-proxy/peer-key.pem".into(),
+            },
+            ca_file: "/etc/coi-proxy/peer-ca.pem".into(),
+            delivery_timeout: DEFAULT_PEER_DELIVERY_TIMEOUT,
+            max_message_bytes: DEFAULT_PEER_MAX_MESSAGE_BYTES,
+        })
+    );
+}
+
+#[test]
+fn peer_link_takes_explicit_timeout_and_size() {
+    let config = ok(&peer_link(&format!(
+        "{PEER_LINK_REQUIRED}  delivery_timeout: 1500ms\n  max_message_bytes: 512KiB\n"
+    )));
+    let link = config.peer.link.expect("address is set");
+    assert_eq!(link.delivery_timeout, Duration::from_millis(1500));
+    assert_eq!(link.max_message_bytes, 512 * 1024);
+    let config = ok(&peer_link(
+        "  address: \"[::1]:0\"\n  certificate: c.pem\n  private_key: k.pem\n  ca_file: ca.pem\n  max_message_bytes: 65536\n",
+    ));
+    let link = config.peer.link.expect("address is set");
+    assert_eq!(
+        link.address,
+        "[::1]:0".parse::<SocketAddr>().expect("literal")
+    );
+    assert_eq!(link.max_message_bytes, 65_536);
+}
+
+#[test]
+fn peer_link_needs_certificate_key_and_ca_file() {
+    for missing in ["certificate", "private_key", "ca_file"] {
+        let keys: String = PEER_LINK_REQUIRED
+            .lines()
+            .filter(|line| !line.trim_start().starts_with(&format!("{missing}:")))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_only_error(
+            &peer_link(&keys),
+            &format!("peer.{missing}"),
+            "missing: required when peer.address is set",
+        );
+    }
+    assert_eq!(
+        found(&peer_link("  address: \"0.0.0.0:4433\"\n")),
+        ["certificate", "private_key", "ca_file"].map(|key| (
+            format!("peer.{key}"),
+            "missing: required when peer.address is set".to_owned()
+        ))
+    );
+}
+
+#[test]
+fn peer_link_values_are_checked_with_their_paths() {
+    assert_eq!(
+        found(&peer_link(
+            "  address: \"coi.example.org:4433\"\n  certificate: \"\"\n  private_key: 7\n  ca_file: ca.pem\n"
+        )),
+        [
+            (
+                "peer.address".to_owned(),
+                "invalid socket address \"coi.example.org:4433\" (expected ip:port, e.g. \"0.0.0.0:143\" or \"[::]:993\")".to_owned()
+            ),
+            ("peer.certificate".to_owned(), "must not be empty".to_owned()),
+            (
+                "peer.private_key".to_owned(),
+                "expected a string, found an integer".to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn peer_delivery_timeout_must_lie_between_100_ms_and_30_s() {
+    for (value, shown) in [("0s", "0s"), ("99ms", "99ms"), ("31s", "31s"), ("1h", "1h")] {
+        assert_only_error(
+            &peer_link(&format!(
+                "{PEER_LINK_REQUIRED}  delivery_timeout: {value}\n"
+            )),
+            "peer.delivery_timeout",
+            &format!("{shown} is out of range (100ms to 30s)"),
+        );
+    }
+    assert_only_error(
+        &peer_link(&format!("{PEER_LINK_REQUIRED}  delivery_timeout: 3\n")),
+        "peer.delivery_timeout",
+        "a unit is required",
+    );
+    for (value, expected) in [
+        ("100ms", Duration::from_millis(100)),
+        ("30s", Duration::from_secs(30)),
+    ] {
+        let config = ok(&peer_link(&format!(
+            "{PEER_LINK_REQUIRED}  delivery_timeout: {value}\n"
+        )));
+        assert_eq!(config.peer.link.expect("set").delivery_timeout, expected);
+    }
+}
+
+#[test]
+fn peer_max_message_bytes_must_lie_between_1_kib_and_1_gib() {
+    for (value, message) in [
+        ("0", "0 B is out of range (1 KiB to 1 GiB)"),
+        ("1023", "1023 B is out of range (1 KiB to 1 GiB)"),
+        ("\"1025MiB\"", "1025 MiB is out of range (1 KiB to 1 GiB)"),
+        ("2GiB", "2 GiB is out of range (1 KiB to 1 GiB)"),
+        ("10MB", "unknown unit \"MB\""),
+    ] {
+        assert_only_error(
+            &peer_link(&format!(
+                "{PEER_LINK_REQUIRED}  max_message_bytes: {value}\n"
+            )),
+            "peer.max_message_bytes",
+            message,
+        );
+    }
+    for (value, expected) in [("1KiB", 1024), ("1GiB", 1 << 30)] {
+        let config = ok(&peer_link(&format!(
+            "{PEER_LINK_REQUIRED}  max_message_bytes: {value}\n"
+        )));
+        assert_eq!(config.peer.link.expect("set").max_message_bytes, expected);
+    }
+}
+
+#[test]
+fn peer_link_keys_without_an_address_are_each_reported() {
+    for key in [
+        "certificate: c.pem",
+        "private_key: k.pem",
+        "ca_file: ca.pem",
+        "delivery_timeout: 3s",
+        "max_message_bytes: 10MiB",
+    ] {
+        let name = key.split(':').next().expect("a key");
+        assert_only_error(
+            &peer_link(&format!("  {key}\n")),
+            &format!("peer.{name}"),
+            "only meaningful with peer.address",
+        );
+    }
+    let errors = errors(&peer_link(
+        "  certificate: c.pem\n  private_key: k.pem\n  ca_file: ca.pem\n  delivery_timeout: 0s\n  max_message_bytes: 10MiB\n",
+    ));
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "peer.certificate",
+            "peer.private_key",
+            "peer.ca_file",
+            "peer.delivery_timeout",
+            "peer.max_message_bytes",
+        ]
+    );
+}
+
+#[test]
+fn peer_address_requires_the_mailbox_writer_section() {
+    assert_only_error(
+        &minimal_with(&format!("peer:\n{PEER_LINK_REQUIRED}")),
+        "peer.address",
+        "requires the mailbox_writer section",
+    );
+    // An invalid mailbox_writer section is reported there, not again at peer.address.
+    assert_only_error(
+        &minimal_with(&format!(
+            "mailbox_writer: {{master_user: coi-proxy}}\npeer:\n{PEER_LINK_REQUIRED}"
+        )),
+        "mailbox_writer.master_password",
+        "missing required key",
+    );
+}
+
+#[test]
+fn incomplete_peer_link_reports_every_error_at_once() {
+    let errors = errors(&minimal_with(
+        "peer:\n  address: \"0.0.0.0:4433\"\n  private_key: k.pem\n  delivery_timeout: 0s\n  colour: blue\n",
+    ));
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "peer.colour",
+            "peer.address",
+            "peer.certificate",
+            "peer.ca_file",
+            "peer.delivery_timeout",
+        ],
+        "{errors:#?}"
+    );
+    assert!(
+        errors[0].message.contains(
+            "known keys: address, certificate, private_key, ca_file, delivery_timeout, max_message_bytes, routes, dns"
+        ),
+        "{errors:#?}"
     );
 }
 

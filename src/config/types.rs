@@ -217,6 +217,27 @@ pub struct PeerConfig {
     /// Static routes, consulted before DNS, in file order; no two for one domain.
     pub routes: Vec<PeerRoute>,
     pub dns: PeerDnsConfig,
+    /// The QUIC endpoint and what deliveries over it may take; `None` (no
+    /// `peer.address`): no peer links at all, every message takes the mail path.
+    pub link: Option<PeerLinkConfig>,
+}
+
+/// The QUIC endpoint of the peer links (`peer.address` and the keys beside it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerLinkConfig {
+    /// UDP address the endpoint binds: peers connect to it, and links to peers leave
+    /// from it.
+    pub address: SocketAddr,
+    /// This domain's certificate chain and key (PEM): shown to peers as server and as
+    /// client certificate, so it must name the mail domains this proxy speaks for.
+    pub tls: TlsFiles,
+    /// CA certificates (PEM) that vouch for the peers' certificates.
+    pub ca_file: PathBuf,
+    /// How long the sender offers a message over a link before the recipients not yet
+    /// stored go by mail (within the client's DATA wait).
+    pub delivery_timeout: Duration,
+    /// Largest message offered or accepted over a link; larger ones take the mail path.
+    pub max_message_bytes: u64,
 }
 
 /// A static route: the coi-proxy of `domain` is at `host:port`, whatever DNS says.

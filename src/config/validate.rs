@@ -70,7 +70,7 @@ impl Validator {
         let submission = self.submission(root.submission.as_ref(), imap_listeners.as_deref());
         let delivery = self.delivery(root.delivery.as_ref());
         let mailbox_writer = self.mailbox_writer(root.mailbox_writer.as_ref());
-        let peer = self.peer(root.peer.as_ref());
+        let peer = self.peer(root.peer.as_ref(), root.mailbox_writer.is_some());
         let admin = self.admin(root.admin.as_ref());
         let log = self.log(root.log.as_ref());
         let shutdown = self.shutdown(root.shutdown.as_ref());
@@ -858,14 +858,90 @@ impl Validator {
         })
     }
 
-    fn peer(&mut self, value: Option<&Value>) -> Option<PeerConfig> {
+    /// `has_mailbox_writer`: the document has a `mailbox_writer` section (valid or not),
+    /// which peer links need.
+    fn peer(&mut self, value: Option<&Value>, has_mailbox_writer: bool) -> Option<PeerConfig> {
         let raw: RawPeer = self.optional_section(value, "peer")?;
+        let link = self.peer_link(&raw, has_mailbox_writer);
         let routes = self.peer_routes(raw.routes.as_ref());
         let dns = self.peer_dns(raw.dns.as_ref());
         Some(PeerConfig {
             routes: routes?,
             dns: dns?,
+            link: link?,
         })
+    }
+
+    /// `peer.address` and the keys beside it. `Some(None)`: no `address`, so no peer
+    /// links; then each other link key is an error, so that an operator who forgot
+    /// `address` is told rather than silently left without links. With `address`, the
+    /// certificate, its key and the CA file are required.
+    fn peer_link(
+        &mut self,
+        raw: &RawPeer,
+        has_mailbox_writer: bool,
+    ) -> Option<Option<PeerLinkConfig>> {
+        let key = |name: &str| raw::child("peer", name);
+        let others = [
+            ("certificate", &raw.certificate),
+            ("private_key", &raw.private_key),
+            ("ca_file", &raw.ca_file),
+            ("delivery_timeout", &raw.delivery_timeout),
+            ("max_message_bytes", &raw.max_message_bytes),
+        ];
+        let Some(address) = raw.address.as_ref() else {
+            let mut ok = true;
+            for (name, value) in others {
+                if value.is_some() {
+                    self.error(
+                        key(name),
+                        "only meaningful with peer.address, which is not set (no peer links)",
+                    );
+                    ok = false;
+                }
+            }
+            return ok.then_some(None);
+        };
+        let mut address = self.record(&key("address"), raw::socket_addr(address));
+        if address.is_some() && !has_mailbox_writer {
+            self.error(
+                key("address"),
+                "requires the mailbox_writer section: messages that arrive over peer links are stored, and Contacts read, through it",
+            );
+            address = None;
+        }
+        let mut required = |name: &str, value: &Option<Value>| match value {
+            Some(value) => self.record(&key(name), file_path(value)),
+            None => {
+                self.error(key(name), "missing: required when peer.address is set");
+                None
+            }
+        };
+        let certificate = required("certificate", &raw.certificate);
+        let private_key = required("private_key", &raw.private_key);
+        let ca_file = required("ca_file", &raw.ca_file);
+        let delivery_timeout = self.optional(
+            raw.delivery_timeout.as_ref(),
+            &key("delivery_timeout"),
+            DEFAULT_PEER_DELIVERY_TIMEOUT,
+            duration_in(PEER_DELIVERY_TIMEOUT_RANGE),
+        );
+        let max_message_bytes = self.optional(
+            raw.max_message_bytes.as_ref(),
+            &key("max_message_bytes"),
+            DEFAULT_PEER_MAX_MESSAGE_BYTES,
+            byte_size_in(PEER_MAX_MESSAGE_BYTES_RANGE),
+        );
+        Some(Some(PeerLinkConfig {
+            address: address?,
+            tls: TlsFiles {
+                certificate: certificate?,
+                private_key: private_key?,
+            },
+            ca_file: ca_file?,
+            delivery_timeout: delivery_timeout?,
+            max_message_bytes: max_message_bytes?,
+        }))
     }
 
     /// `peer.routes`: absent means none. Each domain at most once, compared after
@@ -1278,6 +1354,22 @@ fn bounded_duration(value: &Value, min: Duration) -> Result<Duration, String> {
         ));
     }
     Ok(duration)
+}
+
+/// A duration in `range`, whose start is above zero.
+fn duration_in(range: RangeInclusive<Duration>) -> impl Fn(&Value) -> Result<Duration, String> {
+    move |value| {
+        let duration = raw::duration(value)?;
+        if !range.contains(&duration) {
+            return Err(format!(
+                "{} is out of range ({} to {})",
+                humantime::format_duration(duration),
+                humantime::format_duration(*range.start()),
+                humantime::format_duration(*range.end())
+            ));
+        }
+        Ok(duration)
+    }
 }
 
 /// A count of at least one (sessions, recipients).

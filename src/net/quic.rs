@@ -119,6 +119,9 @@ pub struct PeerTls {
     pub server: Arc<rustls::ServerConfig>,
     /// How we connect to peers.
     pub client: Arc<rustls::ClientConfig>,
+    /// The mail domains our own certificate names ([`certificate_domains`]): the domains
+    /// this proxy receives for over links.
+    pub domains: Vec<String>,
 }
 
 impl PeerTls {
@@ -132,6 +135,11 @@ impl PeerTls {
     pub fn load(files: &TlsFiles, ca_file: &Path) -> Result<Self, QuicError> {
         let provider = provider();
         let certified_key = Arc::new(certified_key(&provider, files)?);
+        let domains = certified_key
+            .cert
+            .first()
+            .map(certificate_domains)
+            .unwrap_or_default();
         let roots = Arc::new(read_roots(ca_file)?);
 
         // Mandatory client authentication is the builder's default (no
@@ -167,6 +175,7 @@ impl PeerTls {
         Ok(Self {
             server: Arc::new(server),
             client: Arc::new(client),
+            domains,
         })
     }
 

@@ -92,6 +92,33 @@ impl SmtpClient {
         }
     }
 
+    /// Copies a message (unstuffed, e.g. from a spool) dot-stuffed, then the end-of-data
+    /// line; the reply is the caller's to read. A read failure is the proxy's own.
+    pub async fn send_stuffed(
+        &mut self,
+        mut message: impl tokio::io::AsyncRead + Unpin,
+    ) -> Result<(), SessionError> {
+        use tokio::io::AsyncReadExt;
+        const CHUNK: usize = 64 * 1024;
+        let mut stuffer = crate::proto::smtp::data::DotStuffer::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut out = bytes::BytesMut::with_capacity(CHUNK + CHUNK / 16);
+        loop {
+            let n = message
+                .read(&mut buf)
+                .await
+                .map_err(|e| SessionError::io(Side::Internal, e))?;
+            if n == 0 {
+                break;
+            }
+            stuffer.stuff(&buf[..n], &mut out);
+            self.write(&out).await?;
+            out.clear();
+        }
+        stuffer.finish(&mut out);
+        self.send(&out).await
+    }
+
     /// Reads the next complete reply under the reply timeout.
     pub async fn reply(&mut self) -> Result<Reply, SessionError> {
         match tokio::time::timeout(self.reply_timeout, self.read_reply()).await {

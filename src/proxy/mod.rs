@@ -2,7 +2,9 @@
 
 pub mod delivery;
 pub mod imap;
+pub mod peer;
 pub mod registry;
 pub mod state;
+pub mod store;
 pub mod submission;
 pub mod writer;

@@ -5,6 +5,7 @@ pub mod io;
 pub mod mailbox;
 pub mod mbsync;
 pub mod memory;
+pub mod peers;
 pub mod pki;
 pub mod postfix;
 pub mod process;

@@ -22,6 +22,8 @@ pub struct Proxy {
     pub submission: Option<SubmissionAddrs>,
     /// The delivery hook's LMTP listener, when [`Options::delivery`] was given.
     pub delivery: Option<SocketAddr>,
+    /// The peer links' QUIC endpoint, with a `peer` section in [`Options::extra_yaml`].
+    pub peer: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub pki: TestPki,
     /// The YAML it was started with, to start it again after a stop.
@@ -46,6 +48,8 @@ pub struct Options {
     pub delivery: Option<DeliveryOptions>,
     /// Limits and timeouts of the delivery hook (with [`Options::delivery`]).
     pub delivery_tuning: DeliveryTuning,
+    /// Further top-level YAML sections (`peer`, `coi`), appended as they are.
+    pub extra_yaml: String,
 }
 
 /// `delivery.limits` and `delivery.timeouts` that differ from the test defaults; `None`
@@ -69,6 +73,8 @@ pub struct DeliveryOptions {
     pub master: Option<(String, String)>,
     /// `delivery.limits.spool_memory_bytes`.
     pub spool_memory_bytes: Option<u64>,
+    /// The hook's listener; `None`: 127.0.0.7, port 0. A fixed one survives a restart.
+    pub address: Option<SocketAddr>,
 }
 
 impl DeliveryOptions {
@@ -81,8 +87,11 @@ impl DeliveryOptions {
         let reply = tuning
             .upstream_reply_ms
             .map_or_else(|| "10s".to_owned(), |ms| format!("{ms}ms"));
+        let address = self
+            .address
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 7], 0)));
         let mut y = format!(
-            "delivery:\n  address: \"127.0.0.7:0\"\n  upstream:\n    address: \"{}\"\n  hostname: hook.test\n  user_name: local_part\n  timeouts:\n    upstream_reply: {reply}\n",
+            "delivery:\n  address: \"{address}\"\n  upstream:\n    address: \"{}\"\n  hostname: hook.test\n  user_name: local_part\n  timeouts:\n    upstream_reply: {reply}\n",
             self.upstream
         );
         let limits = [
@@ -246,8 +255,9 @@ impl Proxy {
             .map(|d| d.yaml_tuned(&options.delivery_tuning))
             .unwrap_or_default();
         // Distinct loopback addresses keep the listeners distinct while the ports are 0.
+        let extra = &options.extra_yaml;
         let yaml = format!(
-            "{submission}{delivery}{coi}imap:\n  listeners:\n    - {{name: plain, address: \"127.0.0.1:0\", tls: none}}\n    - {{name: starttls, address: \"127.0.0.2:0\", tls: starttls}}\n    - {{name: implicit, address: \"127.0.0.3:0\", tls: implicit}}\n  upstream:\n    address: \"{upstream}\"\n  timeouts:\n    upstream_reply: 10s\n{timeouts_extra}{imap_extra}tls:\n  certificate: {}\n  private_key: {}\nadmin:\n  address: \"127.0.0.1:0\"\nshutdown:\n  grace: 2s\n",
+            "{submission}{delivery}{coi}{extra}imap:\n  listeners:\n    - {{name: plain, address: \"127.0.0.1:0\", tls: none}}\n    - {{name: starttls, address: \"127.0.0.2:0\", tls: starttls}}\n    - {{name: implicit, address: \"127.0.0.3:0\", tls: implicit}}\n  upstream:\n    address: \"{upstream}\"\n  timeouts:\n    upstream_reply: 10s\n{timeouts_extra}{imap_extra}tls:\n  certificate: {}\n  private_key: {}\nadmin:\n  address: \"127.0.0.1:0\"\nshutdown:\n  grace: 2s\n",
             pki.cert_path.display(),
             pki.key_path.display(),
         );
@@ -275,6 +285,7 @@ impl Proxy {
         Proxy {
             submission,
             delivery: running.delivery,
+            peer: running.peer,
             plain: addr("plain"),
             starttls: addr("starttls"),
             implicit: addr("implicit"),

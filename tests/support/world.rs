@@ -38,6 +38,7 @@ pub fn hook_options(lmtp: SocketAddr, master: Option<(String, String)>) -> Optio
             upstream: lmtp,
             master,
             spool_memory_bytes: None,
+            address: None,
         }),
         plaintext_auth: true,
         ..Options::default()

@@ -8,10 +8,7 @@
 //! After each successful store it wakes the recipient's IMAP sessions that idle on that
 //! mailbox ([`crate::proxy::registry`], DESIGN.md §6).
 
-mod coi;
 mod session;
-
-pub use coi::HookCoi;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +23,7 @@ use crate::net::listener::{self, Policy};
 use crate::net::shutdown::Shutdown;
 use crate::proto::smtp::command::Path;
 use crate::proxy::registry::SessionRegistry;
+use crate::proxy::store::Mailboxes;
 
 /// What every session of the hook shares.
 pub struct Shared {
@@ -34,7 +32,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub spool_dir: PathBuf,
     /// `None` without a mailbox writer: everything goes to Dovecot's LMTP unchanged.
-    pub coi: Option<HookCoi>,
+    pub coi: Option<Arc<Mailboxes>>,
     /// The IMAP sessions to wake after a store (IDLE wake).
     pub registry: Arc<SessionRegistry>,
 }
@@ -44,7 +42,7 @@ impl Shared {
         config: DeliveryConfig,
         upstream: Connector,
         metrics: Arc<Metrics>,
-        coi: Option<HookCoi>,
+        coi: Option<Arc<Mailboxes>>,
         registry: Arc<SessionRegistry>,
     ) -> Self {
         let spool_dir = config

@@ -9,8 +9,6 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -18,6 +16,7 @@ use tracing::{debug, info};
 use super::Shared;
 use crate::coi::address;
 use crate::coi::classify::classify;
+use crate::coi::dedup::{self, BodyHasher};
 use crate::coi::delivery::{captured_token, route, Folder, Route};
 use crate::coi::headers::{HeaderBlock, HeaderScanner, Progress, MAX_HEADER_BLOCK, TOKEN_FIELD};
 use crate::error::{SessionError, Side};
@@ -25,11 +24,12 @@ use crate::metrics::{DeliveryOutcome, DeliveryRoute};
 use crate::net::line_peer::{Deadline, LinePeer, PeerErrors};
 use crate::net::shutdown::Shutdown;
 use crate::net::smtp::SmtpClient;
-use crate::net::spool::{Spool, SpoolReader};
+use crate::net::spool::Spool;
 use crate::proto::smtp::command::{self, Command, MailParameters, Path, RcptParameters};
-use crate::proto::smtp::data::{DataEvent, DataLimits, DataReceiver, DotStuffer};
+use crate::proto::smtp::data::{DataEvent, DataLimits, DataReceiver};
 use crate::proto::smtp::line::COMMAND_LINE_MAX;
 use crate::proto::smtp::reply::Reply;
+use crate::proxy::store::{Mailboxes, StoreOutcome};
 
 /// Longest body line accepted from Postfix, CRLF included. Postfix's LMTP client folds
 /// lines at `lmtp_line_length_limit` (998) by default; an operator may lift that, and
@@ -70,6 +70,8 @@ struct Plan {
 /// A received message, ready to deliver.
 struct Received {
     spool: Spool,
+    /// [`BodyHasher`] of the message, for its de-duplication key.
+    body_hash: [u8; 32],
     /// The top-level header block; `None` if it could not be parsed (too large): such
     /// mail is relayed to Dovecot untouched.
     header: Option<HeaderBlock>,
@@ -336,12 +338,14 @@ impl Session {
             &self.shared.spool_dir,
         );
         let mut scanner = Some(HeaderScanner::new(MAX_HEADER_BLOCK));
+        let mut hasher = BodyHasher::new();
         let mut header = None;
         let mut spool_error = None;
         loop {
             while let Some(event) = receiver.next_event() {
                 match event {
                     DataEvent::Chunk(chunk) => {
+                        hasher.push(&chunk);
                         if let Some(s) = &mut scanner {
                             match s.push(chunk.clone()) {
                                 Ok(Progress::NeedMore) => {}
@@ -375,7 +379,11 @@ impl Session {
                         if let Some(mut s) = scanner.take() {
                             header = s.finish().ok();
                         }
-                        return Ok(Ok(Received { spool, header }));
+                        return Ok(Ok(Received {
+                            spool,
+                            body_hash: hasher.finish(),
+                            header,
+                        }));
                     }
                 }
             }
@@ -413,11 +421,14 @@ impl Session {
         if let Some(coi) = &self.shared.coi {
             for (index, plan) in plans.iter().enumerate() {
                 if let (Route::Append { mailbox }, Some(user)) = (&plan.route, &plan.user) {
-                    let (reply, stored) = coi.append(user, *mailbox, &mut received.spool).await;
-                    if let Some(mailbox) = stored {
-                        self.wake(user, &mailbox);
+                    let key = delivery_key(coi, transaction, index, &received);
+                    let outcome = coi
+                        .store(user, *mailbox, key.as_deref(), &mut received.spool)
+                        .await;
+                    if let Some(mailbox) = outcome.stored_in() {
+                        self.wake(user, mailbox);
                     }
-                    replies[index] = Some(reply);
+                    replies[index] = Some(store_reply(&outcome));
                 }
             }
         }
@@ -509,7 +520,7 @@ impl Session {
         else {
             return;
         };
-        let now = super::coi::unix_now();
+        let now = crate::proxy::store::unix_now();
         for ((recipient, plan), reply) in transaction.recipients.iter().zip(plans).zip(replies) {
             let (Some(user), true, true) = (&plan.user, plan.coi_enabled, reply.is_positive())
             else {
@@ -673,7 +684,7 @@ async fn send_data(
         .reader()
         .await
         .map_err(|e| SessionError::io(Side::Internal, e))?;
-    stream_stuffed(dovecot, &mut reader).await?;
+    dovecot.send_stuffed(&mut reader).await?;
     let mut replies = Vec::with_capacity(recipients);
     for _ in 0..recipients {
         replies.push(dovecot.reply().await?);
@@ -682,32 +693,49 @@ async fn send_data(
     Ok(replies)
 }
 
-/// Copies the spool to Dovecot dot-stuffed, then the end-of-data line.
-async fn stream_stuffed(dovecot: &mut SmtpClient, reader: &mut SpoolReader) -> SessionResult<()> {
-    let mut stuffer = DotStuffer::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut out = BytesMut::with_capacity(CHUNK + CHUNK / 16);
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .await
-            .map_err(|e| SessionError::io(Side::Internal, e))?;
-        if n == 0 {
-            break;
-        }
-        stuffer.stuff(&buf[..n], &mut out);
-        dovecot.write(&out).await?;
-        out.clear();
-    }
-    stuffer.finish(&mut out);
-    dovecot.send(&out).await
-}
-
 fn accepted_or_unavailable(replies: Vec<Reply>, n: usize) -> Vec<Reply> {
     if replies.len() == n {
         replies
     } else {
         vec![unavailable(); n]
+    }
+}
+
+/// The de-duplication key of recipient `index`'s copy on the mail path: the peer is the
+/// envelope sender's domain (SECURITY-CASES §4 rule 5). `None` without a sender domain
+/// or a Message-ID: such a message never came over a peer link, which needs both.
+fn delivery_key(
+    coi: &Mailboxes,
+    transaction: &Transaction,
+    index: usize,
+    received: &Received,
+) -> Option<String> {
+    let sender = transaction.from.mailbox()?;
+    let sender = crate::coi::delivery::sender(&sender.to_string())?;
+    let message_id = dedup::message_id(received.header.as_ref()?)?;
+    let recipient = transaction.recipients[index].to.mailbox()?;
+    let recipient = address::normalize(&recipient.to_string()).ok()?;
+    Some(coi.delivery_key(
+        sender.domain(),
+        &message_id,
+        &recipient,
+        &received.body_hash,
+    ))
+}
+
+/// The reply for a copy the mailbox writer stored (or did not).
+fn store_reply(outcome: &StoreOutcome) -> Reply {
+    match outcome {
+        StoreOutcome::Stored { .. } => Reply::new(250, Some((2, 0, 0)), "Saved chat message"),
+        StoreOutcome::Duplicate { .. } => {
+            Reply::new(250, Some((2, 0, 0)), "Chat message already delivered")
+        }
+        StoreOutcome::TempFail => Reply::new(
+            451,
+            Some((4, 2, 0)),
+            "Temporary failure storing the message",
+        ),
+        StoreOutcome::Refused => Reply::new(550, Some((5, 2, 0)), "Mailbox unavailable"),
     }
 }
 

@@ -25,6 +25,7 @@ use crate::metrics::{ListenerKind, Metrics};
 use crate::net::connect::Connector;
 use crate::net::listener::{self, Accepted, Policy};
 use crate::net::shutdown::Shutdown;
+use crate::proxy::peer::Peers;
 
 pub use upstream::ClientFacts;
 
@@ -35,6 +36,9 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
     pub upstream: Connector,
     pub metrics: Arc<Metrics>,
+    /// The peer links, when configured: chat recipients at other domains with a
+    /// coi-proxy may take the fast path.
+    pub peers: Option<Arc<Peers>>,
     /// Postfix's EHLO keywords as last seen, for answering a client's EHLO without
     /// opening an upstream connection for it.
     keywords: Mutex<Option<Arc<[String]>>>,
@@ -47,6 +51,7 @@ impl Shared {
         tls: Option<TlsAcceptor>,
         upstream: Connector,
         metrics: Arc<Metrics>,
+        peers: Option<Arc<Peers>>,
     ) -> Self {
         Self {
             config,
@@ -54,6 +59,7 @@ impl Shared {
             tls,
             upstream,
             metrics,
+            peers,
             keywords: Mutex::new(None),
         }
     }

@@ -19,6 +19,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+mod fast;
+
 use super::upstream::{ClientFacts, Postfix};
 use super::Shared;
 use crate::coi::address::{self, NormalizedAddress};
@@ -65,9 +67,12 @@ struct Authenticated {
 /// An open mail transaction (after a MAIL that Postfix accepted).
 struct Transaction {
     sender: Option<NormalizedAddress>,
-    /// RCPT commands relayed, and of those accepted by Postfix.
+    /// RCPT commands taken, and of those accepted (by Postfix, or for the fast path).
     recipients: usize,
     accepted: usize,
+    /// Recipients kept back from Postfix for a peer link ([`fast`]); they join Postfix's
+    /// transaction only if the link does not store them.
+    fast: Vec<fast::FastRecipient>,
 }
 
 pub struct Session {
@@ -489,6 +494,7 @@ impl Session {
                 sender,
                 recipients: 0,
                 accepted: 0,
+                fast: Vec::new(),
             });
         }
         self.client.reply(&reply);
@@ -496,6 +502,15 @@ impl Session {
     }
 
     async fn rcpt(&mut self, command: Command) -> SessionResult<()> {
+        if let Some(recipient) = self.fast_candidate(&command).await {
+            if let Some(transaction) = &mut self.transaction {
+                transaction.recipients += 1;
+                transaction.accepted += 1;
+                transaction.fast.push(recipient);
+            }
+            self.client.reply(&Reply::new(250, Some((2, 1, 5)), "Ok"));
+            return Ok(());
+        }
         let Some(transaction) = &self.transaction else {
             return self.refuse(503, (5, 5, 1), "Error: need MAIL command");
         };
@@ -528,6 +543,12 @@ impl Session {
         if transaction.accepted == 0 {
             return self.refuse(554, (5, 5, 1), "Error: no valid recipients");
         }
+        if !transaction.fast.is_empty() {
+            let Some(transaction) = self.transaction.take() else {
+                return Ok(());
+            };
+            return self.data_fast(transaction).await;
+        }
         let sender = transaction.sender.clone();
         let Some(reply) = self.relay(&Command::Data).await? else {
             return Ok(());
@@ -538,17 +559,7 @@ impl Session {
         }
         self.client.reply(&reply);
         self.transaction = None;
-        let owned = match (&self.auth, self.shared.config.insecure_allow_any_sender) {
-            (Some(auth), false) => Some(auth.owned.clone()),
-            _ => None,
-        };
-        let submitter = Submitter {
-            sender,
-            owned,
-            now: unix_now(),
-            message_id: self.new_message_id(),
-        };
-        let mut message = OutgoingMessage::new(self.shared.rules.clone(), submitter);
+        let mut message = OutgoingMessage::new(self.shared.rules.clone(), self.submitter(sender));
         message.push(&self.client.framer_mut().take_buffered());
         let outcome = self.stream_message(&mut message).await?;
         self.client.framer_mut().push(&message.take_buffered());
@@ -652,6 +663,20 @@ impl Session {
                 metrics.message(outcome, 0, 0, 0);
                 self.client.reply(&reply);
             }
+        }
+    }
+
+    /// Who submits the message now: the sender, the addresses the user owns.
+    fn submitter(&self, sender: Option<NormalizedAddress>) -> Submitter {
+        let owned = match (&self.auth, self.shared.config.insecure_allow_any_sender) {
+            (Some(auth), false) => Some(auth.owned.clone()),
+            _ => None,
+        };
+        Submitter {
+            sender,
+            owned,
+            now: unix_now(),
+            message_id: self.new_message_id(),
         }
     }
 

@@ -89,6 +89,14 @@ impl Postfix {
         self.client.write(bytes).await
     }
 
+    /// Sends a spooled message dot-stuffed, with the end-of-data line.
+    pub async fn send_stuffed(
+        &mut self,
+        message: impl tokio::io::AsyncRead + Unpin,
+    ) -> Result<(), SessionError> {
+        self.client.send_stuffed(message).await
+    }
+
     /// Reads the next complete reply under the reply timeout.
     pub async fn reply(&mut self) -> Result<Reply, SessionError> {
         self.client.reply().await

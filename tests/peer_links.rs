@@ -1,0 +1,150 @@
+//! Peer links end to end (issue 4, done-when 1): two domains on loopback, each with real
+//! Dovecot, real Postfix and its own coi-proxy. The first message goes by mail and
+//! carries a temporary token; the reply goes proxy to proxy over QUIC, which the
+//! sender's Postfix never sees; later messages use the permanent token the first fast
+//! delivery returned; with the other proxy gone, messages take the mail path again.
+
+mod support;
+
+use std::time::Duration;
+
+use support::mailbox::{fetch_message, imap_login};
+use support::peers::{chat, Peered};
+
+/// Header lines of `field` in a fetched message.
+fn field<'a>(message: &'a [String], name: &str) -> Vec<&'a str> {
+    message
+        .iter()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+        .collect()
+}
+
+#[tokio::test]
+async fn reply_takes_the_link_and_later_messages_the_permanent_token() {
+    let world = Peered::start().await;
+    world.a.enable_coi("alice", "active").await;
+    world.b.enable_coi("bob", "active").await;
+    let postfixes = world.postfixes();
+
+    // 1. alice → bob: bob's proxy holds no token for alice's domain yet, so mail.
+    world
+        .a
+        .send(
+            "alice",
+            &["bob@b.test"],
+            &chat("alice@a.test", "bob@b.test", "m1@a.test", "hi bob"),
+        )
+        .await;
+    world.b.wait_for("bob", "COI/Chats", 1, &postfixes).await;
+    world.b.wait_for("bob", "COI/Contacts", 1, &postfixes).await;
+    assert_eq!(
+        world
+            .a
+            .proxy
+            .metric("coi_proxy_peer_deliveries_total{outcome=\"delivered\",path=\"quic\"}"),
+        Some(0.0)
+    );
+
+    // 2. bob → alice: bob holds alice's temporary token, so the link. The message is in
+    // alice's Chats when bob's client has its 250: no queue in between.
+    let (_, elapsed) = world
+        .b
+        .send(
+            "bob",
+            &["alice@a.test"],
+            &chat("bob@b.test", "alice@a.test", "r1@b.test", "hi alice"),
+        )
+        .await;
+    assert_eq!(
+        world.a.count("alice", "COI/Chats").await,
+        1,
+        "stored before the 250"
+    );
+    assert_eq!(
+        world
+            .b
+            .proxy
+            .metric("coi_proxy_peer_deliveries_total{outcome=\"delivered\",path=\"quic\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        world
+            .a
+            .proxy
+            .metric("coi_proxy_peer_token_verifications_total{result=\"temporary\"}"),
+        Some(1.0)
+    );
+    // Postfix A never saw the reply; Postfix B had no RCPT for it either.
+    for postfix in postfixes {
+        assert!(
+            !postfix.log_contents().contains("r1@b.test"),
+            "{} logged the reply:\n{}",
+            postfix.domain(),
+            postfix.log_contents()
+        );
+        assert!(postfix.queue_ids().expect("mailq").is_empty());
+    }
+    let mut imap = imap_login(&world.a.dovecot, "alice").await;
+    let stored = fetch_message(&mut imap, "COI/Chats", 1).await;
+    assert_eq!(field(&stored, "Message-ID"), vec!["<r1@b.test>"]);
+    assert_eq!(field(&stored, "X-COI-Delivery").len(), 1, "{stored:#?}");
+    assert!(
+        !stored.iter().any(|l| l.starts_with("Received:")),
+        "no mail hop: {stored:#?}"
+    );
+    eprintln!("reply over the link: 250 after {elapsed:?}");
+
+    // The first fast delivery with a temporary token returned a permanent one: alice's
+    // contact for bob holds it as COI-TokenIn, bob's contact for alice as COI-TokenOut.
+    world
+        .a
+        .wait_for("alice", "COI/Contacts", 1, &postfixes)
+        .await;
+    let alice_contact = fetch_message(&mut imap, "COI/Contacts", 1).await;
+    let token_in = field(&alice_contact, "COI-TokenIn");
+    assert_eq!(token_in.len(), 1, "{alice_contact:#?}");
+    let mut bob_imap = imap_login(&world.b.dovecot, "bob").await;
+    let bob_contact = fetch_message(&mut bob_imap, "COI/Contacts", 1).await;
+    assert!(
+        field(&bob_contact, "COI-TokenOut").contains(&token_in[0]),
+        "bob keeps the permanent token: {bob_contact:#?}"
+    );
+
+    // 3. The next reply uses the permanent token.
+    world
+        .b
+        .send(
+            "bob",
+            &["alice@a.test"],
+            &chat("bob@b.test", "alice@a.test", "r2@b.test", "again"),
+        )
+        .await;
+    assert_eq!(world.a.count("alice", "COI/Chats").await, 2);
+    assert_eq!(
+        world
+            .a
+            .proxy
+            .metric("coi_proxy_peer_token_verifications_total{result=\"permanent\"}"),
+        Some(1.0)
+    );
+
+    // 4. alice's reply to bob now goes by the link too: bob's message carried a token for
+    // her, captured from the fast delivery.
+    world
+        .a
+        .send(
+            "alice",
+            &["bob@b.test"],
+            &chat("alice@a.test", "bob@b.test", "m2@a.test", "fast"),
+        )
+        .await;
+    assert_eq!(world.b.count("bob", "COI/Chats").await, 2);
+    assert_eq!(
+        world
+            .a
+            .proxy
+            .metric("coi_proxy_peer_deliveries_total{outcome=\"delivered\",path=\"quic\"}"),
+        Some(1.0)
+    );
+    tokio::time::sleep(Duration::from_millis(0)).await;
+}
