@@ -21,6 +21,7 @@ use crate::net::discovery::{Discovery, DiscoveryError};
 use crate::net::quic::{self, PeerTls, QuicError};
 use crate::net::shutdown::{self, Phase, Trigger};
 use crate::net::tls::{self, TlsError};
+use crate::proto::peer::ErrorCode;
 use crate::proto::smtp::data::{DataLimits, TEXT_LINE_MAX};
 use crate::proxy::peer::{Links, Peers};
 use crate::proxy::registry::SessionRegistry;
@@ -63,6 +64,8 @@ pub struct Running {
     pub admin: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
+    /// Closed and drained last, so that its UDP port is free when shutdown returns.
+    peer_endpoint: Option<quinn::Endpoint>,
     trigger: Trigger,
     admin_stop: tokio::sync::oneshot::Sender<()>,
     tasks: JoinSet<()>,
@@ -245,6 +248,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         submission: submission_addrs,
         delivery: delivery_addr,
         peer: peer_addr,
+        peer_endpoint: peers.as_ref().map(|p| p.endpoint.clone()),
         admin,
         metrics,
         readiness,
@@ -355,6 +359,7 @@ impl Running {
             trigger,
             admin_stop,
             mut tasks,
+            peer_endpoint,
             ..
         } = self;
         readiness.set_ready(false);
@@ -373,5 +378,9 @@ impl Running {
         })
         .await;
         tasks.abort_all();
+        if let Some(endpoint) = peer_endpoint {
+            endpoint.close(ErrorCode::Unavailable.value().into(), b"shutting down");
+            let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.wait_idle()).await;
+        }
     }
 }

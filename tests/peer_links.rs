@@ -148,3 +148,78 @@ async fn reply_takes_the_link_and_later_messages_the_permanent_token() {
     );
     tokio::time::sleep(Duration::from_millis(0)).await;
 }
+
+/// Durability rule 4 with the receiving proxy gone: alice holds a token for bob, but
+/// proxy B is stopped. Her message falls back to mail within her DATA wait (250 from
+/// Postfix A), waits in Postfix B's queue while B's delivery hook is down too, and
+/// arrives once by mail when proxy B is back.
+#[tokio::test]
+async fn with_the_other_proxy_stopped_messages_arrive_by_mail() {
+    let mut world = Peered::start().await;
+    world.a.enable_coi("alice", "active").await;
+    world.b.enable_coi("bob", "active").await;
+    {
+        let postfixes = world.postfixes();
+        world
+            .a
+            .send(
+                "alice",
+                &["bob@b.test"],
+                &chat("alice@a.test", "bob@b.test", "m1@a.test", "1"),
+            )
+            .await;
+        world.b.wait_for("bob", "COI/Contacts", 1, &postfixes).await;
+        // bob's reply by the link carries a token for alice → bob, which proxy A keeps.
+        world
+            .b
+            .send(
+                "bob",
+                &["alice@a.test"],
+                &chat("bob@b.test", "alice@a.test", "r1@b.test", "2"),
+            )
+            .await;
+        world
+            .a
+            .wait_for("alice", "COI/Contacts", 1, &postfixes)
+            .await;
+    }
+
+    world.b.proxy.halt(Duration::from_millis(200)).await;
+    let (_, elapsed) = world
+        .a
+        .send(
+            "alice",
+            &["bob@b.test"],
+            &chat("alice@a.test", "bob@b.test", "m2@a.test", "3"),
+        )
+        .await;
+    let fallbacks: f64 = ["connect", "timeout", "refused", "protocol"]
+        .iter()
+        .filter_map(|reason| {
+            world.a.proxy.metric(&format!(
+                "coi_proxy_peer_fallbacks_total{{reason=\"{reason}\"}}"
+            ))
+        })
+        .sum();
+    assert_eq!(fallbacks, 1.0, "{}", world.a.proxy.metrics_text());
+    assert_eq!(
+        world
+            .a
+            .proxy
+            .metric("coi_proxy_peer_deliveries_total{outcome=\"delivered\",path=\"smtp\"}"),
+        Some(1.0)
+    );
+    eprintln!("fallback to mail: 250 after {elapsed:?}");
+
+    world.b.proxy.start_again().await;
+    world.b.postfix.flush().expect("flush Postfix B's queue");
+    let postfixes = world.postfixes();
+    world.b.wait_for("bob", "COI/Chats", 2, &postfixes).await;
+    let mut imap = imap_login(&world.b.dovecot, "bob").await;
+    let copy = fetch_message(&mut imap, "COI/Chats", 2).await;
+    assert_eq!(field(&copy, "Message-ID"), vec!["<m2@a.test>"]);
+    assert!(
+        copy.iter().any(|l| l.starts_with("Received:")),
+        "came by mail: {copy:#?}"
+    );
+}

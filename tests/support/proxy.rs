@@ -332,6 +332,23 @@ impl Proxy {
         Self::start_yaml(yaml, pki, _dir).await
     }
 
+    /// Stops the proxy where it stands (sessions get BYE after `grace`); the value stays,
+    /// for [`Proxy::start_again`].
+    pub async fn halt(&mut self, grace: Duration) {
+        if let Some(running) = self.running.take() {
+            running.shutdown(grace).await;
+        }
+    }
+
+    /// Starts a halted proxy again with the same configuration and certificate. Fixed
+    /// addresses in it (a delivery hook's, a peer endpoint's) are bound again; the
+    /// listeners on port 0 get new ports, and the fields say which.
+    pub async fn start_again(&mut self) {
+        assert!(self.running.is_none(), "halt the proxy first");
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("tempdir"));
+        *self = Self::start_yaml(self.yaml.clone(), self.pki.clone(), dir).await;
+    }
+
     pub async fn stop(mut self, grace: Duration) {
         if let Some(running) = self.running.take() {
             running.shutdown(grace).await;
