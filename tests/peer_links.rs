@@ -19,42 +19,48 @@ fn field<'a>(message: &'a [String], name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// COI on for alice and bob (filter `active`); alice@a.test writes to bob@b.test (by
+/// mail: nobody holds a token yet, and bob's proxy captures hers); bob replies, which
+/// takes the link. Returns how long bob's client waited for the 250 of the reply.
+async fn mail_then_reply_by_link(world: &Peered) -> Duration {
+    world.a.enable_coi("alice", "active").await;
+    world.b.enable_coi("bob", "active").await;
+    let first = chat("alice@a.test", "bob@b.test", "m1@a.test", "hi bob");
+    world.a.send("alice", &["bob@b.test"], &first).await;
+    world
+        .b
+        .wait_for("bob", "COI/Contacts", 1, &world.postfixes())
+        .await;
+    let reply = chat("bob@b.test", "alice@a.test", "r1@b.test", "hi alice");
+    world.b.send("bob", &["alice@a.test"], &reply).await.1
+}
+
 #[tokio::test]
 async fn reply_takes_the_link_and_later_messages_the_permanent_token() {
     let world = Peered::start().await;
-    world.a.enable_coi("alice", "active").await;
-    world.b.enable_coi("bob", "active").await;
+    let elapsed = mail_then_reply_by_link(&world).await;
     let postfixes = world.postfixes();
-
-    // 1. alice → bob: bob's proxy holds no token for alice's domain yet, so mail.
-    world
-        .a
-        .send(
-            "alice",
-            &["bob@b.test"],
-            &chat("alice@a.test", "bob@b.test", "m1@a.test", "hi bob"),
-        )
-        .await;
-    world.b.wait_for("bob", "COI/Chats", 1, &postfixes).await;
-    world.b.wait_for("bob", "COI/Contacts", 1, &postfixes).await;
+    assert_eq!(world.b.count("bob", "COI/Chats").await, 1);
     assert_eq!(
         world
             .a
             .proxy
             .metric("coi_proxy_peer_deliveries_total{outcome=\"delivered\",path=\"quic\"}"),
-        Some(0.0)
+        Some(0.0),
+        "alice's first message went by mail"
     );
-
-    // 2. bob → alice: bob holds alice's temporary token, so the link. The message is in
-    // alice's Chats when bob's client has its 250: no queue in between.
-    let (_, elapsed) = world
-        .b
-        .send(
-            "bob",
-            &["alice@a.test"],
-            &chat("bob@b.test", "alice@a.test", "r1@b.test", "hi alice"),
-        )
-        .await;
+    let mut bob_imap = imap_login(&world.b.dovecot, "bob").await;
+    let first = fetch_message(&mut bob_imap, "COI/Chats", 1).await;
+    assert!(
+        first.iter().filter(|l| l.starts_with("Received:")).count() >= 2,
+        "through Postfix A and B: {first:#?}"
+    );
+    let tokens = first
+        .iter()
+        .filter(|l| l.starts_with("X-COI-Temporary-Token:"))
+        .count();
+    assert_eq!(tokens, 1, "{first:#?}");
+    // bob's reply is in alice's Chats when bob's client has its 250: no queue between.
     assert_eq!(
         world.a.count("alice", "COI/Chats").await,
         1,
@@ -103,12 +109,19 @@ async fn reply_takes_the_link_and_later_messages_the_permanent_token() {
     let alice_contact = fetch_message(&mut imap, "COI/Contacts", 1).await;
     let token_in = field(&alice_contact, "COI-TokenIn");
     assert_eq!(token_in.len(), 1, "{alice_contact:#?}");
-    let mut bob_imap = imap_login(&world.b.dovecot, "bob").await;
-    let bob_contact = fetch_message(&mut bob_imap, "COI/Contacts", 1).await;
-    assert!(
-        field(&bob_contact, "COI-TokenOut").contains(&token_in[0]),
-        "bob keeps the permanent token: {bob_contact:#?}"
-    );
+    // Proxy B writes it into bob's contact after bob's client had its 250.
+    let deadline = std::time::Instant::now() + support::peers::DEADLINE;
+    loop {
+        let bob_contact = fetch_message(&mut bob_imap, "COI/Contacts", 1).await;
+        if field(&bob_contact, "COI-TokenOut").contains(&token_in[0]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob keeps the permanent token: {bob_contact:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // 3. The next reply uses the permanent token.
     world
@@ -128,6 +141,7 @@ async fn reply_takes_the_link_and_later_messages_the_permanent_token() {
         Some(1.0)
     );
 
+    world.a.wait_for_token_out("alice").await;
     // 4. alice's reply to bob now goes by the link too: bob's message carried a token for
     // her, captured from the fast delivery.
     world
@@ -156,33 +170,9 @@ async fn reply_takes_the_link_and_later_messages_the_permanent_token() {
 #[tokio::test]
 async fn with_the_other_proxy_stopped_messages_arrive_by_mail() {
     let mut world = Peered::start().await;
-    world.a.enable_coi("alice", "active").await;
-    world.b.enable_coi("bob", "active").await;
-    {
-        let postfixes = world.postfixes();
-        world
-            .a
-            .send(
-                "alice",
-                &["bob@b.test"],
-                &chat("alice@a.test", "bob@b.test", "m1@a.test", "1"),
-            )
-            .await;
-        world.b.wait_for("bob", "COI/Contacts", 1, &postfixes).await;
-        // bob's reply by the link carries a token for alice → bob, which proxy A keeps.
-        world
-            .b
-            .send(
-                "bob",
-                &["alice@a.test"],
-                &chat("bob@b.test", "alice@a.test", "r1@b.test", "2"),
-            )
-            .await;
-        world
-            .a
-            .wait_for("alice", "COI/Contacts", 1, &postfixes)
-            .await;
-    }
+    mail_then_reply_by_link(&world).await;
+    // The reply carried a token for alice → bob, which proxy A keeps.
+    world.a.wait_for_token_out("alice").await;
 
     world.b.proxy.halt(Duration::from_millis(200)).await;
     let (_, elapsed) = world

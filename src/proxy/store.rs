@@ -3,6 +3,8 @@
 //! de-duplication key, and the tokens kept in the users' Contacts.
 
 use std::sync::{Arc, OnceLock};
+
+use dashmap::DashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info};
@@ -74,6 +76,10 @@ pub struct Mailboxes {
     /// The hierarchy separator, learned from the backend once: it is a setting of the
     /// server's namespace, the same for every user.
     separator: OnceLock<u8>,
+    /// Delivery keys being stored now: the search and the APPEND of one key run one at a
+    /// time, so two copies arriving together (a replayed stream, a mail copy racing the
+    /// link's) are stored once.
+    in_flight: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Mailboxes {
@@ -91,6 +97,7 @@ impl Mailboxes {
             user_name,
             dedup_secret,
             separator: OnceLock::new(),
+            in_flight: DashMap::new(),
         }
     }
 
@@ -158,6 +165,32 @@ impl Mailboxes {
     /// `key` is there already (then nothing is stored). With a key, the stored copy
     /// carries it in a [`DELIVERY_KEY_FIELD`] header, so that a later copy finds it.
     pub async fn store(
+        &self,
+        user: &str,
+        folder: Folder,
+        key: Option<&str>,
+        spool: &mut Spool,
+    ) -> StoreOutcome {
+        let lock = key.map(|key| {
+            self.in_flight
+                .entry(format!("{user}\0{key}"))
+                .or_default()
+                .clone()
+        });
+        let _guard = match &lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let outcome = self.store_unlocked(user, folder, key, spool).await;
+        if let Some(key) = key {
+            // The last one out removes the entry (the table holds one reference).
+            self.in_flight
+                .remove_if(&format!("{user}\0{key}"), |_, l| Arc::strong_count(l) <= 2);
+        }
+        outcome
+    }
+
+    async fn store_unlocked(
         &self,
         user: &str,
         folder: Folder,

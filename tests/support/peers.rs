@@ -270,3 +270,99 @@ pub fn chat(from: &str, to: &str, id: &str, text: &str) -> String {
         "From: {from}\r\nTo: {to}\r\nSubject: chat\r\nChat-Version: 1.0\r\nMessage-ID: <{id}>\r\n\r\n{text}"
     )
 }
+
+// === for tests that speak to a proxy as a peer themselves (tests/peer_security.rs) ===
+
+impl Domain {
+    /// This domain's token secrets, as its proxy has them: a token minted with them
+    /// verifies at this domain's proxy (and nowhere else).
+    pub fn token_secrets(&self) -> coi_proxy::coi::token::Secrets {
+        use coi_proxy::coi::token::{Secret, Secrets};
+        let secret = |s: &str| Secret::new(s.to_owned()).expect("a non-empty secret");
+        Secrets {
+            temporary: vec![secret(&self.temporary_secret)],
+            permanent: vec![secret(&self.permanent_secret)],
+        }
+    }
+}
+
+/// Polls `postfix`'s mail log (without blocking the runtime, which also runs the
+/// in-process proxies) until one line contains every one of `needles`; returns it.
+/// Panics with the log after [`DEADLINE`].
+pub async fn wait_for_log_line(postfix: &Postfix, needles: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let log = postfix.log_contents();
+        if let Some(line) = log
+            .lines()
+            .find(|line| needles.iter().all(|needle| line.contains(needle)))
+        {
+            return line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line of {} with all of {needles:?} within {DEADLINE:?}\n{log}",
+            postfix.domain()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls until every queue of `postfixes` is empty (without blocking the runtime);
+/// panics with the queues and logs after [`DEADLINE`].
+pub async fn wait_queues_empty(postfixes: &[&Postfix]) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let queued: usize = postfixes
+            .iter()
+            .map(|p| p.queue_ids().expect("postqueue").len())
+            .sum();
+        if queued == 0 {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let report: Vec<String> = postfixes
+                .iter()
+                .map(|p| {
+                    format!(
+                        "--- {} ---\n{}\n{}",
+                        p.domain(),
+                        p.mailq().unwrap_or_default(),
+                        p.log_contents()
+                    )
+                })
+                .collect();
+            panic!(
+                "{queued} messages still queued after {DEADLINE:?}\n{}",
+                report.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Domain {
+    /// Polls until `user`'s first contact holds a `COI-TokenOut` (a token written in the
+    /// background after a delivery over a link).
+    pub async fn wait_for_token_out(&self, user: &str) {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let mut client = imap_login(&self.dovecot, user).await;
+            if count_in(&mut client, "COI/Contacts").await > 0 {
+                let lines = client
+                    .imap("f", "FETCH 1 BODY.PEEK[HEADER.FIELDS (COI-TokenOut)]")
+                    .await
+                    .expect("FETCH");
+                if lines.iter().any(|l| l.starts_with("COI-TokenOut: ")) {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{user}@{} holds no COI-TokenOut",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -412,10 +412,6 @@ impl Delivery {
                         StoreOutcome::Stored { .. } => ReceivedOutcome::Stored,
                         _ => ReceivedOutcome::Duplicate,
                     });
-                    if let (Ok(header), Some(user_ref)) = (&content, Some(&user)) {
-                        self.capture_reverse(user_ref, &recipient, &received.sender, header, now)
-                            .await;
-                    }
                     let new_token = match kind {
                         TokenKind::Temporary => {
                             self.issue_permanent(&user, &recipient, &received.sender, now)
@@ -423,6 +419,9 @@ impl Delivery {
                         }
                         TokenKind::Permanent => None,
                     };
+                    if let Ok(header) = &content {
+                        self.capture_reverse(&user, &recipient, &received.sender, header, now);
+                    }
                     Outcome::Stored {
                         receipt: stored.receipt().unwrap_or_else(|| "stored".to_owned()),
                         new_token,
@@ -444,8 +443,9 @@ impl Delivery {
 
     /// The message's own temporary token for the reverse pair (the sender's proxy put
     /// one in for each visible recipient), kept as the recipient's `COI-TokenOut`, as the
-    /// delivery hook does for mail.
-    async fn capture_reverse(
+    /// delivery hook does for mail. In the background: the outcome does not wait for it,
+    /// and a capture that fails loses nothing (the next message brings a token again).
+    fn capture_reverse(
         &self,
         user: &str,
         recipient: &NormalizedAddress,
@@ -453,14 +453,21 @@ impl Delivery {
         header: &HeaderBlock,
         now: u64,
     ) {
-        if let Some(token) = captured_token(header, recipient, sender, now) {
-            let outcome = self
-                .peers
-                .mailboxes
-                .capture(user, recipient, sender, token)
-                .await;
-            self.peers.metrics.delivery.token_capture(outcome);
-        }
+        let Some(token) = captured_token(header, recipient, sender, now) else {
+            return;
+        };
+        let peers = self.peers.clone();
+        let (user, recipient, sender) = (user.to_owned(), recipient.clone(), sender.clone());
+        tokio::spawn(
+            async move {
+                let outcome = peers
+                    .mailboxes
+                    .capture(&user, &recipient, &sender, token)
+                    .await;
+                peers.metrics.delivery.token_capture(outcome);
+            }
+            .in_current_span(),
+        );
     }
 
     /// A permanent token for `sender` → `recipient`, recorded as the recipient's

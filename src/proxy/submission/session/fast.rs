@@ -256,10 +256,15 @@ impl Session {
                         );
                         debug!(domain, receipt, "stored by the peer");
                         if let Some(token) = new_token {
-                            peers
-                                .mailboxes
-                                .capture(&auth.login, sender, &recipient.address, token)
-                                .await;
+                            // Kept after the client has its reply: the message is
+                            // delivered either way, and until the contact is written the
+                            // temporary token still works.
+                            let mailboxes = peers.mailboxes.clone();
+                            let (user, owner) = (auth.login.clone(), sender.clone());
+                            let peer = recipient.address.clone();
+                            tokio::spawn(async move {
+                                mailboxes.capture(&user, &owner, &peer, token).await;
+                            });
                         }
                     }
                     Verdict::Fallback(reason) => {
