@@ -598,17 +598,24 @@ impl Session {
                     Step::End(outcome) => return Ok(Some(outcome)),
                 }
             }
-            let deadline = Instant::now() + self.shared.config.timeouts.command;
-            let bytes = match self.client.read(deadline).await {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    // Postfix is inside DATA: anything more (a QUIT) would be message
-                    // text. Dropping the connection discards the open transaction.
-                    self.upstream = None;
-                    return Err(e);
-                }
-            };
-            message.push(&bytes);
+            self.read_message(message).await?;
+        }
+    }
+
+    /// The next piece of the message from the client, under the command deadline. On a
+    /// failure Postfix's connection is dropped: it may be inside DATA, where anything
+    /// more (a QUIT) would be message text, and the drop discards the open transaction.
+    async fn read_message(&mut self, message: &mut OutgoingMessage) -> SessionResult<()> {
+        let deadline = Instant::now() + self.shared.config.timeouts.command;
+        match self.client.read(deadline).await {
+            Ok(bytes) => {
+                message.push(&bytes);
+                Ok(())
+            }
+            Err(e) => {
+                self.upstream = None;
+                Err(e)
+            }
         }
     }
 

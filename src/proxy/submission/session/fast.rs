@@ -114,15 +114,7 @@ impl Session {
             if let Some(outcome) = end {
                 break outcome;
             }
-            let deadline = Instant::now() + self.shared.config.timeouts.command;
-            let bytes = match self.client.read(deadline).await {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    self.upstream = None;
-                    return Err(e);
-                }
-            };
-            message.push(&bytes);
+            self.read_message(&mut message).await?;
         };
         self.client.framer_mut().push(&message.take_buffered());
         let started = Instant::now();
