@@ -12,6 +12,6 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked
 echo "== benchmark smoke run (figures are meaningless in quick mode)"
-for bench in imap_relay submission header_injection idle_wake; do
+for bench in imap_relay submission header_injection idle_wake peer_link; do
     cargo bench --locked --bench "$bench" -- --quick
 done

@@ -403,10 +403,8 @@ impl Delivery {
             let outcome = match &stored {
                 StoreOutcome::Stored { .. } | StoreOutcome::Duplicate { .. } => {
                     if let Some(mailbox) = stored.stored_in() {
-                        let woken = peers.registry.wake(&user, mailbox);
-                        for _ in 0..woken {
-                            peers.metrics.delivery.idle_wake();
-                        }
+                        // Counted in coi_proxy_imap_idle_wakes_total by the woken session.
+                        peers.registry.wake(&user, mailbox);
                     }
                     peers.metrics.peer.received(match stored {
                         StoreOutcome::Stored { .. } => ReceivedOutcome::Stored,
