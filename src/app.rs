@@ -13,7 +13,8 @@ use crate::admin::{self, Readiness};
 use crate::coi::headers::HeaderRewriter;
 use crate::coi::submit::SubmitRules;
 use crate::config::{
-    Config, MailboxWriterConfig, PeerLinkConfig, SubmissionConfig, UpstreamTls, UserName,
+    Config, DeliveryConfig, MailboxWriterConfig, PeerLinkConfig, SubmissionConfig, UpstreamTls,
+    UserName,
 };
 use crate::metrics::Metrics;
 use crate::net::connect::Connector;
@@ -334,8 +335,7 @@ fn peers(
     let spool_dir = config
         .delivery
         .as_ref()
-        .and_then(|d| d.spool_directory.clone())
-        .unwrap_or_else(std::env::temp_dir);
+        .map_or_else(std::env::temp_dir, DeliveryConfig::spool_dir);
     Ok(Peers {
         endpoint,
         config: link.clone(),

@@ -912,6 +912,15 @@ impl PathOutcome {
             Self::Rejected => "rejected",
         }
     }
+
+    /// The outcome a reply to the end of data means.
+    pub fn of(code: u16) -> Self {
+        match code {
+            200..=299 => Self::Delivered,
+            400..=499 => Self::Failed,
+            _ => Self::Rejected,
+        }
+    }
 }
 
 /// Why a fast-path candidate recipient went by mail instead (label `reason` of

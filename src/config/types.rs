@@ -314,6 +314,16 @@ pub struct DeliveryConfig {
     pub timeouts: DeliveryTimeouts,
 }
 
+impl DeliveryConfig {
+    /// Where messages over the spool's memory limit go: `spool_directory`, else the
+    /// system's temporary directory.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool_directory
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+    }
+}
+
 /// How the Dovecot user of a recipient is named.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UserName {

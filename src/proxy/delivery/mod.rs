@@ -45,10 +45,7 @@ impl Shared {
         coi: Option<Arc<Mailboxes>>,
         registry: Arc<SessionRegistry>,
     ) -> Self {
-        let spool_dir = config
-            .spool_directory
-            .clone()
-            .unwrap_or_else(std::env::temp_dir);
+        let spool_dir = config.spool_dir();
         Self {
             config,
             upstream,

@@ -29,7 +29,7 @@ use crate::proto::smtp::command::{self, Command, MailParameters, Path, RcptParam
 use crate::proto::smtp::data::{DataEvent, DataLimits, DataReceiver};
 use crate::proto::smtp::line::COMMAND_LINE_MAX;
 use crate::proto::smtp::reply::Reply;
-use crate::proxy::store::{Mailboxes, StoreOutcome};
+use crate::proxy::store::StoreOutcome;
 
 /// Longest body line accepted from Postfix, CRLF included. Postfix's LMTP client folds
 /// lines at `lmtp_line_length_limit` (998) by default; an operator may lift that, and
@@ -419,9 +419,14 @@ impl Session {
             }
         }
         if let Some(coi) = &self.shared.coi {
+            let scope = dedup_scope(transaction, &received);
             for (index, plan) in plans.iter().enumerate() {
                 if let (Route::Append { mailbox }, Some(user)) = (&plan.route, &plan.user) {
-                    let key = delivery_key(coi, transaction, index, &received);
+                    let key = scope.as_ref().and_then(|(domain, message_id)| {
+                        let recipient = transaction.recipients[index].to.mailbox()?;
+                        let recipient = address::normalize(&recipient.to_string()).ok()?;
+                        Some(coi.delivery_key(domain, message_id, &recipient, &received.body_hash))
+                    });
                     let outcome = coi
                         .store(user, *mailbox, key.as_deref(), &mut received.spool)
                         .await;
@@ -701,26 +706,14 @@ fn accepted_or_unavailable(replies: Vec<Reply>, n: usize) -> Vec<Reply> {
     }
 }
 
-/// The de-duplication key of recipient `index`'s copy on the mail path: the peer is the
-/// envelope sender's domain (SECURITY-CASES §4 rule 5). `None` without a sender domain
-/// or a Message-ID: such a message never came over a peer link, which needs both.
-fn delivery_key(
-    coi: &Mailboxes,
-    transaction: &Transaction,
-    index: usize,
-    received: &Received,
-) -> Option<String> {
+/// What the de-duplication keys of a message's copies on the mail path share: the peer,
+/// which is the envelope sender's domain (SECURITY-CASES §4 rule 5), and the Message-ID.
+/// `None` without either: such a message never came over a peer link, which needs both.
+fn dedup_scope(transaction: &Transaction, received: &Received) -> Option<(String, String)> {
     let sender = transaction.from.mailbox()?;
     let sender = crate::coi::delivery::sender(&sender.to_string())?;
     let message_id = dedup::message_id(received.header.as_ref()?)?;
-    let recipient = transaction.recipients[index].to.mailbox()?;
-    let recipient = address::normalize(&recipient.to_string()).ok()?;
-    Some(coi.delivery_key(
-        sender.domain(),
-        &message_id,
-        &recipient,
-        &received.body_hash,
-    ))
+    Some((sender.domain().to_owned(), message_id))
 }
 
 /// The reply for a copy the mailbox writer stored (or did not).

@@ -29,6 +29,10 @@ use crate::proxy::store::Mailboxes;
 
 pub use send::{Links, Offer, OfferRecipient, Verdict};
 
+/// Message bytes held in memory before a spool of a link's message (received, or
+/// submitted for the fast path) moves to a file: a chat message fits.
+pub const SPOOL_MEMORY: usize = 1024 * 1024;
+
 /// What both sides of the peer links share.
 pub struct Peers {
     pub endpoint: quinn::Endpoint,
@@ -41,7 +45,7 @@ pub struct Peers {
     pub secrets: Secrets,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<SessionRegistry>,
-    /// Where received messages over the spool's memory limit go.
+    /// Where a link's messages over [`SPOOL_MEMORY`] are spooled (`delivery.spool_directory`).
     pub spool_dir: PathBuf,
 }
 

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use tokio::time::timeout;
 use tracing::{debug, info, info_span, Instrument};
 
-use super::Peers;
+use super::{Peers, SPOOL_MEMORY};
 use crate::coi::address::{self, NormalizedAddress};
 use crate::coi::classify::classify;
 use crate::coi::dedup::{self, BodyHasher};
@@ -51,9 +51,6 @@ const STREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Read size from a stream.
 const READ_CHUNK: usize = 64 * 1024;
-
-/// Body bytes held in memory before the spool moves to a file: a chat message fits.
-const SPOOL_MEMORY: usize = 1024 * 1024;
 
 /// Accepts links until shutdown; each link and each of its streams runs in a task of its
 /// own.
@@ -175,10 +172,7 @@ impl Delivery {
                     },
                     Ok(DeliveryEvent::Body(bytes)) => {
                         if let Some(received) = &mut state {
-                            if !received.push(&bytes).await {
-                                refuse(send, recv, ErrorCode::Internal, "cannot spool");
-                                return;
-                            }
+                            received.push(&bytes).await;
                         }
                     }
                     Ok(DeliveryEvent::Complete) => {
@@ -354,7 +348,7 @@ impl Delivery {
         let peers = &self.peers;
         let header = received.finish_header();
         let body_hash = std::mem::take(&mut received.hasher).finish();
-        let content = check_content(header.as_ref(), &received.message_id);
+        let content = check_content(header, &received.message_id);
         let now = unix_now();
         let mut outcomes = Vec::with_capacity(received.admissions.len());
         for admission in std::mem::take(&mut received.admissions) {
@@ -518,8 +512,9 @@ struct Received {
 }
 
 impl Received {
-    /// Body bytes; `false` when they cannot be kept.
-    async fn push(&mut self, bytes: &Bytes) -> bool {
+    /// Body bytes. A spool failure is remembered: the admitted recipients then get
+    /// TempFail after the FIN.
+    async fn push(&mut self, bytes: &Bytes) {
         self.hasher.push(bytes);
         if let Some(scanner) = &mut self.scanner {
             match scanner.push(bytes.clone()) {
@@ -542,7 +537,6 @@ impl Received {
                 self.spool_failed = true;
             }
         }
-        true
     }
 
     fn finish_header(&mut self) -> Option<HeaderBlock> {
@@ -554,20 +548,20 @@ impl Received {
 }
 
 /// The message's Message-ID header must equal the envelope's.
-fn check_content(header: Option<&HeaderBlock>, message_id: &str) -> Result<HeaderBlock, Outcome> {
+fn check_content(header: Option<HeaderBlock>, message_id: &str) -> Result<HeaderBlock, Outcome> {
     let Some(header) = header else {
         return Err(rejected(
             Status::CONTENT_REJECTED,
             "header block unreadable",
         ));
     };
-    if dedup::message_id(header).as_deref() != Some(message_id) {
+    if dedup::message_id(&header).as_deref() != Some(message_id) {
         return Err(rejected(
             Status::CONTENT_REJECTED,
             "Message-ID differs from the envelope's",
         ));
     }
-    Ok(header.clone())
+    Ok(header)
 }
 
 async fn write_outcomes(send: &mut quinn::SendStream, outcomes: Vec<Outcome>) {

@@ -32,10 +32,7 @@ use crate::metrics::{DeliveryPath, FallbackReason, MessageOutcome, PathOutcome};
 use crate::net::spool::Spool;
 use crate::proto::smtp::command::{Command, Path, RcptParameters};
 use crate::proto::smtp::reply::Reply;
-use crate::proxy::peer::{Offer, OfferRecipient, Verdict};
-
-/// Message bytes held in memory before the spool moves to a file: a chat message fits.
-const SPOOL_MEMORY: usize = 1024 * 1024;
+use crate::proxy::peer::{Offer, OfferRecipient, Verdict, SPOOL_MEMORY};
 
 /// A recipient kept back for a peer link.
 pub(super) struct FastRecipient {
@@ -97,7 +94,13 @@ impl Session {
             self.submitter(transaction.sender.clone()),
         );
         message.push(&self.client.framer_mut().take_buffered());
-        let mut spool = Spool::new(SPOOL_MEMORY, &std::env::temp_dir());
+        // Candidates exist only with peer links configured.
+        let spool_dir = self
+            .shared
+            .peers
+            .as_ref()
+            .map_or_else(std::env::temp_dir, |peers| peers.spool_dir.clone());
+        let mut spool = Spool::new(SPOOL_MEMORY, &spool_dir);
         let mut spool_failed = false;
         let outcome = loop {
             let mut end = None;
@@ -156,27 +159,19 @@ impl Session {
             )
             .await;
         let by_postfix = transaction.accepted - transaction.fast.len() + by_mail.len();
-        let reply = if by_postfix == 0 {
+        let (reply, outcome) = if by_postfix == 0 {
             // Every recipient is stored: Postfix's transaction (MAIL only) is dropped.
             self.reset_postfix().await;
-            Reply::new(
+            let reply = Reply::new(
                 250,
                 Some((2, 0, 0)),
                 "Ok: delivered to the recipients' servers",
-            )
+            );
+            (reply, MessageOutcome::Relayed)
         } else {
             self.finish_by_postfix(&by_mail, &mut spool).await
         };
-        let outcome = match reply.code {
-            200..=299 => MessageOutcome::Relayed,
-            400..=499 => MessageOutcome::Failed,
-            _ => MessageOutcome::Rejected,
-        };
-        let path_outcome = match reply.code {
-            200..=299 => PathOutcome::Delivered,
-            400..=499 => PathOutcome::Failed,
-            _ => PathOutcome::Rejected,
-        };
+        let path_outcome = PathOutcome::of(reply.code);
         for _ in &by_mail {
             metrics
                 .peer
@@ -272,8 +267,13 @@ impl Session {
     /// Adds `by_mail` to Postfix's open transaction, then DATA with the spooled message.
     /// The reply is Postfix's; a recipient Postfix refuses now (after the client had its
     /// 250 for it) ends the message with that refusal, nothing sent to Postfix, and the
-    /// client retries or bounces it (copies stored by links are de-duplicated).
-    async fn finish_by_postfix(&mut self, by_mail: &[&FastRecipient], spool: &mut Spool) -> Reply {
+    /// client retries or bounces it (copies stored by links are de-duplicated). With the
+    /// reply, how the message ended, as the streamed path counts it.
+    async fn finish_by_postfix(
+        &mut self,
+        by_mail: &[&FastRecipient],
+        spool: &mut Spool,
+    ) -> (Reply, MessageOutcome) {
         let result = async {
             let upstream = self.upstream_mut()?;
             for recipient in by_mail {
@@ -303,16 +303,17 @@ impl Session {
         }
         .await;
         match result {
-            Ok(Ok(reply)) => reply,
+            Ok(Ok(reply)) if reply.is_positive() => (reply, MessageOutcome::Relayed),
+            Ok(Ok(reply)) => (reply, MessageOutcome::Rejected),
             Ok(Err(refusal)) => {
                 self.reset_postfix().await;
-                refusal
+                (refusal, MessageOutcome::Rejected)
             }
             Err(e) => {
                 let e: crate::error::SessionError = e;
                 info!(error = %e, "Postfix failed while taking a message");
                 self.upstream = None;
-                upstream_unavailable()
+                (upstream_unavailable(), MessageOutcome::Failed)
             }
         }
     }
