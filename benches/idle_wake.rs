@@ -33,31 +33,25 @@ mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::error::Error;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use common::{
-    dovecot_version, env_names, env_usize, main_of, nproc, percentile, postfix_version, quick_run,
-    thread_cpu, BenchResult,
+    bounded, dovecot_version, env_names, env_usize, idle_on, main_of, nproc, percentile,
+    postfix_version, quick_run, thread_cpu, BenchResult,
 };
 use support::dovecot::Dovecot;
-use support::io::{tagged_status, LineClient};
+use support::io::LineClient;
 use support::postfix::{smtp, Postfix, PostfixOptions};
 use support::proxy::{DeliveryTuning, Proxy};
 use support::world::hook_proxy;
 
 /// From submission until both clients have seen the message; beyond it the bench fails.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(10);
-/// Bound for one setup step (connect, login, one reply).
-const STEP: Duration = Duration::from_secs(10);
-
 fn main() -> ExitCode {
     main_of("idle_wake", run)
 }
@@ -308,59 +302,12 @@ struct Idler {
 
 impl Idler {
     async fn start(name: &'static str, addr: SocketAddr) -> BenchResult<Idler> {
-        let stream = bounded("connect", TcpStream::connect(addr)).await?;
-        stream.set_nodelay(true)?;
-        let (read, mut writer) = stream.into_split();
-        let mut reader = BufReader::new(read);
-        let mut line = String::new();
-        bounded("greeting", reader.read_line(&mut line)).await?;
-        for (tag, command) in [("l", "LOGIN bob secret-bob"), ("s", "SELECT INBOX")] {
-            writer
-                .write_all(format!("{tag} {command}\r\n").as_bytes())
-                .await?;
-            let mut lines = Vec::new();
-            loop {
-                line.clear();
-                bounded("reply", reader.read_line(&mut line)).await?;
-                let l = line.trim_end().to_owned();
-                let done = l.starts_with(&format!("{tag} "));
-                lines.push(l);
-                if done {
-                    break;
-                }
-            }
-            if tagged_status(&lines) != "OK" {
-                return Err(format!("{name}: {command}: {lines:?}").into());
-            }
-        }
-        writer.write_all(b"i IDLE\r\n").await?;
-        line.clear();
-        bounded("IDLE", reader.read_line(&mut line)).await?;
-        if !line.starts_with("+ ") {
-            return Err(format!("{name}: IDLE: {line:?}").into());
-        }
-        let (tx, events) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            // Ends when the connection or the bench ends.
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match reader.read_line(&mut line).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        let at = Instant::now();
-                        if tx.send((line.trim_end().to_owned(), at)).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+        let idle = idle_on(name, addr, "bob", "secret-bob", "INBOX").await?;
         Ok(Idler {
             name,
-            events,
+            events: idle.events,
             unexpected: Vec::new(),
-            _writer: writer,
+            _writer: idle.writer,
         })
     }
 
@@ -437,16 +384,6 @@ impl Lmtp {
             return Err(format!("end of data: {reply}").into());
         }
         Ok(())
-    }
-}
-
-async fn bounded<T, E: Into<Box<dyn Error>>>(
-    what: &str,
-    fut: impl std::future::Future<Output = Result<T, E>>,
-) -> BenchResult<T> {
-    match tokio::time::timeout(STEP, fut).await {
-        Ok(result) => result.map_err(Into::into),
-        Err(_) => Err(format!("{what}: no answer within {STEP:?}").into()),
     }
 }
 

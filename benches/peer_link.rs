@@ -54,7 +54,6 @@ mod support;
 
 use std::error::Error;
 use std::fmt::Write as _;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,7 +62,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Mutex};
@@ -76,18 +75,16 @@ use coi_proxy::proto::peer::{
 };
 
 use common::{
-    base64_lines, command_output, dovecot_version, env_names, env_usize, header_start, main_of,
-    nproc, paired_ratio, percentile, postfix_version, quick_run, round_order, round_orders,
-    stopped_early, thread_cpu, verdict, BenchResult, Spread,
+    base64_lines, bounded, command_output, dovecot_version, env_names, env_usize, exists_count,
+    header_start, idle_on, main_of, nproc, paired_ratio, percentile, postfix_version, quick_run,
+    round_order, round_orders, stopped_early, thread_cpu, verdict, BenchResult, Spread, STEP,
 };
-use support::io::{tagged_status, LineClient};
+use support::io::LineClient;
 use support::peers::{chat, Peered};
 use support::pki::TestCa;
 use support::postfix::smtp;
 use support::process::unique_token;
 
-/// Bound for one setup step or one network exchange.
-const STEP: Duration = Duration::from_secs(10);
 /// After a batch's last message, the longest both IDLE clients may take to see it.
 const DRAIN: Duration = Duration::from_secs(15);
 /// The recipient of every measured message and the mailbox she idles on.
@@ -199,17 +196,6 @@ fn run() -> BenchResult<()> {
         throughput(&settings)?;
     }
     Ok(())
-}
-
-/// `fut` under the [`STEP`] timeout.
-async fn bounded<T, E: Into<Box<dyn Error>>>(
-    what: &str,
-    fut: impl Future<Output = Result<T, E>>,
-) -> BenchResult<T> {
-    match tokio::time::timeout(STEP, fut).await {
-        Ok(result) => result.map_err(Into::into),
-        Err(_) => Err(format!("{what}: no answer within {STEP:?}").into()),
-    }
 }
 
 /// A chat message of exactly `size` bytes (or its header alone, if that is longer):
@@ -379,13 +365,6 @@ struct Idler {
     _writer: OwnedWriteHalf,
 }
 
-fn exists_count(line: &str) -> Option<usize> {
-    line.strip_prefix("* ")?
-        .strip_suffix(" EXISTS")?
-        .parse()
-        .ok()
-}
-
 fn is_recent(line: &str) -> bool {
     line.strip_prefix("* ")
         .and_then(|l| l.strip_suffix(" RECENT"))
@@ -399,70 +378,14 @@ impl Idler {
         user: &str,
         password: &str,
     ) -> BenchResult<Idler> {
-        let stream = bounded("connect", TcpStream::connect(addr)).await?;
-        stream.set_nodelay(true)?;
-        let (read, mut writer) = stream.into_split();
-        let mut reader = BufReader::new(read);
-        let mut line = String::new();
-        bounded("greeting", reader.read_line(&mut line)).await?;
-        let mut count = 0;
-        for (tag, command) in [
-            ("l", format!("LOGIN {user} {password}")),
-            ("s", format!("SELECT {MAILBOX}")),
-        ] {
-            writer
-                .write_all(format!("{tag} {command}\r\n").as_bytes())
-                .await?;
-            let mut lines = Vec::new();
-            loop {
-                line.clear();
-                if bounded("reply", reader.read_line(&mut line)).await? == 0 {
-                    return Err(format!("{name}: connection closed after {command}").into());
-                }
-                let l = line.trim_end().to_owned();
-                if let Some(c) = exists_count(&l) {
-                    count = c;
-                }
-                let done = l.starts_with(&format!("{tag} "));
-                lines.push(l);
-                if done {
-                    break;
-                }
-            }
-            if tagged_status(&lines) != "OK" {
-                return Err(format!("{name}: {command}: {lines:?}").into());
-            }
-        }
-        writer.write_all(b"i IDLE\r\n").await?;
-        line.clear();
-        bounded("IDLE", reader.read_line(&mut line)).await?;
-        if !line.starts_with("+ ") {
-            return Err(format!("{name}: IDLE: {line:?}").into());
-        }
-        let (tx, events) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            // Ends when the connection or the bench ends.
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match reader.read_line(&mut line).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        let at = Instant::now();
-                        if tx.send((line.trim_end().to_owned(), at)).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+        let idle = idle_on(name, addr, user, password, MAILBOX).await?;
         Ok(Idler {
             name,
-            events,
-            count,
-            arrivals: vec![None; count + 1],
+            events: idle.events,
+            count: idle.exists,
+            arrivals: vec![None; idle.exists + 1],
             other: Vec::new(),
-            _writer: writer,
+            _writer: idle.writer,
         })
     }
 

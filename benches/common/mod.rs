@@ -525,3 +525,110 @@ pub fn base64_lines(out: &mut Vec<u8>, end: usize) {
         out.extend_from_slice(b"\r\n");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Network steps and IMAP IDLE clients
+
+/// How long one network step of a bench (a connect, a reply) may take.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// `fut` under the [`STEP`] timeout.
+pub async fn bounded<T, E: Into<Box<dyn Error>>>(
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> BenchResult<T> {
+    match tokio::time::timeout(STEP, fut).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(format!("{what}: no answer within {STEP:?}").into()),
+    }
+}
+
+/// `n` of a `* n EXISTS` line.
+pub fn exists_count(line: &str) -> Option<usize> {
+    line.strip_prefix("* ")?
+        .strip_suffix(" EXISTS")?
+        .parse()
+        .ok()
+}
+
+/// An IMAP session in IDLE: a task reads its lines and timestamps each on arrival.
+pub struct IdleStream {
+    pub events: tokio::sync::mpsc::UnboundedReceiver<(String, std::time::Instant)>,
+    /// Messages in the mailbox when it was selected.
+    pub exists: usize,
+    /// Kept so that the session stays open.
+    pub writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+/// Logs in to `addr` as `user`, selects `mailbox` and starts IDLE; `name` names the
+/// client in errors.
+pub async fn idle_on(
+    name: &str,
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+    mailbox: &str,
+) -> BenchResult<IdleStream> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = bounded("connect", tokio::net::TcpStream::connect(addr)).await?;
+    stream.set_nodelay(true)?;
+    let (read, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = String::new();
+    bounded("greeting", reader.read_line(&mut line)).await?;
+    let mut exists = 0;
+    for (tag, command) in [
+        ("l", format!("LOGIN {user} {password}")),
+        ("s", format!("SELECT {mailbox}")),
+    ] {
+        writer
+            .write_all(format!("{tag} {command}\r\n").as_bytes())
+            .await?;
+        let mut lines = Vec::new();
+        let status = loop {
+            line.clear();
+            if bounded("reply", reader.read_line(&mut line)).await? == 0 {
+                return Err(format!("{name}: connection closed after {command}").into());
+            }
+            let l = line.trim_end().to_owned();
+            if let Some(n) = exists_count(&l) {
+                exists = n;
+            }
+            if let Some(status) = l.strip_prefix(&format!("{tag} ")) {
+                break status.split(' ').next().unwrap_or("").to_owned();
+            }
+            lines.push(l);
+        };
+        if status != "OK" {
+            return Err(format!("{name}: {command}: {status} {lines:?}").into());
+        }
+    }
+    writer.write_all(b"i IDLE\r\n").await?;
+    line.clear();
+    bounded("IDLE", reader.read_line(&mut line)).await?;
+    if !line.starts_with("+ ") {
+        return Err(format!("{name}: IDLE: {line:?}").into());
+    }
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        // Ends when the connection or the bench ends.
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let at = std::time::Instant::now();
+                    if tx.send((line.trim_end().to_owned(), at)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(IdleStream {
+        events,
+        exists,
+        writer,
+    })
+}
