@@ -9,7 +9,7 @@
 //! IMAP front (`wake`: the proxy restarts the backend IDLE after each store it makes) and
 //! on Dovecot A itself (`dovecot`: Dovecot's own notification, ~500 ms). Paths, each a
 //! 1 KiB chat message (Chat-Version) to alice at a steady rate (one every 100 ms, open
-//! loop, one SMTP session per path, renewed every 50 messages: [`SESSION_MSGS`]):
+//! loop, one SMTP session per path for the whole run):
 //! - `quic`: bob@b.test through proxy B's submission front, which holds a token for alice
 //!   (warm-up: alice → bob by mail, then bob's reply, which takes the link) → QUIC → proxy
 //!   A stores into COI/Chats and wakes the IDLE; the `wake` client's EXISTS is timed.
@@ -272,23 +272,11 @@ fn path_order(r: usize) -> Vec<Path> {
     round_order(r, Path::Quic, Path::Mail, &Path::ALL)
 }
 
-/// Messages per SMTP session of a [`Sender`]. A message that only takes the link still
-/// costs the proxy a MAIL FROM and an RSET towards Postfix, and Postfix counts every RSET
-/// after `smtpd_junk_command_limit` (100) as an error: 10 more and it delays each reply
-/// by `smtpd_error_sleep_time` (1 s), 20 and it disconnects. A new session every 50
-/// messages keeps the rate steady (the session change happens between messages).
-const SESSION_MSGS: usize = 50;
-
 /// `from` → alice over SMTP, authenticated (AUTH PLAIN, plaintext on loopback) at `addr`:
 /// proxy B's submission front or Postfix B's submission listener.
 struct Sender {
     from: &'static str,
-    user: &'static str,
-    password: &'static str,
-    addr: SocketAddr,
     client: LineClient,
-    /// Messages sent in this session.
-    in_session: usize,
 }
 
 async fn smtp_session(addr: SocketAddr, user: &str, password: &str) -> BenchResult<LineClient> {
@@ -310,22 +298,8 @@ impl Sender {
     ) -> BenchResult<Sender> {
         Ok(Sender {
             from,
-            user,
-            password,
-            addr,
             client: smtp_session(addr, user, password).await?,
-            in_session: 0,
         })
-    }
-
-    /// A new session if this one has sent [`SESSION_MSGS`] messages.
-    async fn renew_if_due(&mut self) -> BenchResult<()> {
-        if self.in_session >= SESSION_MSGS {
-            let _ = bounded("QUIT", smtp::expect(&mut self.client, "QUIT", 221)).await;
-            self.client = smtp_session(self.addr, self.user, self.password).await?;
-            self.in_session = 0;
-        }
-        Ok(())
     }
 
     /// Sends message `n`: returns when the end of data went out and how long the reply
@@ -333,7 +307,6 @@ impl Sender {
     async fn send(&mut self, n: usize, size: usize) -> BenchResult<(Instant, Duration)> {
         let id = format!("pl{n}.{}@b.test", unique_token());
         let payload = smtp::data_payload(&chat_message(self.from, ALICE, &id, size));
-        self.in_session += 1;
         smtp::start_data(&mut self.client, self.from, &[ALICE]).await?;
         let end = Instant::now();
         self.client.write_raw(&payload).await?;
@@ -502,7 +475,6 @@ impl Latency<'_> {
                 late += 1;
             }
             let sender = &mut self.senders[path.index()];
-            sender.renew_if_due().await?;
             tokio::time::sleep_until(due).await;
             self.sent += 1;
             let (end, reply) = sender.send(self.sent, size).await?;
@@ -690,7 +662,7 @@ async fn measure_latency(settings: &Settings, world: &Peered, setup: Duration) -
     }
     let _ = writeln!(
         out,
-        "load     {} B chat messages (Chat-Version), one every {} ms per path (open loop; BENCH_INTERVAL_MS, BENCH_LAT_BYTES), one authenticated SMTP session per path,\n         renewed every {SESSION_MSGS} messages between two messages (Postfix throttles a session after 100 RSETs, which every fast-path message costs);\n         {} rounds × {} messages per path (BENCH_ROUNDS, BENCH_MSGS), paths back to back in a rotating order; after each batch both IDLE clients catch up first.\n         Timed from just before the data and its final '.' are written to when the timed client reads `* n EXISTS` (n ≥ the message's position); {} CPUs shared by everything",
+        "load     {} B chat messages (Chat-Version), one every {} ms per path (open loop; BENCH_INTERVAL_MS, BENCH_LAT_BYTES), one authenticated SMTP session per path for the whole run;\n         {} rounds × {} messages per path (BENCH_ROUNDS, BENCH_MSGS), paths back to back in a rotating order; after each batch both IDLE clients catch up first.\n         Timed from just before the data and its final '.' are written to when the timed client reads `* n EXISTS` (n ≥ the message's position); {} CPUs shared by everything",
         settings.lat_bytes,
         settings.interval.as_millis(),
         rounds_done,

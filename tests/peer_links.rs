@@ -160,7 +160,57 @@ async fn reply_takes_the_link_and_later_messages_the_permanent_token() {
             .metric("coi_proxy_peer_deliveries_total{outcome=\"delivered\",path=\"quic\"}"),
         Some(1.0)
     );
-    tokio::time::sleep(Duration::from_millis(0)).await;
+
+    // 5. A session of replies all stored by the link opens no transaction at Postfix B:
+    // MAIL is held back until a recipient needs Postfix, so Postfix's junk-command limit
+    // never counts a MAIL/RSET pair per message. (Postfix B still sees the session's
+    // AUTH, which the proxy checks through it.)
+    let logged_before = postfixes[1].log_contents().len();
+    let mut bob = world.b.logged_in("bob").await;
+    for n in 3..6 {
+        let text = chat(
+            "bob@b.test",
+            "alice@a.test",
+            &format!("r{n}@b.test"),
+            "more",
+        );
+        support::postfix::smtp::send_in_session(&mut bob, "bob@b.test", &["alice@a.test"], &text)
+            .await
+            .expect("a fast reply");
+    }
+    support::postfix::smtp::expect(&mut bob, "QUIT", 221)
+        .await
+        .expect("QUIT");
+    assert_eq!(world.a.count("alice", "COI/Chats").await, 5);
+    assert_eq!(
+        world
+            .b
+            .proxy
+            .metric("coi_proxy_peer_deliveries_total{outcome=\"delivered\",path=\"quic\"}"),
+        Some(5.0)
+    );
+    // Every connection to Postfix B has ended (its disconnect line counts the commands).
+    let deadline = std::time::Instant::now() + support::peers::DEADLINE;
+    let log = loop {
+        let log = postfixes[1].log_contents();
+        if log.matches(": connect from ").count() == log.matches(": disconnect from ").count() {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Postfix B's sessions end:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let new_lines = &log[logged_before..];
+    assert!(
+        new_lines.contains("auth=1"),
+        "the session's AUTH went through Postfix B:\n{new_lines}"
+    );
+    assert!(
+        !new_lines.contains("mail=") && !new_lines.contains("rset="),
+        "Postfix B saw a transaction for replies the link stored:\n{new_lines}"
+    );
 }
 
 /// Durability rule 4 with the receiving proxy gone: alice holds a token for bob, but

@@ -64,15 +64,36 @@ struct Authenticated {
     owned: Arc<[NormalizedAddress]>,
 }
 
-/// An open mail transaction (after a MAIL that Postfix accepted).
+/// An open mail transaction: after a MAIL that Postfix accepted or, with peer links,
+/// one the proxy holds back ([`Transaction::held_mail`]).
 struct Transaction {
     sender: Option<NormalizedAddress>,
+    /// The client's MAIL while Postfix has not seen it. With peer links configured MAIL
+    /// goes to Postfix only with the first recipient Postfix must take (a relayed RCPT,
+    /// or a fast-path fallback), so a transaction wholly stored by links leaves no
+    /// MAIL/RSET pair at Postfix, whose `smtpd_junk_command_limit` would otherwise slow
+    /// a busy chat session down after about a hundred messages. Postfix itself defers
+    /// its sender checks to RCPT by default (`smtpd_delay_reject`), so a refusal of the
+    /// sender arrives at RCPT either way.
+    held_mail: Option<Command>,
     /// RCPT commands taken, and of those accepted (by Postfix, or for the fast path).
     recipients: usize,
     accepted: usize,
     /// Recipients kept back from Postfix for a peer link ([`fast`]); they join Postfix's
     /// transaction only if the link does not store them.
     fast: Vec<fast::FastRecipient>,
+}
+
+impl Transaction {
+    fn new(sender: Option<NormalizedAddress>, held_mail: Option<Command>) -> Self {
+        Self {
+            sender,
+            held_mail,
+            recipients: 0,
+            accepted: 0,
+            fast: Vec::new(),
+        }
+    }
 }
 
 pub struct Session {
@@ -486,16 +507,17 @@ impl Session {
             );
         }
         let command = Command::Mail { from, params };
-        let Some(reply) = self.relay(&command).await? else {
+        if self.shared.peers.is_some() {
+            self.transaction = Some(Transaction::new(sender, Some(command)));
+            self.client.reply(&Reply::new(250, Some((2, 1, 0)), "Ok"));
+            return Ok(());
+        }
+        let Some(reply) = self.open_at_postfix(&command).await? else {
+            self.client.reply(&upstream_unavailable());
             return Ok(());
         };
         if reply.is_positive() {
-            self.transaction = Some(Transaction {
-                sender,
-                recipients: 0,
-                accepted: 0,
-                fast: Vec::new(),
-            });
+            self.transaction = Some(Transaction::new(sender, None));
         }
         self.client.reply(&reply);
         Ok(())
@@ -521,6 +543,10 @@ impl Session {
                 Some((4, 5, 3)),
                 "Error: too many recipients",
             ));
+            return Ok(());
+        }
+        if let Err(refusal) = self.send_held_mail().await? {
+            self.client.reply(&refusal);
             return Ok(());
         }
         let Some(reply) = self.relay(&command).await? else {
@@ -705,34 +731,63 @@ impl Session {
 
     // === upstream ===
 
-    /// Relays a command of the transaction. `None` when Postfix could not be reached or
-    /// failed: the client has its 451 then, and the transaction is gone.
-    async fn relay(&mut self, command: &Command) -> SessionResult<Option<Reply>> {
-        if self.upstream.is_none() {
-            if let Command::Mail { .. } = command {
-                if self.connect_upstream().await.is_err() {
-                    self.client.reply(&upstream_unavailable());
-                    return Ok(None);
-                }
-            } else {
-                // The connection broke after MAIL: the transaction is lost.
-                self.transaction = None;
-                self.client.reply(&upstream_unavailable());
-                return Ok(None);
-            }
+    /// Sends MAIL to Postfix, connecting first if needed, or again if the connection went
+    /// stale. `None`: Postfix cannot be reached; nothing is open there.
+    async fn open_at_postfix(&mut self, mail: &Command) -> SessionResult<Option<Reply>> {
+        if self.upstream.is_none() && self.connect_upstream().await.is_err() {
+            return Ok(None);
         }
-        let mut result = self.upstream_mut()?.command(command).await;
-        if matches!(command, Command::Mail { .. }) && stale(&result) {
+        let mut result = self.upstream_mut()?.command(mail).await;
+        if stale(&result) {
             // Postfix ends an idle connection after its smtpd_timeout (a 421 left in the
             // buffer, then the close); a MAIL starts afresh, so it may take a new one.
             debug!("Postfix connection went stale; reconnecting for MAIL");
             self.upstream = None;
             if self.connect_upstream().await.is_err() {
-                self.client.reply(&upstream_unavailable());
                 return Ok(None);
             }
-            result = self.upstream_mut()?.command(command).await;
+            result = self.upstream_mut()?.command(mail).await;
         }
+        match result {
+            Ok(reply) => Ok(Some(reply)),
+            Err(e) if e.side == Side::Upstream => {
+                info!(error = %e, "Postfix failed");
+                self.upstream = None;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens the transaction at Postfix with the MAIL held back for it, if there is one.
+    /// `Err(reply)`: Postfix refused the MAIL, or could not be reached; the MAIL stays
+    /// held, so the transaction goes on and a later recipient tries again.
+    async fn send_held_mail(&mut self) -> SessionResult<Result<(), Reply>> {
+        let Some(mail) = self.transaction.as_mut().and_then(|t| t.held_mail.take()) else {
+            return Ok(Ok(()));
+        };
+        let refusal = match self.open_at_postfix(&mail).await? {
+            Some(reply) if reply.is_positive() => return Ok(Ok(())),
+            Some(reply) => {
+                info!(code = reply.code, "Postfix refused a held-back MAIL");
+                reply
+            }
+            None => upstream_unavailable(),
+        };
+        if let Some(transaction) = &mut self.transaction {
+            transaction.held_mail = Some(mail);
+        }
+        Ok(Err(refusal))
+    }
+
+    /// Relays a command of a transaction open at Postfix. `None` when Postfix failed: the
+    /// client has its 451 then, and the transaction is gone.
+    async fn relay(&mut self, command: &Command) -> SessionResult<Option<Reply>> {
+        let result = match self.upstream.as_mut() {
+            Some(upstream) => upstream.command(command).await,
+            // The connection broke after MAIL: the transaction is lost.
+            None => Err(lost_upstream()),
+        };
         match result {
             Ok(reply) => Ok(Some(reply)),
             Err(e) if e.side == Side::Upstream => {
@@ -793,9 +848,14 @@ impl Session {
     /// RSET towards Postfix if a transaction is open there; the client's RSET always
     /// succeeds (a broken upstream is reconnected at the next MAIL).
     async fn reset_transaction(&mut self) {
-        if self.transaction.take().is_none() {
-            return;
+        match self.transaction.take() {
+            Some(transaction) if transaction.held_mail.is_none() => self.reset_postfix().await,
+            _ => {}
         }
+    }
+
+    /// Ends the transaction open at Postfix (its MAIL, perhaps RCPTs) without a message.
+    async fn reset_postfix(&mut self) {
         if let Some(upstream) = self.upstream.as_mut() {
             if upstream.command(&Command::Rset).await.is_err() {
                 self.upstream = None;

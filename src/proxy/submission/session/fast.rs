@@ -5,13 +5,14 @@
 //! when every recipient is stored by a peer or accepted by Postfix.
 //!
 //! ```text
+//! MAIL              → 250 here; held back until Postfix must take a recipient
 //! RCPT (candidate)  → 250 here; not relayed to Postfix
-//! RCPT (other)      → relayed to Postfix as usual
+//! RCPT (other)      → the held MAIL, then the RCPT, relayed to Postfix
 //! DATA              → 354 here; the rewritten message goes to a spool, unstuffed
 //! end of data       → offer to each domain's proxy  ─ Stored ─▶ delivered
 //!                                                   └ else ──▶ RCPT to Postfix
-//!                   → if Postfix has recipients: DATA, the spool stuffed, its reply
-//!                     else RSET towards Postfix and 250
+//!                   → if Postfix has recipients: (the held MAIL, RCPTs) DATA, the
+//!                     spool stuffed, its reply; else 250, and Postfix saw nothing
 //! ```
 //!
 //! Postfix's DATA comes last so that recipients the links did not store can still join
@@ -124,7 +125,7 @@ impl Session {
         let metrics = self.shared.metrics.clone();
         let summary = match outcome {
             Outcome::Refuse { reply, fault } => {
-                self.reset_postfix().await;
+                self.end_at_postfix(&transaction).await;
                 let outcome = match fault {
                     Fault::Client => MessageOutcome::Refused,
                     Fault::Internal => MessageOutcome::Internal,
@@ -142,7 +143,7 @@ impl Session {
         };
         if spool_failed {
             info!("cannot spool a message");
-            self.reset_postfix().await;
+            self.end_at_postfix(&transaction).await;
             metrics
                 .submission
                 .message(MessageOutcome::Internal, 0, 0, 0);
@@ -160,8 +161,9 @@ impl Session {
             .await;
         let by_postfix = transaction.accepted - transaction.fast.len() + by_mail.len();
         let (reply, outcome) = if by_postfix == 0 {
-            // Every recipient is stored: Postfix's transaction (MAIL only) is dropped.
-            self.reset_postfix().await;
+            // Every recipient is stored: Postfix has seen no MAIL, or only MAIL and
+            // refused RCPTs.
+            self.end_at_postfix(&transaction).await;
             let reply = Reply::new(
                 250,
                 Some((2, 0, 0)),
@@ -169,7 +171,8 @@ impl Session {
             );
             (reply, MessageOutcome::Relayed)
         } else {
-            self.finish_by_postfix(&by_mail, &mut spool).await
+            self.finish_by_postfix(transaction.held_mail.as_ref(), &by_mail, &mut spool)
+                .await
         };
         let path_outcome = PathOutcome::of(reply.code);
         for _ in &by_mail {
@@ -264,16 +267,32 @@ impl Session {
         by_mail
     }
 
-    /// Adds `by_mail` to Postfix's open transaction, then DATA with the spooled message.
+    /// Ends the transaction at Postfix without a message, if Postfix has seen its MAIL.
+    async fn end_at_postfix(&mut self, transaction: &Transaction) {
+        if transaction.held_mail.is_none() {
+            self.reset_postfix().await;
+        }
+    }
+
+    /// Opens Postfix's transaction with `held_mail` if it was held back, adds `by_mail`
+    /// to it, then DATA with the spooled message.
     /// The reply is Postfix's; a recipient Postfix refuses now (after the client had its
     /// 250 for it) ends the message with that refusal, nothing sent to Postfix, and the
     /// client retries or bounces it (copies stored by links are de-duplicated). With the
     /// reply, how the message ended, as the streamed path counts it.
     async fn finish_by_postfix(
         &mut self,
+        held_mail: Option<&Command>,
         by_mail: &[&FastRecipient],
         spool: &mut Spool,
     ) -> (Reply, MessageOutcome) {
+        if let Some(mail) = held_mail {
+            match self.open_at_postfix(mail).await {
+                Ok(Some(reply)) if reply.is_positive() => {}
+                Ok(Some(refusal)) => return (refusal, MessageOutcome::Rejected),
+                Ok(None) | Err(_) => return (upstream_unavailable(), MessageOutcome::Failed),
+            }
+        }
         let result = async {
             let upstream = self.upstream_mut()?;
             for recipient in by_mail {
@@ -314,15 +333,6 @@ impl Session {
                 info!(error = %e, "Postfix failed while taking a message");
                 self.upstream = None;
                 (upstream_unavailable(), MessageOutcome::Failed)
-            }
-        }
-    }
-
-    /// Ends the transaction open at Postfix (its MAIL) without a message.
-    async fn reset_postfix(&mut self) {
-        if let Some(upstream) = self.upstream.as_mut() {
-            if upstream.command(&Command::Rset).await.is_err() {
-                self.upstream = None;
             }
         }
     }
