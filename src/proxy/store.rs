@@ -77,8 +77,9 @@ pub struct Mailboxes {
     /// server's namespace, the same for every user.
     separator: OnceLock<u8>,
     /// Delivery keys being stored now: the search and the APPEND of one key run one at a
-    /// time, so two copies arriving together (a replayed stream, a mail copy racing the
-    /// link's) are stored once.
+    /// time in this process, so two copies arriving together (a replayed stream, a mail
+    /// copy racing the link's) are stored once without a second APPEND. Other replicas
+    /// do not see this table: [`keep_first_copy`] settles a race between processes.
     in_flight: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
@@ -229,6 +230,11 @@ impl Mailboxes {
                 }
                 other => other?,
             };
+            if let Some(key) = key {
+                if let Some(first) = keep_first_copy(&mut session, &mailbox, key, uid.uid).await? {
+                    return Ok((mailbox, None, Some(first)));
+                }
+            }
             Ok::<_, WriterError>((mailbox, Some(uid), None))
         }
         .await;
@@ -416,15 +422,56 @@ async fn find_key(
         Err(WriterError::Refused { .. }) => return Ok(None),
         Err(e) => return Err(e),
     }
-    let criteria = [
+    Ok(session
+        .uid_search(&key_criteria(key))
+        .await?
+        .first()
+        .copied())
+}
+
+/// Settles a race between replicas after the APPEND of copy `ours` with `key`: another
+/// process may have searched, found nothing and appended the same delivery at the same
+/// moment. Of the copies with the key, the lowest UID stays; ours is expunged if another
+/// is lower, and that one's UID returned. Both racers reach the same verdict: the later
+/// APPEND got the higher UID and, searching after it, sees the earlier one. A client
+/// idling on the mailbox may see the duplicate appear and go. Should the expunge fail,
+/// the duplicate stays (the message is stored either way) and the error is reported.
+async fn keep_first_copy(
+    session: &mut WriterSession,
+    mailbox: &str,
+    key: &str,
+    ours: u32,
+) -> Result<Option<u32>, WriterError> {
+    // A fresh EXAMINE: the view then holds every APPEND committed before ours.
+    session.examine(mailbox).await?;
+    let first = session
+        .uid_search(&key_criteria(key))
+        .await?
+        .into_iter()
+        .find(|&uid| uid < ours);
+    let Some(first) = first else {
+        return Ok(None);
+    };
+    info!(
+        first,
+        ours, "the same delivery was stored twice at once; removing ours"
+    );
+    session.select(mailbox).await?;
+    session.uid_store_add_flags(&[ours], &["\\Deleted"]).await?;
+    session.uid_expunge(&[ours]).await?;
+    Ok(Some(first))
+}
+
+/// SEARCH criteria for the undeleted copies with delivery key `key`. The key has a fixed
+/// length, so a substring match is an exact match.
+fn key_criteria(key: &str) -> [SearchKey; 2] {
+    [
         SearchKey::Header {
             name: DELIVERY_KEY_FIELD.to_owned(),
             value: key.as_bytes().to_vec(),
         },
         SearchKey::Undeleted,
-    ];
-    // The key has a fixed length, so a substring match is an exact match.
-    Ok(session.uid_search(&criteria).await?.first().copied())
+    ]
 }
 
 /// The contact messages of `peer` in the selected Contacts folder.
