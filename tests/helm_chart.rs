@@ -18,7 +18,10 @@
 //!   default and the full (`ci/full-values.yaml`) values, it is a ConfigMap only while it
 //!   holds no secret (token secrets and the master password never appear in clear), the
 //!   submission and LMTP ports exist only when their parts are on, and the delivery hook
-//!   has its own ClusterIP Service whatever `service.type` is.
+//!   has its own ClusterIP Service whatever `service.type` is; with peer links on, the
+//!   rendered `peer` section names the mounted certificate, key and CA, the UDP port is
+//!   the listener's and has a UDP Service of its own, and the spool emptyDir is the
+//!   writable TMPDIR.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -644,6 +647,35 @@ impl Rendered {
             .unwrap_or_else(|| panic!("no mount of {volume}"))
     }
 
+    /// The proxy container's port `name`: (containerPort, protocol).
+    fn container_port(&self, name: &str) -> Option<(u64, String)> {
+        list_at(self.container(), "ports")
+            .iter()
+            .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
+            .map(|p| {
+                (
+                    at(p, "containerPort")
+                        .and_then(Value::as_u64)
+                        .expect("containerPort"),
+                    text_at(p, "protocol").to_owned(),
+                )
+            })
+    }
+
+    /// The proxy container's environment variable `name`, if set.
+    fn env(&self, name: &str) -> Option<&str> {
+        list_at(self.container(), "env")
+            .iter()
+            .find(|e| e.get("name").and_then(Value::as_str) == Some(name))
+            .map(|e| text_at(e, "value"))
+    }
+
+    fn has_volume(&self, name: &str) -> bool {
+        list_at(self.pod_spec(), "volumes")
+            .iter()
+            .any(|v| v.get("name").and_then(Value::as_str) == Some(name))
+    }
+
     fn checksum(&self) -> Option<&str> {
         at(
             self.object("Deployment", RELEASE),
@@ -1054,6 +1086,297 @@ fn delivery_hook_has_its_own_cluster_ip_service() {
     assert!(!template.contains(".Values.service."));
 }
 
+/// Peer links on, with only what they require (no delivery hook, no submission).
+const PEER_ON: &str = "mailboxWriter: {enabled: true, masterPassword: change-me-master-password}
+peer: {enabled: true, tls: {secretName: coi-proxy-peer-tls}, ca: {configMapName: coi-peer-ca}}";
+
+#[test]
+fn full_values_render_peer_links_at_the_mounted_files() {
+    use coi_proxy::config::PeerRoute;
+    let chart = rendered(&[&full_values()]);
+    let config = chart.config();
+    let peer = &config.peer;
+    let link = peer.link.as_ref().expect("peer.address is set");
+    assert_eq!(link.address.to_string(), "0.0.0.0:4433");
+    // The kubernetes.io/tls Secret's files and the CA ConfigMap's key, where they are
+    // mounted.
+    let tls = Path::new(chart.mount_path("peer-tls"));
+    assert_eq!(tls, Path::new("/etc/coi-proxy/peer-tls"));
+    assert_eq!(link.tls.certificate, tls.join("tls.crt"));
+    assert_eq!(link.tls.private_key, tls.join("tls.key"));
+    assert_eq!(
+        text_at(chart.volume("peer-tls"), "secret.secretName"),
+        "coi-proxy-peer-tls"
+    );
+    let ca = chart.volume("peer-ca");
+    assert_eq!(text_at(ca, "configMap.name"), "coi-peer-ca");
+    let items = list_at(ca, "configMap.items");
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(text_at(&items[0], "key"), "ca.crt");
+    assert_eq!(
+        link.ca_file,
+        Path::new(chart.mount_path("peer-ca")).join(text_at(&items[0], "path"))
+    );
+    assert_eq!(link.ca_file, Path::new("/etc/coi-proxy/peer-ca/ca.crt"));
+    // The other values, into the keys beside them.
+    assert_eq!(link.delivery_timeout, Duration::from_secs(3));
+    assert_eq!(link.max_message_bytes, 10 * 1024 * 1024);
+    assert_eq!(
+        peer.routes,
+        [PeerRoute {
+            domain: "partner.example".to_owned(),
+            host: "coi.partner.example".to_owned(),
+            port: 4433
+        }]
+    );
+    assert_eq!(
+        peer.dns.nameservers.as_deref(),
+        Some(&["10.96.0.10:53".parse().expect("address")][..])
+    );
+    assert_eq!(peer.dns.max_ttl, Duration::from_secs(3600));
+    assert_eq!(peer.dns.negative_ttl, Duration::from_secs(60));
+    assert_eq!(peer.dns.error_ttl, Duration::from_secs(5));
+    assert_eq!(peer.dns.timeout, Duration::from_secs(3));
+
+    // The UDP container port is the endpoint's port; the peer Service forwards its port to
+    // it, over UDP.
+    let port = u64::from(link.address.port());
+    assert_eq!(
+        chart.container_port("coi-link"),
+        Some((port, "UDP".to_owned()))
+    );
+    let service = chart.object("Service", "coi-proxy-peer");
+    assert_eq!(text_at(service, "spec.type"), "LoadBalancer");
+    assert_eq!(text_at(service, "spec.externalTrafficPolicy"), "Local");
+    assert_eq!(
+        list_at(service, "spec.loadBalancerSourceRanges"),
+        [Value::from("0.0.0.0/0")]
+    );
+    assert_eq!(
+        at(service, "metadata.annotations")
+            .and_then(|a| a.get("service.beta.kubernetes.io/aws-load-balancer-type"))
+            .and_then(Value::as_str),
+        Some("nlb")
+    );
+    let ports = list_at(service, "spec.ports");
+    assert_eq!(
+        ports.len(),
+        1,
+        "the peer Service carries the peer link only"
+    );
+    assert_eq!(text_at(&ports[0], "protocol"), "UDP");
+    assert_eq!(at(&ports[0], "port").and_then(Value::as_u64), Some(4433));
+    assert_eq!(
+        at(&ports[0], "nodePort").and_then(Value::as_u64),
+        Some(30443)
+    );
+    let target = text_at(&ports[0], "targetPort");
+    assert_eq!(
+        chart.container_port(target).map(|p| p.0),
+        Some(port),
+        "the peer Service's targetPort {target:?} is not the config's port {port}"
+    );
+    assert_eq!(
+        at(service, "spec.selector"),
+        at(
+            chart.object("Deployment", RELEASE),
+            "spec.selector.matchLabels"
+        ),
+        "the peer Service selects the proxy's pods"
+    );
+    // The X-COI-Server hint is the peer Service's port.
+    let server = config.coi.server.as_deref().expect("coi.server");
+    assert!(server.ends_with(":4433"), "{server}");
+
+    // Link messages over 1 MiB spool to the delivery hook's directory, the writable
+    // emptyDir; TMPDIR points there too.
+    let spool = chart.mount_path("spool");
+    assert_eq!(
+        config
+            .delivery
+            .as_ref()
+            .and_then(|d| d.spool_directory.as_deref()),
+        Some(Path::new(spool))
+    );
+    assert_eq!(chart.env("TMPDIR"), Some(spool));
+    // The helm test pod checks the same files with the same mounts.
+    let test_pod = chart.object("Pod", "coi-proxy-config-check");
+    assert_eq!(
+        list_at(test_pod, "spec.volumes"),
+        list_at(chart.pod_spec(), "volumes")
+    );
+    assert_eq!(
+        list_at(&list_at(test_pod, "spec.containers")[0], "volumeMounts"),
+        list_at(chart.container(), "volumeMounts")
+    );
+}
+
+#[test]
+fn peer_port_service_and_mounts_only_when_enabled() {
+    let peer_service = "coi-proxy-peer";
+    let default = rendered(&[]);
+    assert!(default.find("Service", peer_service).is_none());
+    assert_eq!(default.container_port("coi-link"), None);
+    assert_eq!(default.env("TMPDIR"), None);
+    for volume in ["peer-tls", "peer-ca", "spool"] {
+        assert!(!default.has_volume(volume), "{volume} without peer links");
+    }
+    assert!(default.config().peer.link.is_none());
+    assert!(
+        !default.text.contains("_coi._udp"),
+        "NOTES without peer links"
+    );
+
+    // On without the delivery hook: the link's spool is TMPDIR, which must be the
+    // writable emptyDir (the root file system is read-only).
+    let chart = rendered(&[PEER_ON]);
+    let config = chart.config();
+    assert!(config.delivery.is_none());
+    let link = config.peer.link.expect("peer.address");
+    assert_eq!(link.address.to_string(), "0.0.0.0:4433");
+    let spool = chart.mount_path("spool");
+    assert_eq!(chart.env("TMPDIR"), Some(spool));
+    assert!(chart.volume("spool").get("emptyDir").is_some());
+    assert_eq!(
+        get(&values(), "securityContext.readOnlyRootFilesystem"),
+        &Value::Bool(true)
+    );
+    assert_eq!(
+        chart.container_port("coi-link"),
+        Some((4433, "UDP".to_owned()))
+    );
+    assert_eq!(
+        chart.service_ports(peer_service),
+        [("coi-link".to_owned(), 4433, "coi-link".to_owned())]
+    );
+    let service = chart.object("Service", peer_service);
+    assert_eq!(
+        text_at(service, "spec.type"),
+        "LoadBalancer",
+        "other domains reach the peer Service from the internet"
+    );
+    assert_eq!(
+        text_at(service, "spec.externalTrafficPolicy"),
+        "Local",
+        "each QUIC connection must stay on the replica that holds it"
+    );
+    // Never on the TCP Services.
+    for other in [RELEASE, "coi-proxy-headless"] {
+        assert!(
+            chart
+                .service_ports(other)
+                .iter()
+                .all(|(name, _, _)| name != "coi-link"),
+            "the peer link is on {other}"
+        );
+    }
+    for protocol in list_at(chart.object("Service", RELEASE), "spec.ports")
+        .iter()
+        .map(|p| text_at(p, "protocol"))
+    {
+        assert_eq!(protocol, "TCP", "UDP on the client Service");
+    }
+    // NOTES.txt tells what to publish and where to find the address.
+    for needle in [
+        "_coi._udp.<mail domain>. 3600 IN SRV 10 0 4433 ",
+        "kubectl -n mail get service coi-proxy-peer -o wide",
+        "set coi.server to the same",
+    ] {
+        assert!(chart.text.contains(needle), "NOTES.txt lacks {needle:?}");
+    }
+
+    // Another port and IPv6: the config, the container port and the Service's target
+    // follow; the Service's own port (the SRV record's) stays. ClusterIP: no node port,
+    // no traffic policy.
+    let chart = rendered(&[
+        PEER_ON,
+        "peer: {bindAddress: \"[::]\", port: 14433, service: {type: ClusterIP, nodePort: 30443}}",
+    ]);
+    let link = chart.config().peer.link.expect("peer.address");
+    assert_eq!(link.address.to_string(), "[::]:14433");
+    assert_eq!(
+        chart.container_port("coi-link"),
+        Some((14433, "UDP".to_owned()))
+    );
+    assert_eq!(
+        chart.service_ports(peer_service),
+        [("coi-link".to_owned(), 4433, "coi-link".to_owned())]
+    );
+    let service = serde_yaml::to_string(chart.object("Service", peer_service)).expect("yaml");
+    for key in [
+        "nodePort",
+        "externalTrafficPolicy",
+        "loadBalancerSourceRanges",
+    ] {
+        assert!(!service.contains(key), "{key} on a ClusterIP peer Service");
+    }
+
+    // With the whole configuration in an existing Secret, the objects still follow the
+    // values (mailboxWriter then shapes nothing, so it is not required).
+    let chart = rendered(&[
+        "existingSecret: my-coi-config",
+        "peer: {enabled: true, tls: {secretName: coi-proxy-peer-tls}, ca: {configMapName: coi-peer-ca}}",
+    ]);
+    assert!(chart.find("Service", peer_service).is_some());
+    assert_eq!(
+        chart.container_port("coi-link"),
+        Some((4433, "UDP".to_owned()))
+    );
+    assert!(chart.has_volume("peer-tls") && chart.has_volume("peer-ca"));
+    assert_eq!(chart.env("TMPDIR"), Some(chart.mount_path("spool")));
+}
+
+#[test]
+fn chart_refuses_peer_links_without_what_they_need() {
+    let writer = "mailboxWriter: {enabled: true, masterPassword: change-me-master-password}";
+    for (overrides, message) in [
+        (
+            &["peer: {enabled: true, tls: {secretName: coi-proxy-peer-tls}, ca: {configMapName: coi-peer-ca}}"][..],
+            "peer.enabled needs mailboxWriter.enabled",
+        ),
+        (
+            &[writer, "peer: {enabled: true, ca: {configMapName: coi-peer-ca}}"][..],
+            "peer.enabled needs peer.tls.secretName",
+        ),
+        (
+            &[writer, "peer: {enabled: true, tls: {secretName: coi-proxy-peer-tls}}"][..],
+            "peer.enabled needs peer.ca.configMapName",
+        ),
+        (
+            &[PEER_ON, "peer: {ca: {mountPath: /etc/coi-proxy/tls}}"][..],
+            "peer.ca.mountPath and tls.mountPath are both /etc/coi-proxy/tls",
+        ),
+        (
+            &[PEER_ON, "service: {ports: [{name: imap, port: 143, targetPort: 143}, {name: imaps, port: 993, targetPort: 993}, {name: coi-link, port: 4433, targetPort: 4434, protocol: UDP}]}"][..],
+            "port name \"coi-link\" is used twice",
+        ),
+        (
+            &[PEER_ON, "service: {ports: [{name: imap, port: 143, targetPort: 143}, {name: imaps, port: 993, targetPort: 993}, {name: quic, port: 4433, targetPort: 4433, protocol: UDP}]}"][..],
+            "container port 4433/UDP of \"coi-link\" (peer.port) is also the port of \"quic\"",
+        ),
+        (&[PEER_ON, "peer: {dns: {nameserver: [\"10.96.0.10:53\"]}}"][..], "/peer/dns/nameserver: not allowed"),
+        (&[PEER_ON, "peer: {routes: [{domain: partner.example}]}"][..], "/peer/routes/0: missing required"),
+        (&[PEER_ON, "peer: {service: {protocol: UDP}}"][..], "/peer/service/protocol: not allowed"),
+    ] {
+        let error = render(overrides)
+            .err()
+            .unwrap_or_else(|| panic!("accepted {overrides:?}"));
+        assert!(error.contains(message), "{overrides:?}: {error}");
+    }
+    // The same port number over TCP is another port: an IMAP listener on 4433/TCP and the
+    // link on 4433/UDP coexist.
+    let chart = rendered(&[
+        PEER_ON,
+        "service: {ports: [{name: imap, port: 143, targetPort: 4433}, {name: imaps, port: 993, targetPort: 993}]}",
+        "config: {imap: {listeners: [{name: imap, address: \"0.0.0.0:4433\", tls: starttls}, {name: imaps, address: \"0.0.0.0:993\", tls: implicit}]}}",
+    ]);
+    assert_eq!(
+        chart.container_port("coi-link"),
+        Some((4433, "UDP".to_owned()))
+    );
+    assert_eq!(chart.container_port("imap"), Some((4433, "TCP".to_owned())));
+}
+
 #[test]
 fn existing_secret_holds_the_whole_configuration() {
     let chart = rendered(&[
@@ -1117,6 +1440,10 @@ fn chart_refuses_values_that_would_misplace_secrets_or_ports() {
         (
             "config: {mailbox_writer: {master_user: x}}",
             "config.mailbox_writer: set it through the chart's `mailboxWriter`",
+        ),
+        (
+            "config: {peer: {address: \"0.0.0.0:4433\"}}",
+            "config.peer: set it through the chart's `peer`",
         ),
         (
             "config: {coi: {tokens: {temporary_secrets: [a-secret-of-20-bytes]}}}",
@@ -1280,8 +1607,8 @@ fn schema_top_level_properties_are_the_values_keys() {
 }
 
 /// Configuration sections the chart renders from its own values (`submission`,
-/// `delivery`, `mailboxWriter`) and so refuses in `config`.
-const RENDERED_SECTIONS: [&str; 3] = ["submission", "delivery", "mailbox_writer"];
+/// `delivery`, `mailboxWriter`, `peer`) and so refuses in `config`.
+const RENDERED_SECTIONS: [&str; 4] = ["submission", "delivery", "mailbox_writer", "peer"];
 /// Keys of the `coi` section rendered from the `coi` values (`coi.tokens` holds secrets).
 const RENDERED_COI_KEYS: [&str; 2] = ["server", "tokens"];
 

@@ -87,7 +87,7 @@ Render-time checks of values the schema cannot relate to each other.
 {{- end }}
 {{- /* Sections the chart renders itself: in `config` they would bypass the ports and,
 for the secrets, land in a ConfigMap. */}}
-{{- range $key, $value := dict "submission" "submission" "delivery" "delivery" "mailbox_writer" "mailboxWriter" }}
+{{- range $key, $value := dict "submission" "submission" "delivery" "delivery" "mailbox_writer" "mailboxWriter" "peer" "peer" }}
 {{- if hasKey $.Values.config $key }}
 {{- fail (printf "config.%s: set it through the chart's `%s` values, not in `config` (they also open the ports and keep secrets out of ConfigMaps)" $key $value) }}
 {{- end }}
@@ -125,6 +125,29 @@ for the secrets, land in a ConfigMap. */}}
 {{- if and .Values.mailboxWriter.enabled (not .Values.mailboxWriter.masterPassword) }}
 {{- fail "mailboxWriter.enabled needs mailboxWriter.masterPassword (or the whole configuration in existingSecret)" }}
 {{- end }}
+{{- if and .Values.peer.enabled (not .Values.mailboxWriter.enabled) }}
+{{- fail "peer.enabled needs mailboxWriter.enabled: messages that arrive over peer links are stored, and Contacts read, through the mailbox writer" }}
+{{- end }}
+{{- end }}
+{{- if .Values.peer.enabled }}
+{{- if not .Values.peer.tls.secretName }}
+{{- fail "peer.enabled needs peer.tls.secretName: the kubernetes.io/tls Secret with this domain's peer certificate (valid for the mail domains) and key" }}
+{{- end }}
+{{- if not .Values.peer.ca.configMapName }}
+{{- fail "peer.enabled needs peer.ca.configMapName: the ConfigMap with the CA certificate(s) that sign the peers' certificates (no system roots are trusted)" }}
+{{- end }}
+{{- /* Two volumes on one path: the pod would not start. */}}
+{{- $mounts := dict "peer.tls.mountPath" .Values.peer.tls.mountPath "peer.ca.mountPath" .Values.peer.ca.mountPath "delivery.spool.mountPath" .Values.delivery.spool.mountPath }}
+{{- if .Values.tls.secretName }}
+{{- $_ := set $mounts "tls.mountPath" .Values.tls.mountPath }}
+{{- end }}
+{{- $seen := dict }}
+{{- range $value, $path := $mounts }}
+{{- if hasKey $seen $path }}
+{{- fail (printf "%s and %s are both %s: give each volume its own mount path" (get $seen $path) $value $path) }}
+{{- end }}
+{{- $_ := set $seen $path $value }}
+{{- end }}
 {{- end }}
 {{- if and .Values.submission.enabled (not (or .Values.submission.starttls.enabled .Values.submission.implicit.enabled)) }}
 {{- fail "submission.enabled needs submission.starttls.enabled or submission.implicit.enabled" }}
@@ -150,6 +173,17 @@ for the secrets, land in a ConfigMap. */}}
 {{- end }}
 {{- end }}
 {{- $_ := set $taken $name $port }}
+{{- end }}
+{{- /* The peer link is UDP: its number may be a TCP port's, not a UDP port's. */}}
+{{- if .Values.peer.enabled }}
+{{- if hasKey $taken "coi-link" }}
+{{- fail "port name \"coi-link\" is used twice: remove it from service.ports (peer.enabled adds it)" }}
+{{- end }}
+{{- range .Values.service.ports }}
+{{- if and (eq (.protocol | default "TCP") "UDP") (eq (int .targetPort) (int $.Values.peer.port)) }}
+{{- fail (printf "container port %d/UDP of \"coi-link\" (peer.port) is also the port of %q" (int $.Values.peer.port) .name) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -190,7 +224,7 @@ submission is off. The config, the container ports and the Services all come fro
 
 {{/*
 The configuration file: `config` with the sections rendered from `coi`, `submission`,
-`delivery` and `mailboxWriter`. With none of them on it is `config` verbatim. Holds
+`delivery`, `mailboxWriter` and `peer`. With none of them on it is `config` verbatim. Holds
 secrets as soon as coi.tokens or mailboxWriter do: render it only into a Secret
 (coi-proxy.configSource).
 */}}
@@ -249,13 +283,49 @@ secrets as soon as coi.tokens or mailboxWriter do: render it only into a Secret
 {{- $writer := .Values.mailboxWriter }}
 {{- $_ := set $config "mailbox_writer" (dict "master_user" $writer.masterUser "master_password" $writer.masterPassword "max_connections" $writer.maxConnections "max_idle_per_user" $writer.maxIdlePerUser) }}
 {{- end }}
+{{- if .Values.peer.enabled }}
+{{- $peer := .Values.peer }}
+{{- $section := dict "address" (printf "%s:%d" $peer.bindAddress (int $peer.port)) "certificate" (printf "%s/tls.crt" $peer.tls.mountPath) "private_key" (printf "%s/tls.key" $peer.tls.mountPath) "ca_file" (include "coi-proxy.peerCaFile" .) }}
+{{- with $peer.deliveryTimeout }}
+{{- $_ := set $section "delivery_timeout" . }}
+{{- end }}
+{{- with $peer.maxMessageBytes }}
+{{- $_ := set $section "max_message_bytes" . }}
+{{- end }}
+{{- with $peer.routes }}
+{{- $_ := set $section "routes" . }}
+{{- end }}
+{{- with $peer.dns }}
+{{- $_ := set $section "dns" . }}
+{{- end }}
+{{- $_ := set $config "peer" $section }}
+{{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{/*
+Where the peer CA file is mounted: config peer.ca_file.
+*/}}
+{{- define "coi-proxy.peerCaFile" -}}
+{{- printf "%s/%s" .Values.peer.ca.mountPath .Values.peer.ca.key }}
+{{- end }}
+
+{{/*
+Whether the spool emptyDir is mounted: the delivery hook spools there
+(delivery.spool_directory), and so do the peer links (the delivery hook's directory, or
+without it TMPDIR, which the Deployment points there).
+*/}}
+{{- define "coi-proxy.spool" -}}
+{{- if or .Values.delivery.enabled .Values.peer.enabled -}}
+true
+{{- end -}}
 {{- end }}
 
 {{/*
 Volumes shared by the Deployment's pods and the helm test pod: the configuration (a
 ConfigMap, or a Secret when it holds secrets: coi-proxy.configSource), the TLS Secret,
-and the delivery hook's spool.
+the spool of the delivery hook and the peer links, and the peer links' certificate and
+CA.
 */}}
 {{- define "coi-proxy.volumes" -}}
 {{- $source := include "coi-proxy.configSource" . -}}
@@ -278,7 +348,7 @@ and the delivery hook's spool.
     secretName: {{ .Values.tls.secretName }}
     defaultMode: 0440
 {{- end }}
-{{- if .Values.delivery.enabled }}
+{{- if include "coi-proxy.spool" . }}
 - name: spool
   {{- with .Values.delivery.spool.sizeLimit }}
   emptyDir:
@@ -286,6 +356,18 @@ and the delivery hook's spool.
   {{- else }}
   emptyDir: {}
   {{- end }}
+{{- end }}
+{{- if .Values.peer.enabled }}
+- name: peer-tls
+  secret:
+    secretName: {{ .Values.peer.tls.secretName }}
+    defaultMode: 0440
+- name: peer-ca
+  configMap:
+    name: {{ .Values.peer.ca.configMapName }}
+    items:
+      - key: {{ .Values.peer.ca.key | quote }}
+        path: {{ .Values.peer.ca.key | quote }}
 {{- end }}
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}
@@ -308,9 +390,17 @@ existingSecret, roll them yourself).
   mountPath: {{ .Values.tls.mountPath }}
   readOnly: true
 {{- end }}
-{{- if .Values.delivery.enabled }}
+{{- if include "coi-proxy.spool" . }}
 - name: spool
   mountPath: {{ .Values.delivery.spool.mountPath }}
+{{- end }}
+{{- if .Values.peer.enabled }}
+- name: peer-tls
+  mountPath: {{ .Values.peer.tls.mountPath }}
+  readOnly: true
+- name: peer-ca
+  mountPath: {{ .Values.peer.ca.mountPath }}
+  readOnly: true
 {{- end }}
 {{- with .Values.extraVolumeMounts }}
 {{ toYaml . }}
