@@ -2,11 +2,15 @@
 //! Dovecot, real Postfix and its own coi-proxy. The first message goes by mail and
 //! carries a temporary token; the reply goes proxy to proxy over QUIC, which the
 //! sender's Postfix never sees; later messages use the permanent token the first fast
-//! delivery returned; with the other proxy gone, messages take the mail path again.
+//! delivery returned; with the other proxy gone, or a delivery stream cut by the
+//! receiver, messages take the mail path again and arrive once.
 
 mod support;
 
 use std::time::Duration;
+
+use coi_proxy::net::quic::{self, PeerTls};
+use tokio::time::timeout;
 
 use support::mailbox::{fetch_message, imap_login};
 use support::peers::{chat, Peered};
@@ -258,6 +262,95 @@ async fn with_the_other_proxy_stopped_messages_arrive_by_mail() {
     let mut imap = imap_login(&world.b.dovecot, "bob").await;
     let copy = fetch_message(&mut imap, "COI/Chats", 2).await;
     assert_eq!(field(&copy, "Message-ID"), vec!["<m2@a.test>"]);
+    assert!(
+        copy.iter().any(|l| l.starts_with("Received:")),
+        "came by mail: {copy:#?}"
+    );
+}
+
+/// A delivery stream cut before its end (done-when 1): alice holds a token for bob, and
+/// the coi-proxy answering for b.test takes the envelope, then resets the stream. Proxy
+/// A falls back to mail inside alice's DATA wait (250 from Postfix A), and the message
+/// arrives once, by mail, when b.test's real proxy is back.
+#[tokio::test]
+async fn a_stream_cut_by_the_receiver_falls_back_to_mail() {
+    let mut world = Peered::start().await;
+    mail_then_reply_by_link(&world).await;
+    world.a.wait_for_token_out("alice").await;
+
+    // b.test's endpoint, played by the test with a genuine b.test certificate.
+    world.b.proxy.halt(Duration::from_millis(200)).await;
+    let pki = world.ca.issue("cutting-b", &["b.test"]);
+    let tls = PeerTls::load(&pki.tls_files(), &pki.ca_path).expect("peer TLS");
+    // Proxy B's socket is released once quinn's endpoint driver has ended, just after.
+    let deadline = std::time::Instant::now() + support::peers::DEADLINE;
+    let endpoint = loop {
+        match quic::endpoint(world.b.quic, &tls) {
+            Ok(endpoint) => break endpoint,
+            Err(e) if std::time::Instant::now() > deadline => panic!("b.test's UDP port: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    let cutter = {
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let connection = endpoint.accept().await?.await.ok()?;
+            let (mut send, mut recv) = connection.accept_bi().await.ok()?;
+            let mut start = [0u8; 16];
+            let read = recv.read(&mut start).await.ok()??;
+            // Cut both directions; the connection stays up, so only the stream fails.
+            send.reset(0u32.into()).ok()?;
+            recv.stop(0u32.into()).ok()?;
+            Some((read, connection))
+        })
+    };
+
+    let (_, elapsed) = world
+        .a
+        .send(
+            "alice",
+            &["bob@b.test"],
+            &chat("alice@a.test", "bob@b.test", "cut@a.test", "cut"),
+        )
+        .await;
+    let (read, connection) = timeout(support::peers::DEADLINE, cutter)
+        .await
+        .expect("proxy A opened a delivery stream")
+        .expect("the cutting peer")
+        .expect("a delivery stream, read and cut");
+    assert!(read > 0, "the envelope had begun");
+    assert_eq!(
+        world
+            .a
+            .proxy
+            .metric("coi_proxy_peer_deliveries_total{outcome=\"delivered\",path=\"quic\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        world
+            .a
+            .proxy
+            .metric("coi_proxy_peer_deliveries_total{outcome=\"delivered\",path=\"smtp\"}"),
+        Some(1.0),
+        "{}",
+        world.a.proxy.metrics_text()
+    );
+    eprintln!("stream cut: 250 by mail after {elapsed:?}");
+    connection.close(0u32.into(), b"");
+    drop(connection);
+    endpoint.close(0u32.into(), b"");
+    timeout(support::peers::DEADLINE, endpoint.wait_idle())
+        .await
+        .expect("the cutting endpoint closes");
+    drop(endpoint);
+
+    world.b.proxy.start_again().await;
+    world.b.postfix.flush().expect("flush Postfix B's queue");
+    let postfixes = world.postfixes();
+    world.b.wait_for("bob", "COI/Chats", 2, &postfixes).await;
+    let mut imap = imap_login(&world.b.dovecot, "bob").await;
+    let copy = fetch_message(&mut imap, "COI/Chats", 2).await;
+    assert_eq!(field(&copy, "Message-ID"), vec!["<cut@a.test>"]);
     assert!(
         copy.iter().any(|l| l.starts_with("Received:")),
         "came by mail: {copy:#?}"

@@ -267,7 +267,24 @@ impl Proxy {
     async fn start_yaml(yaml: String, pki: TestPki, dir: tempfile::TempDir) -> Proxy {
         let config = coi_proxy::config::load_str(&yaml)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
-        let running = app::start(&config).await.expect("proxy starts");
+        // A fixed UDP address (a halted proxy's peer endpoint, or a test's stand-in for
+        // it) is free only once quinn's endpoint driver has ended, just after its last
+        // handle is dropped: a bounded wait for that, nothing else.
+        let deadline = Instant::now() + STEP;
+        let running = loop {
+            match app::start(&config).await {
+                Ok(running) => break running,
+                Err(app::StartError::Peer(coi_proxy::net::quic::QuicError::Bind {
+                    source,
+                    ..
+                })) if source.kind() == std::io::ErrorKind::AddrInUse
+                    && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("proxy starts: {e:?}"),
+            }
+        };
         let addr = |name: &str| {
             running
                 .imap
