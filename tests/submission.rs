@@ -344,6 +344,34 @@ async fn postfix_stopped_gives_451_and_never_250() {
     wait_for_inbox(&world.dovecot_b, "bob", 1, &world.postfixes()).await;
 }
 
+/// Postfix restarted while a session is idle between two messages: its connection to
+/// the proxy is gone, and the proxy notices at the next MAIL (without waiting) and takes
+/// a new one. The client sees nothing of it: 250 for both messages, both delivered.
+#[tokio::test]
+async fn postfix_restarted_between_messages_is_invisible_to_the_session() {
+    let mut world = two_domains().await;
+    prime_inbox(&world.dovecot_b, "bob").await;
+    let mut client = world.logged_in("alice").await;
+    let reply = send(
+        &mut client,
+        "alice@a.test",
+        &["bob@b.test"],
+        "Subject: before\r\n\r\nx",
+    )
+    .await;
+    assert_eq!(reply.code, 250, "{}", reply.text());
+    world.postfix_a.restart().expect("restart postfix a");
+    let reply = send(
+        &mut client,
+        "alice@a.test",
+        &["bob@b.test"],
+        "Subject: after\r\n\r\nx",
+    )
+    .await;
+    assert_eq!(reply.code, 250, "{}", reply.text());
+    wait_for_inbox(&world.dovecot_b, "bob", 2, &world.postfixes()).await;
+}
+
 #[tokio::test]
 async fn pipelined_transactions_are_answered_in_order() {
     let world = two_domains().await;

@@ -55,6 +55,23 @@ impl SmtpClient {
         self.reply().await
     }
 
+    /// Sends `commands` in one write (the server must offer PIPELINING) and reads one
+    /// reply per command, in order.
+    pub async fn commands(&mut self, commands: &[&Command]) -> Result<Vec<Reply>, SessionError> {
+        let mut bytes = Vec::new();
+        for command in commands {
+            bytes.extend_from_slice(&command.to_bytes().map_err(|_| {
+                SessionError::new(Side::Internal, ErrorKind::Protocol, "unencodable command")
+            })?);
+        }
+        self.send(&bytes).await?;
+        let mut replies = Vec::with_capacity(commands.len());
+        for _ in commands {
+            replies.push(self.reply().await?);
+        }
+        Ok(replies)
+    }
+
     /// Sends a command and fails unless the reply has `code`.
     pub async fn expect(
         &mut self,
@@ -117,6 +134,21 @@ impl SmtpClient {
         }
         stuffer.finish(&mut out);
         self.send(&out).await
+    }
+
+    /// Whether the server went away while the connection was idle: it closed, or said
+    /// something nobody asked for (the 421 a server sends before closing an idle
+    /// connection). Checked without waiting: at most one read, which returns at once.
+    pub fn went_away(&mut self) -> bool {
+        // Bytes after the last reply: something unasked has already arrived.
+        if self.framer.buffered() > 0 {
+            return true;
+        }
+        let mut probe = [0u8; 512];
+        let mut read = std::pin::pin!(self.stream.read(&mut probe));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        // Pending: nothing to read, the connection is as it was.
+        std::future::Future::poll(read.as_mut(), &mut context).is_ready()
     }
 
     /// Reads the next complete reply under the reply timeout.

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -48,6 +49,10 @@ const MAX_AUTH_FAILURES: u32 = 3;
 /// Read size from the client.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Most message bytes gathered for one write to Postfix: one read's worth, and the
+/// whole of a typical chat message, which then goes with its end-of-data line.
+const GATHER_MAX: usize = 64 * 1024;
+
 type SessionResult<T> = Result<T, SessionError>;
 
 /// Whether the conversation goes on.
@@ -64,16 +69,16 @@ struct Authenticated {
     owned: Arc<[NormalizedAddress]>,
 }
 
-/// An open mail transaction: after a MAIL that Postfix accepted or, with peer links,
-/// one the proxy holds back ([`Transaction::held_mail`]).
+/// An open mail transaction, after the client's MAIL passed the proxy's checks.
 struct Transaction {
     sender: Option<NormalizedAddress>,
-    /// The client's MAIL while Postfix has not seen it. With peer links configured MAIL
-    /// goes to Postfix only with the first recipient Postfix must take (a relayed RCPT,
-    /// or a fast-path fallback), so a transaction wholly stored by links leaves no
-    /// MAIL/RSET pair at Postfix, whose `smtpd_junk_command_limit` would otherwise slow
-    /// a busy chat session down after about a hundred messages. Postfix itself defers
-    /// its sender checks to RCPT by default (`smtpd_delay_reject`), so a refusal of the
+    /// The client's MAIL while Postfix has not seen it. The proxy answers MAIL itself and
+    /// sends it to Postfix only with the first recipient Postfix must take: in the same
+    /// write as that RCPT (PIPELINING), which saves a round trip per message, or before a
+    /// fast-path fallback. A transaction wholly stored by peer links so leaves no
+    /// MAIL/RSET pair at Postfix, whose `smtpd_junk_command_limit` would otherwise slow a
+    /// busy chat session down after about a hundred messages. Postfix itself defers its
+    /// sender checks to RCPT by default (`smtpd_delay_reject`), so a refusal of the
     /// sender arrives at RCPT either way.
     held_mail: Option<Command>,
     /// RCPT commands taken, and of those accepted (by Postfix, or for the fast path).
@@ -506,20 +511,23 @@ impl Session {
                 "Sender address rejected: not owned by the authenticated user",
             );
         }
-        let command = Command::Mail { from, params };
-        if self.shared.peers.is_some() {
-            self.transaction = Some(Transaction::new(sender, Some(command)));
-            self.client.reply(&Reply::new(250, Some((2, 1, 0)), "Ok"));
-            return Ok(());
+        // Without peer links every message needs Postfix: one it cannot reach is refused
+        // now (SECURITY-CASES case 61), not after the recipients. With them, messages the
+        // links store go on while Postfix is away.
+        if self.upstream.as_mut().is_some_and(Postfix::went_away) {
+            debug!("Postfix closed the idle connection");
+            self.upstream = None;
         }
-        let Some(reply) = self.open_at_postfix(&command).await? else {
+        if self.shared.peers.is_none()
+            && self.upstream.is_none()
+            && self.connect_upstream().await.is_err()
+        {
             self.client.reply(&upstream_unavailable());
             return Ok(());
-        };
-        if reply.is_positive() {
-            self.transaction = Some(Transaction::new(sender, None));
         }
-        self.client.reply(&reply);
+        let command = Command::Mail { from, params };
+        self.transaction = Some(Transaction::new(sender, Some(command)));
+        self.client.reply(&Reply::new(250, Some((2, 1, 0)), "Ok"));
         Ok(())
     }
 
@@ -545,12 +553,25 @@ impl Session {
             ));
             return Ok(());
         }
-        if let Err(refusal) = self.send_held_mail().await? {
-            self.client.reply(&refusal);
-            return Ok(());
-        }
-        let Some(reply) = self.relay(&command).await? else {
-            return Ok(());
+        let held = self.transaction.as_mut().and_then(|t| t.held_mail.take());
+        let reply = match held {
+            Some(mail) => match self.open_at_postfix(&mail, Some(&command)).await? {
+                Opening::Open(Some(reply)) => reply,
+                Opening::Open(None) => return Err(lost_upstream()),
+                refused => {
+                    // Nothing is open at Postfix: the MAIL stays held, and the next
+                    // recipient tries again.
+                    if let Some(transaction) = &mut self.transaction {
+                        transaction.held_mail = Some(mail);
+                    }
+                    self.client.reply(&refused.into_refusal());
+                    return Ok(());
+                }
+            },
+            None => match self.relay(&command).await? {
+                Some(reply) => reply,
+                None => return Ok(()),
+            },
         };
         if let Some(transaction) = &mut self.transaction {
             transaction.recipients += 1;
@@ -587,36 +608,40 @@ impl Session {
         self.transaction = None;
         let mut message = OutgoingMessage::new(self.shared.rules.clone(), self.submitter(sender));
         message.push(&self.client.framer_mut().take_buffered());
-        let outcome = self.stream_message(&mut message).await?;
+        let mut pending = BytesMut::new();
+        let outcome = self.stream_message(&mut message, &mut pending).await?;
         self.client.framer_mut().push(&message.take_buffered());
-        self.finish_message(outcome).await;
+        self.finish_message(outcome, pending).await;
         Ok(())
     }
 
     /// Moves the message from the client to Postfix until the client's end of data.
-    /// A Postfix failure on the way is remembered, and the client's data is still read to
-    /// its end so that the session stays in step; `None` then.
+    /// What one read from the client yields goes to Postfix in one write, gathered in
+    /// `pending` up to [`GATHER_MAX`]; at the end, `pending` holds what is still to go
+    /// with the end-of-data line (a small message: all of it, so one write). A Postfix
+    /// failure on the way is remembered, and the client's data is still read to its end
+    /// so that the session stays in step; `None` then.
     async fn stream_message(
         &mut self,
         message: &mut OutgoingMessage,
+        pending: &mut BytesMut,
     ) -> SessionResult<Option<Outcome>> {
         let mut upstream_failed = false;
         loop {
             while let Some(step) = message.next_step() {
                 match step {
+                    Step::Upstream(bytes) if upstream_failed => drop(bytes),
+                    Step::Upstream(bytes) if pending.len() + bytes.len() <= GATHER_MAX => {
+                        pending.extend_from_slice(&bytes);
+                    }
                     Step::Upstream(bytes) => {
-                        if upstream_failed {
-                            continue;
-                        }
-                        let written = match self.upstream.as_mut() {
-                            Some(upstream) => upstream.write(&bytes).await,
-                            None => Err(lost_upstream()),
+                        let written = self.write_upstream(pending).await;
+                        let written = match written {
+                            Ok(()) => self.write_upstream(&bytes).await,
+                            failed => failed,
                         };
-                        if let Err(e) = written {
-                            info!(error = %e, "Postfix failed while receiving a message");
-                            upstream_failed = true;
-                            self.upstream = None;
-                        }
+                        pending.clear();
+                        upstream_failed = written.is_err();
                     }
                     // A refusal stays a refusal (the client's fault comes first); a
                     // message Postfix could not take is the upstream's failure.
@@ -624,8 +649,28 @@ impl Session {
                     Step::End(outcome) => return Ok(Some(outcome)),
                 }
             }
+            if !pending.is_empty() && !upstream_failed {
+                upstream_failed = self.write_upstream(pending).await.is_err();
+                pending.clear();
+            }
             self.read_message(message).await?;
         }
+    }
+
+    /// Writes message bytes to Postfix; a failure drops the connection.
+    async fn write_upstream(&mut self, bytes: &[u8]) -> SessionResult<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let written = match self.upstream.as_mut() {
+            Some(upstream) => upstream.write(bytes).await,
+            None => Err(lost_upstream()),
+        };
+        if let Err(e) = &written {
+            info!(error = %e, "Postfix failed while receiving a message");
+            self.upstream = None;
+        }
+        written
     }
 
     /// The next piece of the message from the client, under the command deadline. On a
@@ -649,7 +694,7 @@ impl Session {
     /// proxy's own refusal (Postfix's connection is then dropped, which discards the
     /// open transaction: SECURITY-CASES §4 rule 2). `None`: Postfix failed during the
     /// message, 451.
-    async fn finish_message(&mut self, outcome: Option<Outcome>) {
+    async fn finish_message(&mut self, outcome: Option<Outcome>, mut pending: BytesMut) {
         let metrics = &self.shared.metrics.submission;
         let Some(outcome) = outcome else {
             self.upstream = None;
@@ -659,8 +704,9 @@ impl Session {
         };
         match outcome {
             Outcome::Relay { tail, summary } => {
+                pending.extend_from_slice(&tail);
                 let result = match self.upstream.as_mut() {
-                    Some(upstream) => match upstream.send(&tail).await {
+                    Some(upstream) => match upstream.send(&pending).await {
                         Ok(()) => upstream.reply().await,
                         Err(e) => Err(e),
                     },
@@ -731,53 +777,68 @@ impl Session {
 
     // === upstream ===
 
-    /// Sends MAIL to Postfix, connecting first if needed, or again if the connection went
-    /// stale. `None`: Postfix cannot be reached; nothing is open there.
-    async fn open_at_postfix(&mut self, mail: &Command) -> SessionResult<Option<Reply>> {
+    /// Opens the transaction at Postfix: MAIL, and `rcpt` with it (in the same write when
+    /// Postfix offers PIPELINING). Connects first if needed, or again if the connection
+    /// went stale.
+    async fn open_at_postfix(
+        &mut self,
+        mail: &Command,
+        rcpt: Option<&Command>,
+    ) -> SessionResult<Opening> {
         if self.upstream.is_none() && self.connect_upstream().await.is_err() {
-            return Ok(None);
+            return Ok(Opening::Unavailable);
         }
-        let mut result = self.upstream_mut()?.command(mail).await;
+        let mut result = self.send_opening(mail, rcpt).await;
         if stale(&result) {
             // Postfix ends an idle connection after its smtpd_timeout (a 421 left in the
             // buffer, then the close); a MAIL starts afresh, so it may take a new one.
             debug!("Postfix connection went stale; reconnecting for MAIL");
             self.upstream = None;
             if self.connect_upstream().await.is_err() {
-                return Ok(None);
+                return Ok(Opening::Unavailable);
             }
-            result = self.upstream_mut()?.command(mail).await;
+            result = self.send_opening(mail, rcpt).await;
         }
         match result {
-            Ok(reply) => Ok(Some(reply)),
+            Ok(opening) => Ok(opening),
             Err(e) if e.side == Side::Upstream => {
                 info!(error = %e, "Postfix failed");
                 self.upstream = None;
-                Ok(None)
+                Ok(Opening::Unavailable)
             }
             Err(e) => Err(e),
         }
     }
 
-    /// Opens the transaction at Postfix with the MAIL held back for it, if there is one.
-    /// `Err(reply)`: Postfix refused the MAIL, or could not be reached; the MAIL stays
-    /// held, so the transaction goes on and a later recipient tries again.
-    async fn send_held_mail(&mut self) -> SessionResult<Result<(), Reply>> {
-        let Some(mail) = self.transaction.as_mut().and_then(|t| t.held_mail.take()) else {
-            return Ok(Ok(()));
-        };
-        let refusal = match self.open_at_postfix(&mail).await? {
-            Some(reply) if reply.is_positive() => return Ok(Ok(())),
-            Some(reply) => {
-                info!(code = reply.code, "Postfix refused a held-back MAIL");
-                reply
+    async fn send_opening(
+        &mut self,
+        mail: &Command,
+        rcpt: Option<&Command>,
+    ) -> SessionResult<Opening> {
+        let upstream = self.upstream_mut()?;
+        let (mail_reply, rcpt_reply) = match rcpt {
+            Some(rcpt) if upstream.pipelining() => {
+                let mut replies = upstream.commands(&[mail, rcpt]).await?.into_iter();
+                (replies.next(), replies.next())
             }
-            None => upstream_unavailable(),
+            Some(rcpt) => {
+                let mail_reply = upstream.command(mail).await?;
+                if !mail_reply.is_positive() {
+                    return Ok(Opening::Refused(mail_reply));
+                }
+                (Some(mail_reply), Some(upstream.command(rcpt).await?))
+            }
+            None => (Some(upstream.command(mail).await?), None),
         };
-        if let Some(transaction) = &mut self.transaction {
-            transaction.held_mail = Some(mail);
+        match mail_reply {
+            Some(reply) if reply.is_positive() => Ok(Opening::Open(rcpt_reply)),
+            Some(refusal) => {
+                // A pipelined RCPT then got its 503; the reply that counts is the MAIL's.
+                info!(code = refusal.code, "Postfix refused a held-back MAIL");
+                Ok(Opening::Refused(refusal))
+            }
+            None => Err(lost_upstream()),
         }
-        Ok(Err(refusal))
     }
 
     /// Relays a command of a transaction open at Postfix. `None` when Postfix failed: the
@@ -900,8 +961,28 @@ impl Session {
 
 /// Whether a failure shows a connection Postfix already gave up (closed, reset, or its
 /// 421, which the SMTP client reports as closed).
-fn stale(result: &SessionResult<Reply>) -> bool {
+fn stale<T>(result: &SessionResult<T>) -> bool {
     matches!(result, Err(e) if e.side == Side::Upstream && matches!(e.kind, ErrorKind::Closed | ErrorKind::Io))
+}
+
+/// How opening a transaction at Postfix ended.
+enum Opening {
+    /// MAIL accepted; the reply to the RCPT sent with it, if one was.
+    Open(Option<Reply>),
+    /// Postfix refused the MAIL: its reply.
+    Refused(Reply),
+    /// Postfix could not be reached, or failed.
+    Unavailable,
+}
+
+impl Opening {
+    /// The reply for the client when the transaction did not open.
+    fn into_refusal(self) -> Reply {
+        match self {
+            Opening::Refused(reply) => reply,
+            Opening::Open(_) | Opening::Unavailable => upstream_unavailable(),
+        }
+    }
 }
 
 fn upstream_unavailable() -> Reply {

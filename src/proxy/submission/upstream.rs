@@ -79,6 +79,24 @@ impl Postfix {
         self.client.command(command).await
     }
 
+    /// Sends `commands` in one write and reads a reply to each, in order (RFC 2920
+    /// PIPELINING; only when [`Postfix::pipelining`]).
+    pub async fn commands(&mut self, commands: &[&Command]) -> Result<Vec<Reply>, SessionError> {
+        self.client.commands(commands).await
+    }
+
+    /// Whether Postfix closed this idle connection, or is closing it ([`SmtpClient::went_away`]).
+    pub fn went_away(&mut self) -> bool {
+        self.client.went_away()
+    }
+
+    /// Whether Postfix offered PIPELINING (it does unless an operator turned it off).
+    pub fn pipelining(&self) -> bool {
+        self.keywords
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case("PIPELINING"))
+    }
+
     /// Sends a raw line (a SASL response, `*`), CRLF included by the caller.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
         self.client.send(bytes).await

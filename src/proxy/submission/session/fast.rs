@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::{upstream_unavailable, Session, SessionResult, Transaction};
+use super::{upstream_unavailable, Opening, Session, SessionResult, Transaction};
 use crate::coi::address::{self, NormalizedAddress};
 use crate::coi::submit::{Fault, Outcome, OutgoingMessage, Step, Summary};
 use crate::coi::token::{self, Token};
@@ -287,10 +287,12 @@ impl Session {
         spool: &mut Spool,
     ) -> (Reply, MessageOutcome) {
         if let Some(mail) = held_mail {
-            match self.open_at_postfix(mail).await {
-                Ok(Some(reply)) if reply.is_positive() => {}
-                Ok(Some(refusal)) => return (refusal, MessageOutcome::Rejected),
-                Ok(None) | Err(_) => return (upstream_unavailable(), MessageOutcome::Failed),
+            match self.open_at_postfix(mail, None).await {
+                Ok(Opening::Open(_)) => {}
+                Ok(Opening::Refused(refusal)) => return (refusal, MessageOutcome::Rejected),
+                Ok(Opening::Unavailable) | Err(_) => {
+                    return (upstream_unavailable(), MessageOutcome::Failed)
+                }
             }
         }
         let result = async {
