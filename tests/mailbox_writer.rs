@@ -19,28 +19,15 @@ use coi_proxy::proxy::writer::{
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 
-use support::dovecot::{Dovecot, MASTER_PASSWORD, MASTER_USER};
+use support::dovecot::{Dovecot, MASTER_PASSWORD, MASTER_USER, WRITER_CONNECT_TIMEOUT};
 use support::io::{step, STEP};
-
-/// The writer's timeouts in these tests: loopback answers in milliseconds.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn start() -> Dovecot {
     Dovecot::start().expect("dovecot")
 }
 
 fn config(dovecot: &Dovecot) -> WriterConfig {
-    let addr = dovecot.imap_addr();
-    let mut config = WriterConfig::new(
-        addr.ip().to_string(),
-        addr.port(),
-        MASTER_USER,
-        MasterPassword::new(MASTER_PASSWORD),
-    );
-    config.connect_timeout = CONNECT_TIMEOUT;
-    config.reply_timeout = REPLY_TIMEOUT;
-    config
+    dovecot.writer_config()
 }
 
 fn writer(dovecot: &Dovecot) -> Arc<MailboxWriter> {
@@ -514,7 +501,7 @@ async fn stopped_dovecot_is_a_transient_error_within_the_connect_timeout() {
     let started = tokio::time::Instant::now();
     let error = writer.session("alice").await.expect_err("dovecot is down");
     assert!(
-        started.elapsed() <= CONNECT_TIMEOUT,
+        started.elapsed() <= WRITER_CONNECT_TIMEOUT,
         "{:?}",
         started.elapsed()
     );

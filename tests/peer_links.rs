@@ -39,6 +39,22 @@ async fn mail_then_reply_by_link(world: &Peered) -> Duration {
     world.b.send("bob", &["alice@a.test"], &reply).await.1
 }
 
+/// Proxy B starts again and Postfix B's queue is flushed: the message `message_id` that
+/// waited there arrives in bob's COI/Chats as his second message, once, by mail.
+async fn arrives_by_mail_once_b_is_back(world: &mut Peered, message_id: &str) {
+    world.b.proxy.start_again().await;
+    world.b.postfix.flush().expect("flush Postfix B's queue");
+    let postfixes = world.postfixes();
+    world.b.wait_for("bob", "COI/Chats", 2, &postfixes).await;
+    let mut imap = imap_login(&world.b.dovecot, "bob").await;
+    let copy = fetch_message(&mut imap, "COI/Chats", 2).await;
+    assert_eq!(field(&copy, "Message-ID"), vec![message_id]);
+    assert!(
+        copy.iter().any(|l| l.starts_with("Received:")),
+        "came by mail: {copy:#?}"
+    );
+}
+
 #[tokio::test]
 async fn reply_takes_the_link_and_later_messages_the_permanent_token() {
     let world = Peered::start().await;
@@ -255,17 +271,7 @@ async fn with_the_other_proxy_stopped_messages_arrive_by_mail() {
     );
     eprintln!("fallback to mail: 250 after {elapsed:?}");
 
-    world.b.proxy.start_again().await;
-    world.b.postfix.flush().expect("flush Postfix B's queue");
-    let postfixes = world.postfixes();
-    world.b.wait_for("bob", "COI/Chats", 2, &postfixes).await;
-    let mut imap = imap_login(&world.b.dovecot, "bob").await;
-    let copy = fetch_message(&mut imap, "COI/Chats", 2).await;
-    assert_eq!(field(&copy, "Message-ID"), vec!["<m2@a.test>"]);
-    assert!(
-        copy.iter().any(|l| l.starts_with("Received:")),
-        "came by mail: {copy:#?}"
-    );
+    arrives_by_mail_once_b_is_back(&mut world, "<m2@a.test>").await;
 }
 
 /// A delivery stream cut before its end (done-when 1): alice holds a token for bob, and
@@ -344,15 +350,5 @@ async fn a_stream_cut_by_the_receiver_falls_back_to_mail() {
         .expect("the cutting endpoint closes");
     drop(endpoint);
 
-    world.b.proxy.start_again().await;
-    world.b.postfix.flush().expect("flush Postfix B's queue");
-    let postfixes = world.postfixes();
-    world.b.wait_for("bob", "COI/Chats", 2, &postfixes).await;
-    let mut imap = imap_login(&world.b.dovecot, "bob").await;
-    let copy = fetch_message(&mut imap, "COI/Chats", 2).await;
-    assert_eq!(field(&copy, "Message-ID"), vec!["<cut@a.test>"]);
-    assert!(
-        copy.iter().any(|l| l.starts_with("Received:")),
-        "came by mail: {copy:#?}"
-    );
+    arrives_by_mail_once_b_is_back(&mut world, "<cut@a.test>").await;
 }

@@ -7,7 +7,6 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use coi_proxy::coi::address::normalize;
 use coi_proxy::coi::delivery::Folder;
@@ -16,9 +15,9 @@ use coi_proxy::config::UserName;
 use coi_proxy::net::spool::Spool;
 use coi_proxy::proxy::state::UserStates;
 use coi_proxy::proxy::store::{Mailboxes, StoreOutcome};
-use coi_proxy::proxy::writer::{MailboxWriter, MasterPassword, WriterConfig};
+use coi_proxy::proxy::writer::MailboxWriter;
 
-use support::dovecot::{Dovecot, MASTER_PASSWORD, MASTER_USER};
+use support::dovecot::Dovecot;
 use support::io::step;
 use support::mailbox::imap_login;
 use support::peers::count_in;
@@ -29,18 +28,9 @@ const ROUNDS: usize = 12;
 
 /// One replica's view of the mailboxes: its own connections and its own lock table.
 fn replica(dovecot: &Dovecot) -> Mailboxes {
-    let addr = dovecot.imap_addr();
-    let mut config = WriterConfig::new(
-        addr.ip().to_string(),
-        addr.port(),
-        MASTER_USER,
-        MasterPassword::new(MASTER_PASSWORD),
-    );
-    config.connect_timeout = Duration::from_secs(2);
-    config.reply_timeout = Duration::from_secs(5);
     let secret = Secret::new(*b"the replicas' shared dedup secret").expect("secret");
     Mailboxes::new(
-        MailboxWriter::new(config),
+        MailboxWriter::new(dovecot.writer_config()),
         "COI".to_owned(),
         Arc::new(UserStates::new()),
         UserName::LocalPart,

@@ -131,6 +131,10 @@ pub const USERS: &[User] = &[
 ];
 
 /// The master user (second passdb with `master = yes`).
+/// The timeouts of [`Dovecot::writer_config`].
+pub const WRITER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const WRITER_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub const MASTER_USER: &str = "proxy-master";
 /// The master user's password.
 pub const MASTER_PASSWORD: &str = "master-secret";
@@ -212,6 +216,21 @@ impl Dovecot {
     /// The plaintext IMAP listener (127.0.0.1).
     pub fn imap_addr(&self) -> SocketAddr {
         self.imap_addr
+    }
+
+    /// A mailbox writer's configuration for this Dovecot: its master user, and timeouts
+    /// for loopback, which answers in milliseconds ([`WRITER_CONNECT_TIMEOUT`],
+    /// [`WRITER_REPLY_TIMEOUT`]).
+    pub fn writer_config(&self) -> coi_proxy::proxy::writer::WriterConfig {
+        let mut config = coi_proxy::proxy::writer::WriterConfig::new(
+            self.imap_addr.ip().to_string(),
+            self.imap_addr.port(),
+            MASTER_USER,
+            coi_proxy::proxy::writer::MasterPassword::new(MASTER_PASSWORD),
+        );
+        config.connect_timeout = WRITER_CONNECT_TIMEOUT;
+        config.reply_timeout = WRITER_REPLY_TIMEOUT;
+        config
     }
 
     /// The LMTP listener (127.0.0.1). Recipients may carry any domain: LMTP looks users
