@@ -231,8 +231,14 @@ impl Mailboxes {
                 other => other?,
             };
             if let Some(key) = key {
-                if let Some(first) = keep_first_copy(&mut session, &mailbox, key, uid.uid).await? {
-                    return Ok((mailbox, None, Some(first)));
+                // The copy is stored: a failure from here on leaves at most a duplicate,
+                // never turns the delivery into a failure.
+                match keep_first_copy(&mut session, &mailbox, key, uid.uid).await {
+                    Ok(Some(first)) => return Ok((mailbox, None, Some(first))),
+                    Ok(None) => {}
+                    Err(e) => {
+                        info!(error = %e, "cannot check for a copy stored at the same instant")
+                    }
                 }
             }
             Ok::<_, WriterError>((mailbox, Some(uid), None))
@@ -434,8 +440,7 @@ async fn find_key(
 /// moment. Of the copies with the key, the lowest UID stays; ours is expunged if another
 /// is lower, and that one's UID returned. Both racers reach the same verdict: the later
 /// APPEND got the higher UID and, searching after it, sees the earlier one. A client
-/// idling on the mailbox may see the duplicate appear and go. Should the expunge fail,
-/// the duplicate stays (the message is stored either way) and the error is reported.
+/// idling on the mailbox may see the duplicate appear and go.
 async fn keep_first_copy(
     session: &mut WriterSession,
     mailbox: &str,

@@ -511,13 +511,13 @@ impl Session {
                 "Sender address rejected: not owned by the authenticated user",
             );
         }
-        // Without peer links every message needs Postfix: one it cannot reach is refused
-        // now (SECURITY-CASES case 61), not after the recipients. With them, messages the
-        // links store go on while Postfix is away.
         if self.upstream.as_mut().is_some_and(Postfix::went_away) {
             debug!("Postfix closed the idle connection");
             self.upstream = None;
         }
+        // Without peer links every message needs Postfix: one it cannot reach is refused
+        // now (SECURITY-CASES case 61), not after the recipients. With them, messages the
+        // links store go on while Postfix is away.
         if self.shared.peers.is_none()
             && self.upstream.is_none()
             && self.connect_upstream().await.is_err()
