@@ -636,7 +636,10 @@ impl DeliveryRoute {
     }
 }
 
-/// Label `outcome` of `coi_proxy_delivery_recipients_total`.
+/// How a recipient's delivery ended: label `outcome` of
+/// `coi_proxy_delivery_recipients_total` (the hook's reply) and of
+/// `coi_proxy_peer_deliveries_total` (stored by a peer or accepted by Postfix, a
+/// temporary failure, a permanent refusal).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DeliveryOutcome {
     Delivered,
@@ -700,7 +703,7 @@ const PEER_DELIVERY_DURATION_BUCKETS: &[f64] = &[
 /// Metrics of the QUIC links between coi-proxies (sending proxy → peer proxy → Dovecot).
 pub struct PeerMetrics {
     links: [IntGauge; LinkState::ALL.len()],
-    deliveries_total: [[IntCounter; PathOutcome::ALL.len()]; DeliveryPath::ALL.len()],
+    deliveries_total: [[IntCounter; DeliveryOutcome::ALL.len()]; DeliveryPath::ALL.len()],
     delivery_duration: [Histogram; DeliveryPath::ALL.len()],
     fallbacks_total: [IntCounter; FallbackReason::ALL.len()],
     token_verifications_total: [IntCounter; TokenVerification::ALL.len()],
@@ -787,7 +790,7 @@ impl PeerMetrics {
         Self {
             links: LinkState::ALL.map(|s| links.with_label_values(&[s.as_label()])),
             deliveries_total: DeliveryPath::ALL.map(|p| {
-                PathOutcome::ALL
+                DeliveryOutcome::ALL
                     .map(|o| deliveries.with_label_values(&[p.as_label(), o.as_label()]))
             }),
             delivery_duration: DeliveryPath::ALL
@@ -813,7 +816,7 @@ impl PeerMetrics {
 
     /// One recipient's delivery by the sending proxy: which path carried it and how it
     /// ended; `elapsed` from the end of the client's DATA to the recipient's verdict.
-    pub fn delivery(&self, path: DeliveryPath, outcome: PathOutcome, elapsed: Duration) {
+    pub fn delivery(&self, path: DeliveryPath, outcome: DeliveryOutcome, elapsed: Duration) {
         self.deliveries_total[path as usize][outcome as usize].inc();
         self.delivery_duration[path as usize].observe(elapsed.as_secs_f64());
     }
@@ -884,41 +887,6 @@ impl DeliveryPath {
         match self {
             Self::Quic => "quic",
             Self::Smtp => "smtp",
-        }
-    }
-}
-
-/// How a recipient's delivery ended (label `outcome` of
-/// `coi_proxy_peer_deliveries_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PathOutcome {
-    /// Stored by the peer, or accepted by Postfix.
-    Delivered,
-    /// A temporary failure.
-    Failed,
-    /// A permanent refusal.
-    Rejected,
-}
-
-impl PathOutcome {
-    /// Every variant, in declaration order (the order of the internal arrays).
-    pub const ALL: [Self; 3] = [Self::Delivered, Self::Failed, Self::Rejected];
-
-    /// The label value.
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Self::Delivered => "delivered",
-            Self::Failed => "failed",
-            Self::Rejected => "rejected",
-        }
-    }
-
-    /// The outcome a reply to the end of data means.
-    pub fn of(code: u16) -> Self {
-        match code {
-            200..=299 => Self::Delivered,
-            400..=499 => Self::Failed,
-            _ => Self::Rejected,
         }
     }
 }
@@ -1317,7 +1285,7 @@ mod tests {
         for (i, v) in DeliveryPath::ALL.iter().enumerate() {
             assert_eq!(*v as usize, i);
         }
-        for (i, v) in PathOutcome::ALL.iter().enumerate() {
+        for (i, v) in DeliveryOutcome::ALL.iter().enumerate() {
             assert_eq!(*v as usize, i);
         }
         for (i, v) in FallbackReason::ALL.iter().enumerate() {
@@ -1351,7 +1319,7 @@ mod tests {
         check(CaptureOutcome::ALL.map(CaptureOutcome::as_label).to_vec());
         check(LinkState::ALL.map(LinkState::as_label).to_vec());
         check(DeliveryPath::ALL.map(DeliveryPath::as_label).to_vec());
-        check(PathOutcome::ALL.map(PathOutcome::as_label).to_vec());
+        check(DeliveryOutcome::ALL.map(DeliveryOutcome::as_label).to_vec());
         check(FallbackReason::ALL.map(FallbackReason::as_label).to_vec());
         check(
             TokenVerification::ALL

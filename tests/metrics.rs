@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use coi_proxy::metrics::{
-    CommandClass, CommandOutcome, DeliveryPath, Direction, FallbackReason, LinkState, ListenerKind,
-    Metrics, PathOutcome, ReceivedOutcome, TlsOutcome, TokenVerification,
+    CommandClass, CommandOutcome, DeliveryOutcome, DeliveryPath, Direction, FallbackReason,
+    LinkState, ListenerKind, Metrics, ReceivedOutcome, TlsOutcome, TokenVerification,
 };
 
 /// One metric family as the exposition must show it.
@@ -446,7 +446,7 @@ fn label_values_are_the_enum_labels() {
 fn peer_label_values_are_the_enum_labels() {
     let text = Metrics::new().encode();
     for path in DeliveryPath::ALL {
-        for outcome in PathOutcome::ALL {
+        for outcome in DeliveryOutcome::ALL {
             let labels = [("path", path.as_label()), ("outcome", outcome.as_label())];
             assert_eq!(
                 value(&text, "coi_proxy_peer_deliveries_total", &labels),
@@ -493,7 +493,7 @@ fn peer_label_values_are_the_enum_labels() {
         ["quic", "smtp"]
     );
     assert_eq!(
-        labels(&PathOutcome::ALL.map(PathOutcome::as_label)),
+        labels(&DeliveryOutcome::ALL.map(DeliveryOutcome::as_label)),
         ["delivered", "failed", "rejected"]
     );
     assert_eq!(
@@ -757,22 +757,22 @@ fn peer_deliveries_count_per_path_and_outcome_and_observe_latency() {
     let metrics = Metrics::new();
     metrics.peer.delivery(
         DeliveryPath::Quic,
-        PathOutcome::Delivered,
+        DeliveryOutcome::Delivered,
         Duration::from_micros(300),
     );
     metrics.peer.delivery(
         DeliveryPath::Quic,
-        PathOutcome::Delivered,
+        DeliveryOutcome::Delivered,
         Duration::from_millis(4),
     );
     metrics.peer.delivery(
         DeliveryPath::Smtp,
-        PathOutcome::Failed,
+        DeliveryOutcome::Failed,
         Duration::from_secs(2),
     );
     metrics.peer.delivery(
         DeliveryPath::Smtp,
-        PathOutcome::Rejected,
+        DeliveryOutcome::Rejected,
         Duration::from_secs(45),
     );
     let text = metrics.encode();

@@ -29,7 +29,7 @@ use super::{upstream_unavailable, Opening, Session, SessionResult, Transaction};
 use crate::coi::address::{self, NormalizedAddress};
 use crate::coi::submit::{Fault, Outcome, OutgoingMessage, Step, Summary};
 use crate::coi::token::{self, Token};
-use crate::metrics::{DeliveryPath, FallbackReason, MessageOutcome, PathOutcome};
+use crate::metrics::{DeliveryOutcome, DeliveryPath, FallbackReason, MessageOutcome};
 use crate::net::spool::Spool;
 use crate::proto::smtp::command::{Command, Path, RcptParameters};
 use crate::proto::smtp::reply::Reply;
@@ -174,7 +174,7 @@ impl Session {
             self.finish_by_postfix(transaction.held_mail.as_ref(), &by_mail, &mut spool)
                 .await
         };
-        let path_outcome = PathOutcome::of(reply.code);
+        let path_outcome = DeliveryOutcome::of(reply.code);
         for _ in &by_mail {
             metrics
                 .peer
@@ -241,7 +241,7 @@ impl Session {
                     Verdict::Stored { receipt, new_token } => {
                         metrics.delivery(
                             DeliveryPath::Quic,
-                            PathOutcome::Delivered,
+                            DeliveryOutcome::Delivered,
                             started.elapsed(),
                         );
                         debug!(domain, receipt, "stored by the peer");
