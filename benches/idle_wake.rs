@@ -41,8 +41,8 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
 use common::{
-    bounded, dovecot_version, env_names, env_usize, idle_on, main_of, nproc, percentile,
-    postfix_version, quick_run, thread_cpu, BenchResult,
+    bounded, dovecot_version, env_names, env_usize, exists_count, idle_on, is_recent, main_of,
+    next_idle_line, nproc, percentile, postfix_version, quick_run, thread_cpu, BenchResult,
 };
 use support::dovecot::Dovecot;
 use support::io::LineClient;
@@ -314,31 +314,19 @@ impl Idler {
     /// When `* n EXISTS` (or a higher count) arrived.
     async fn exists(&mut self, n: u32, deadline: Instant) -> BenchResult<Instant> {
         loop {
-            let event = tokio::time::timeout_at(
-                tokio::time::Instant::from_std(deadline),
-                self.events.recv(),
-            )
-            .await;
-            let (line, at) = match event {
-                Ok(Some(event)) => event,
-                Ok(None) => return Err(format!("{}: connection closed", self.name).into()),
-                Err(_) => {
-                    return Err(format!(
-                        "{}: no `* {n} EXISTS` within {DELIVERY_DEADLINE:?}",
-                        self.name
-                    )
-                    .into())
-                }
+            let Some((line, at)) = next_idle_line(&mut self.events, self.name, deadline).await?
+            else {
+                return Err(format!(
+                    "{}: no `* {n} EXISTS` within {DELIVERY_DEADLINE:?}",
+                    self.name
+                )
+                .into());
             };
-            let words: Vec<&str> = line.split(' ').collect();
-            match words.as_slice() {
-                ["*", count, "EXISTS"] => {
-                    if count.parse::<u32>().is_ok_and(|c| c >= n) {
-                        return Ok(at);
-                    }
-                }
-                ["*", count, "RECENT"] if count.parse::<u32>().is_ok() => {}
-                _ => self.unexpected.push(line),
+            match exists_count(&line) {
+                Some(count) if count >= n as usize => return Ok(at),
+                Some(_) => {}
+                None if is_recent(&line) => {}
+                None => self.unexpected.push(line),
             }
         }
     }

@@ -76,8 +76,9 @@ use coi_proxy::proto::peer::{
 
 use common::{
     base64_lines, bounded, command_output, dovecot_version, env_names, env_usize, exists_count,
-    header_start, idle_on, main_of, nproc, paired_ratio, percentile, postfix_version, quick_run,
-    round_order, round_orders, stopped_early, thread_cpu, verdict, BenchResult, Spread, STEP,
+    header_start, idle_on, is_recent, main_of, next_idle_line, nproc, paired_ratio, percentile,
+    postfix_version, quick_run, round_order, round_orders, stopped_early, thread_cpu, verdict,
+    BenchResult, Spread, STEP,
 };
 use support::io::LineClient;
 use support::peers::{chat, Peered};
@@ -338,12 +339,6 @@ struct Idler {
     _writer: OwnedWriteHalf,
 }
 
-fn is_recent(line: &str) -> bool {
-    line.strip_prefix("* ")
-        .and_then(|l| l.strip_suffix(" RECENT"))
-        .is_some_and(|n| n.parse::<usize>().is_ok())
-}
-
 impl Idler {
     async fn start(
         name: &'static str,
@@ -365,21 +360,13 @@ impl Idler {
     /// Reads this client's lines until it has seen `count` messages.
     async fn wait_for(&mut self, count: usize, deadline: Instant) -> BenchResult<()> {
         while self.count < count {
-            let event = tokio::time::timeout_at(
-                tokio::time::Instant::from_std(deadline),
-                self.events.recv(),
-            )
-            .await;
-            let (line, at) = match event {
-                Ok(Some(event)) => event,
-                Ok(None) => return Err(format!("{}: connection closed", self.name).into()),
-                Err(_) => {
-                    return Err(format!(
-                        "{}: saw {} messages in {MAILBOX}, not {count}, within {DRAIN:?} after the batch",
-                        self.name, self.count
-                    )
-                    .into())
-                }
+            let Some((line, at)) = next_idle_line(&mut self.events, self.name, deadline).await?
+            else {
+                return Err(format!(
+                    "{}: saw {} messages in {MAILBOX}, not {count}, within {DRAIN:?} after the batch",
+                    self.name, self.count
+                )
+                .into());
             };
             match exists_count(&line) {
                 Some(c) if c > self.count => {

@@ -551,6 +551,28 @@ pub fn exists_count(line: &str) -> Option<usize> {
         .ok()
 }
 
+/// Whether `line` is `* n RECENT`.
+pub fn is_recent(line: &str) -> bool {
+    line.strip_prefix("* ")
+        .and_then(|l| l.strip_suffix(" RECENT"))
+        .is_some_and(|n| n.parse::<usize>().is_ok())
+}
+
+/// The next line an IDLE client (`name`, [`IdleStream::events`]) read, and when it
+/// arrived; `None` if `deadline` passed first. A closed connection is an error.
+pub async fn next_idle_line(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<(String, std::time::Instant)>,
+    name: &str,
+    deadline: std::time::Instant,
+) -> BenchResult<Option<(String, std::time::Instant)>> {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    match tokio::time::timeout_at(deadline, events.recv()).await {
+        Ok(Some(event)) => Ok(Some(event)),
+        Ok(None) => Err(format!("{name}: connection closed").into()),
+        Err(_) => Ok(None),
+    }
+}
+
 /// An IMAP session in IDLE: a task reads its lines and timestamps each on arrival.
 pub struct IdleStream {
     pub events: tokio::sync::mpsc::UnboundedReceiver<(String, std::time::Instant)>,
