@@ -172,21 +172,19 @@ impl Mailboxes {
         key: Option<&str>,
         spool: &mut Spool,
     ) -> StoreOutcome {
-        let lock = key.map(|key| {
-            self.in_flight
-                .entry(format!("{user}\0{key}"))
-                .or_default()
-                .clone()
-        });
+        let entry = key.map(|key| format!("{user}\0{key}"));
+        let lock = entry
+            .as_ref()
+            .map(|entry| self.in_flight.entry(entry.clone()).or_default().clone());
         let _guard = match &lock {
             Some(lock) => Some(lock.lock().await),
             None => None,
         };
         let outcome = self.store_unlocked(user, folder, key, spool).await;
-        if let Some(key) = key {
+        if let Some(entry) = &entry {
             // The last one out removes the entry (the table holds one reference).
             self.in_flight
-                .remove_if(&format!("{user}\0{key}"), |_, l| Arc::strong_count(l) <= 2);
+                .remove_if(entry, |_, l| Arc::strong_count(l) <= 2);
         }
         outcome
     }
