@@ -252,6 +252,13 @@ pub fn fuzz_normalize(data: &[u8]) {
 /// Rejects, anywhere in the path, what has no unambiguous reading: controls, invisible
 /// characters, look-alikes of `@`.
 fn check_characters(path: &str) -> Result<(), AddressError> {
+    if path.is_ascii() {
+        // No ASCII character is a look-alike `@` or default-ignorable: only controls.
+        return match path.chars().find(char::is_ascii_control) {
+            Some(c) => Err(AddressError::ControlCharacter(c)),
+            None => Ok(()),
+        };
+    }
     for c in path.chars() {
         if is_lookalike_at(c) {
             return Err(AddressError::LookalikeAt(c));
@@ -329,6 +336,11 @@ fn quoted_string(input: &str) -> Result<(String, &str), AddressError> {
 /// result must be NFC for normalisation to be idempotent. NFC comes first so that NFD
 /// and NFC spellings of `Å` stay equal.
 fn normalize_local_part(local: &str) -> Result<String, AddressError> {
+    if local.is_ascii() {
+        // NFC leaves ASCII unchanged and lowering keeps it ASCII: the common case,
+        // without the normaliser's iterators.
+        return Ok(local.to_ascii_lowercase());
+    }
     for c in local.chars().filter(|c| !c.is_ascii()) {
         if !is_public_assigned(c) {
             return Err(AddressError::UnassignedCharacter(c));
@@ -445,6 +457,33 @@ fn is_default_ignorable(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ASCII shortcuts of `check_characters` and `normalize_local_part` give what the
+    /// general path gives, for every ASCII character in every position class.
+    #[test]
+    fn ascii_shortcuts_agree_with_the_general_rules() {
+        for b in 0u8..0x80 {
+            let c = char::from(b);
+            let general = if is_lookalike_at(c) {
+                Err(AddressError::LookalikeAt(c))
+            } else if c.is_control() {
+                Err(AddressError::ControlCharacter(c))
+            } else if is_default_ignorable(c) {
+                Err(AddressError::InvisibleCharacter(c))
+            } else {
+                Ok(())
+            };
+            assert_eq!(
+                check_characters(&format!("a{c}b@x.test")),
+                general,
+                "{b:#04x}"
+            );
+            let local = format!("A{c}z");
+            let mut nfc: String = local.nfc().collect();
+            nfc.make_ascii_lowercase();
+            assert_eq!(normalize_local_part(&local), Ok(nfc), "{b:#04x}");
+        }
+    }
 
     fn norm(path: &str) -> String {
         normalize(path)

@@ -43,6 +43,7 @@
 //! gets no token anyway, because only `To` and `Cc` are read.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use memchr::memmem;
@@ -271,12 +272,7 @@ impl HeaderBlock {
         let mut items: Vec<Item> = Vec::new();
         let mut at = 0;
         while at < fields_end {
-            let line_end = memmem::find(&raw[at..fields_end], b"\r\n")
-                .map(|i| at + i)
-                .ok_or(HeaderError::Unterminated)?;
-            if memchr::memchr2(b'\r', b'\n', &raw[at..line_end]).is_some() {
-                return Err(HeaderError::BareLineEnding);
-            }
+            let line_end = line_end(&raw[..fields_end], at)?;
             let continuation = matches!(raw[at], b' ' | b'\t');
             match items.last_mut() {
                 Some(last) if continuation => last.end = line_end + 2,
@@ -357,6 +353,20 @@ impl HeaderBlock {
     }
 }
 
+/// The CRLF ending the line that starts at `at` in `fields`: the first CR or LF must be
+/// a CR followed by LF. A bare CR or LF is [`HeaderError::BareLineEnding`] if a CRLF
+/// follows somewhere (the line has an end, but not a clean one), else the block is
+/// [`HeaderError::Unterminated`]. One `memchr2` per line: this runs on every line of
+/// every submitted header.
+fn line_end(fields: &[u8], at: usize) -> Result<usize, HeaderError> {
+    let rest = &fields[at..];
+    match memchr::memchr2(b'\r', b'\n', rest) {
+        Some(i) if rest[i..].starts_with(b"\r\n") => Ok(at + i),
+        Some(i) if memmem::find(&rest[i..], b"\r\n").is_some() => Err(HeaderError::BareLineEnding),
+        _ => Err(HeaderError::Unterminated),
+    }
+}
+
 /// Where the header block of `message` ends (after its blank line), if it does: the first
 /// CRLF CRLF, or a CRLF at the start (an empty header). Equivalently the first CRLF CRLF
 /// of the message behind a virtual CRLF.
@@ -364,10 +374,19 @@ fn find_header_end(message: &[u8]) -> Option<usize> {
     if message.starts_with(b"\r\n") {
         return Some(2);
     }
-    memmem::find(message, HEADER_END).map(|i| i + HEADER_END.len())
+    header_end_finder()
+        .find(message)
+        .map(|i| i + HEADER_END.len())
 }
 
 const HEADER_END: &[u8] = b"\r\n\r\n";
+
+/// The searcher for [`HEADER_END`], built once: `memmem::find` would build one per call,
+/// which costs more than the search itself on a small first chunk.
+fn header_end_finder() -> &'static memmem::Finder<'static> {
+    static FINDER: OnceLock<memmem::Finder<'static>> = OnceLock::new();
+    FINDER.get_or_init(|| memmem::Finder::new(HEADER_END))
+}
 
 /// The item of the line `raw[start..line_end]` (CRLF at `line_end`):
 /// `field-name = 1*ftext`, `ftext = %d33-57 / %d59-126`, then `*WSP ":"` (RFC 5322
@@ -529,7 +548,9 @@ impl HeaderScanner {
         if let Some(i) = memmem::find(&window[..tail.len() + head.len()], HEADER_END) {
             return Some(i + HEADER_END.len() - tail.len());
         }
-        memmem::find(chunk, HEADER_END).map(|i| i + HEADER_END.len())
+        header_end_finder()
+            .find(chunk)
+            .map(|i| i + HEADER_END.len())
     }
 
     fn keep_tail(&mut self, chunk: &[u8]) {
@@ -789,22 +810,20 @@ pub fn issue_injections(
     validity: u64,
     secrets: &Secrets,
 ) -> Result<Vec<Injection>, IssueError> {
-    let mut seen: Vec<NormalizedAddress> = Vec::new();
-    let mut out = Vec::new();
+    let mut out: Vec<Injection> = Vec::new();
     for recipient in recipients.iter().take(MAX_VISIBLE_RECIPIENTS) {
         let Ok(normalized) = address::normalize(recipient) else {
             continue;
         };
-        if seen.contains(&normalized) {
+        if out.iter().any(|i| i.recipient == normalized.as_str()) {
             continue;
         }
         let hash = token::pair_hash(Some(&normalized), sender);
         let token = token::issue(TokenKind::Temporary, now, validity, &hash, &[], secrets)?;
         out.push(Injection {
-            recipient: normalized.as_str().to_owned(),
+            recipient: normalized.into_string(),
             token: token.render(),
         });
-        seen.push(normalized);
     }
     Ok(out)
 }

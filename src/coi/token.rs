@@ -51,6 +51,14 @@ const SECRET_MARKER: &str = "-secret:";
 /// SHA3-256 output, in bytes.
 const MAC_LEN: usize = 32;
 
+/// The MAC in unpadded base64, in characters.
+const MAC_BASE64_LEN: usize = (MAC_LEN * 4).div_ceil(3);
+
+/// A token's length apart from its hash, options and MAC: the version, the three field
+/// keys with their separators, `-secret:` and two 10-digit times: 1 + 9 + 10 + 10 + 10
+/// + 6 + 8 (an allocation hint).
+const TOKEN_LEN_WITHOUT_HASH: usize = 54;
+
 /// `base64_std_nopad(SHA3-256(from ":" to))`: the pair a token is bound to (the token's
 /// `hash`). The null reverse path (`None`) hashes as the empty string.
 pub fn pair_hash(from: Option<&NormalizedAddress>, to: &NormalizedAddress) -> String {
@@ -358,17 +366,35 @@ impl Token {
         check_time(self.created, self.validity, now)
     }
 
-    /// Everything up to and including `-secret:`.
+    /// Everything up to and including `-secret:`, with room for the rest of the token.
+    /// Built by hand rather than with `format!`: it runs twice for every token injected
+    /// (MAC input, then the rendered field), once per visible recipient of every chat
+    /// message.
     fn mac_prefix(&self) -> String {
-        let mut out = format!(
-            "{VERSION}-{}:{}-{}:{}-{}:{}",
-            Field::Created.key(),
-            self.created,
-            Field::Validity.key(),
-            self.validity,
-            Field::Hash.key(),
-            self.hash
+        let extra = |fields: &[(String, String)]| -> usize {
+            fields.iter().map(|(k, v)| k.len() + v.len() + 2).sum()
+        };
+        let mut out = String::with_capacity(
+            TOKEN_LEN_WITHOUT_HASH
+                + self.hash.len()
+                + extra(&self.options)
+                + self.secret.len().max(MAC_BASE64_LEN)
+                + extra(&self.after_secret),
         );
+        out.push_str(VERSION);
+        for (field, number) in [
+            (Field::Created, self.created),
+            (Field::Validity, self.validity),
+        ] {
+            out.push('-');
+            out.push_str(field.key());
+            out.push(':');
+            push_decimal(&mut out, number);
+        }
+        out.push('-');
+        out.push_str(Field::Hash.key());
+        out.push(':');
+        out.push_str(&self.hash);
         push_fields(&mut out, &self.options);
         out.push_str(SECRET_MARKER);
         out
@@ -427,7 +453,7 @@ pub fn issue(
         after_secret: Vec::new(),
     };
     let prefix = token.mac_prefix();
-    token.secret = STANDARD_NO_PAD.encode(mac(&prefix, "", secret));
+    STANDARD_NO_PAD.encode_string(mac(&prefix, "", secret), &mut token.secret);
     if prefix.len() + token.secret.len() > MAX_TOKEN_LEN {
         return Err(TokenError::TooLong.into());
     }
@@ -564,6 +590,21 @@ fn mac(prefix: &str, suffix: &str, secret: &Secret) -> [u8; MAC_LEN] {
 /// Printable ASCII without space.
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_graphic()
+}
+
+/// `n` in decimal, as `Display` writes it.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 fn push_fields(out: &mut String, fields: &[(String, String)]) {
@@ -929,6 +970,15 @@ mod tests {
             verify(V3, &hash, 1_577_750_399, &keys),
             Err(VerifyError::CreatedInFuture)
         );
+    }
+
+    #[test]
+    fn decimals_are_written_as_display_writes_them() {
+        for n in [0, 1, 9, 10, 99, 100, 1_767_225_600, u64::MAX / 10, u64::MAX] {
+            let mut out = String::from("x");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+        }
     }
 
     #[test]
