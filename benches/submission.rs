@@ -68,7 +68,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -464,23 +464,13 @@ fn configure_postfix(postfix: &mut Postfix, deliver: bool) -> BenchResult<()> {
     if deliver {
         return Ok(());
     }
-    let main_cf = postfix.config_dir().join("main.cf");
-    let mut text = fs::read_to_string(&main_cf)?;
-    text.push_str(
-        "\n# benches/submission.rs: every message is put on hold after its 250, so that\n\
+    postfix.add_to_main_cf(
+        "# benches/submission.rs: every message is put on hold after its 250, so that\n\
          # no delivery competes with the measurement; without deliveries the queue\n\
          # manager hands out no flow-control tokens, hence in_flow_delay = 0.\n\
          smtpd_data_restrictions = check_client_access static:HOLD\n\
-         in_flow_delay = 0\n",
-    );
-    fs::write(&main_cf, text)?;
-    // Postfix re-reads a file changed within the last second every 300 ms until it is
-    // older (see tests/support/postfix.rs): date it back.
-    fs::File::options()
-        .write(true)
-        .open(&main_cf)?
-        .set_modified(SystemTime::now() - Duration::from_secs(60))?;
-    postfix.restart()?;
+         in_flow_delay = 0",
+    )?;
     Ok(())
 }
 

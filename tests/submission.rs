@@ -363,6 +363,58 @@ async fn postfix_restarted_between_messages_is_invisible_to_the_session() {
     wait_for_inbox(&world.dovecot_b, "bob", 2, &world.postfixes()).await;
 }
 
+/// Postfix refuses DATA (an `smtpd_data_restrictions` rule of its own). The proxy does
+/// not wait for Postfix's 354 (docs/submission.md §3), so the client already has the
+/// proxy's and sends the message; Postfix's refusal is then the reply to the end of
+/// data. Nothing is queued, and the session's next transaction goes through.
+#[tokio::test]
+async fn data_refused_by_postfix_is_the_reply_to_the_end_of_data() {
+    let mut world = two_domains().await;
+    // With a single recipient, the data restrictions see it.
+    world
+        .postfix_a
+        .add_to_main_cf(
+            "smtpd_data_restrictions = check_recipient_access \
+             inline:{ { carol@b.test = 554 5.7.1 no data for carol } }",
+        )
+        .expect("a data restriction for Postfix a");
+    prime_inbox(&world.dovecot_b, "bob").await;
+    let mut client = world.logged_in("alice").await;
+
+    let reply = send(
+        &mut client,
+        "alice@a.test",
+        &["carol@b.test"],
+        "Subject: refused\r\n\r\nx",
+    )
+    .await;
+    assert_eq!(reply.code, 554, "{}", reply.text());
+    assert!(
+        reply.text().contains("no data for carol"),
+        "Postfix's own refusal: {}",
+        reply.text()
+    );
+    world
+        .postfix_a
+        .wait_for_log("no data for carol", std::time::Duration::from_secs(10))
+        .expect("Postfix logged its refusal of DATA");
+    assert_eq!(
+        world.postfix_a.queue_ids().expect("mailq"),
+        Vec::<String>::new(),
+        "nothing queued for the refused message"
+    );
+
+    let reply = send(
+        &mut client,
+        "alice@a.test",
+        &["bob@b.test"],
+        "Subject: after\r\n\r\nx",
+    )
+    .await;
+    assert_eq!(reply.code, 250, "the next transaction: {}", reply.text());
+    wait_for_inbox(&world.dovecot_b, "bob", 1, &world.postfixes()).await;
+}
+
 #[tokio::test]
 async fn pipelined_transactions_are_answered_in_order() {
     let world = two_domains().await;

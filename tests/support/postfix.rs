@@ -249,6 +249,18 @@ impl Postfix {
         self.spawn(&binary)
     }
 
+    /// Appends `lines` to the instance's `main.cf` (later settings win) and restarts it,
+    /// keeping its ports and queue: for a test or bench that needs one Postfix rule more.
+    pub fn add_to_main_cf(&mut self, lines: &str) -> io::Result<()> {
+        let main_cf = self.config_dir().join("main.cf");
+        let mut text = fs::read_to_string(&main_cf)?;
+        text.push('\n');
+        text.push_str(lines);
+        text.push('\n');
+        write_file(&main_cf, &text, 0o644)?;
+        self.restart()
+    }
+
     /// Replaces the relay routes. A running instance is restarted (the daemons read
     /// the transport table when they start), which keeps its ports and queue.
     /// Needed when two instances route to each other: start B, start A with a route

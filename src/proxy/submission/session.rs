@@ -597,22 +597,62 @@ impl Session {
             return self.data_fast(transaction).await;
         }
         let sender = transaction.sender.clone();
-        let Some(reply) = self.relay(&Command::Data).await? else {
-            return Ok(());
+        // DATA goes to Postfix, but the client does not wait for Postfix's 354: the
+        // proxy gives its own at once, and reads Postfix's reply before the first message
+        // byte follows DATA (`open_data`), by which time it has usually arrived. This
+        // saves the client one round trip to Postfix per message; nothing is
+        // acknowledged earlier, since the 250 is still Postfix's. A refusal of DATA
+        // becomes the reply to the end of data (docs/submission.md §3).
+        let sent = match self.upstream.as_mut() {
+            Some(upstream) => upstream.send(b"DATA\r\n").await,
+            None => Err(lost_upstream()),
         };
-        if reply.code != 354 {
-            self.client.reply(&reply);
+        if let Err(e) = sent {
+            info!(error = %e, "Postfix failed");
+            self.upstream = None;
+            self.transaction = None;
+            self.client.reply(&upstream_unavailable());
             return Ok(());
         }
-        self.client.reply(&reply);
+        self.client.reply(&start_data());
         self.transaction = None;
         let mut message = OutgoingMessage::new(self.shared.rules.clone(), self.submitter(sender));
         message.push(&self.client.framer_mut().take_buffered());
         let mut pending = BytesMut::new();
-        let outcome = self.stream_message(&mut message, &mut pending).await?;
+        let mut start = DataStart::Awaited;
+        let outcome = self
+            .stream_message(&mut message, &mut pending, &mut start)
+            .await?;
         self.client.framer_mut().push(&message.take_buffered());
-        self.finish_message(outcome, pending).await;
+        self.finish_message(outcome, pending, start).await;
         Ok(())
+    }
+
+    /// Reads Postfix's reply to the DATA sent ahead of the message, if it is still owed.
+    /// True if Postfix takes the message. A refusal or a failure drops the connection:
+    /// the client's transaction ends with the end of data either way, and Postfix's
+    /// would otherwise stay open.
+    async fn open_data(&mut self, start: &mut DataStart) -> bool {
+        if let DataStart::Awaited = start {
+            let reply = match self.upstream.as_mut() {
+                Some(upstream) => upstream.reply().await,
+                None => Err(lost_upstream()),
+            };
+            *start = match reply {
+                Ok(reply) if reply.code == 354 => DataStart::Open,
+                Ok(reply) => {
+                    info!(code = reply.code, "Postfix refused DATA");
+                    self.upstream = None;
+                    DataStart::Refused(reply)
+                }
+                Err(e) => {
+                    info!(error = %e, "no reply from Postfix to DATA");
+                    self.upstream = None;
+                    DataStart::Failed
+                }
+            };
+        }
+        matches!(start, DataStart::Open)
     }
 
     /// Moves the message from the client to Postfix until the client's end of data.
@@ -625,6 +665,7 @@ impl Session {
         &mut self,
         message: &mut OutgoingMessage,
         pending: &mut BytesMut,
+        start: &mut DataStart,
     ) -> SessionResult<Option<Outcome>> {
         let mut upstream_failed = false;
         loop {
@@ -633,6 +674,11 @@ impl Session {
                     Step::Upstream(bytes) if upstream_failed => drop(bytes),
                     Step::Upstream(bytes) if pending.len() + bytes.len() <= GATHER_MAX => {
                         pending.extend_from_slice(&bytes);
+                    }
+                    Step::Upstream(bytes) if !self.open_data(start).await => {
+                        drop(bytes);
+                        pending.clear();
+                        upstream_failed = true;
                     }
                     Step::Upstream(bytes) => {
                         let written = self.write_upstream(pending).await;
@@ -650,7 +696,8 @@ impl Session {
                 }
             }
             if !pending.is_empty() && !upstream_failed {
-                upstream_failed = self.write_upstream(pending).await.is_err();
+                upstream_failed =
+                    !self.open_data(start).await || self.write_upstream(pending).await.is_err();
                 pending.clear();
             }
             self.read_message(message).await?;
@@ -692,14 +739,31 @@ impl Session {
 
     /// Ends the message: the end of data to Postfix and its reply to the client, or the
     /// proxy's own refusal (Postfix's connection is then dropped, which discards the
-    /// open transaction: SECURITY-CASES §4 rule 2). `None`: Postfix failed during the
-    /// message, 451.
-    async fn finish_message(&mut self, outcome: Option<Outcome>, mut pending: BytesMut) {
+    /// open transaction: SECURITY-CASES §4 rule 2). `None`: Postfix refused DATA (its
+    /// reply goes to the client) or failed during the message (451).
+    async fn finish_message(
+        &mut self,
+        outcome: Option<Outcome>,
+        mut pending: BytesMut,
+        mut start: DataStart,
+    ) {
+        let outcome = match outcome {
+            Some(Outcome::Relay { .. }) if !self.open_data(&mut start).await => None,
+            outcome => outcome,
+        };
         let metrics = &self.shared.metrics.submission;
         let Some(outcome) = outcome else {
             self.upstream = None;
-            metrics.message(MessageOutcome::Failed, 0, 0, 0);
-            self.client.reply(&upstream_unavailable());
+            match start {
+                DataStart::Refused(reply) => {
+                    metrics.message(MessageOutcome::Rejected, 0, 0, 0);
+                    self.client.reply(&reply);
+                }
+                _ => {
+                    metrics.message(MessageOutcome::Failed, 0, 0, 0);
+                    self.client.reply(&upstream_unavailable());
+                }
+            }
             return;
         };
         match outcome {
@@ -983,6 +1047,23 @@ impl Opening {
             Opening::Open(_) | Opening::Unavailable => upstream_unavailable(),
         }
     }
+}
+
+/// Where Postfix stands with the DATA the proxy sent ahead of the message.
+enum DataStart {
+    /// Its reply has not been read yet.
+    Awaited,
+    /// 354: the message may follow.
+    Open,
+    /// Any other reply: the client gets it at the end of data.
+    Refused(Reply),
+    /// No reply (closed, timed out): 451 at the end of data.
+    Failed,
+}
+
+/// The 354 the proxy gives to DATA itself.
+fn start_data() -> Reply {
+    Reply::new(354, None, "End data with <CR><LF>.<CR><LF>")
 }
 
 fn upstream_unavailable() -> Reply {

@@ -88,8 +88,7 @@ impl Session {
 
     /// DATA of a transaction with fast-path candidates. See the module documentation.
     pub(super) async fn data_fast(&mut self, transaction: Transaction) -> SessionResult<()> {
-        self.client
-            .reply(&Reply::new(354, None, "End data with <CR><LF>.<CR><LF>"));
+        self.client.reply(&super::start_data());
         let mut message = OutgoingMessage::unstuffed(
             self.shared.rules.clone(),
             self.submitter(transaction.sender.clone()),
