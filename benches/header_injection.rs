@@ -25,7 +25,10 @@
 //!   receiver alone: copy into its buffer, line framing and validation, unstuffing),
 //!   `stuffer` (the dot-stuffer alone, on the unstuffed body, one output buffer per
 //!   chunk as in the pipeline), `lf-scan` (a memchr count of the LFs: the floor of any
-//!   per-line pass).
+//!   per-line pass), `pieces` (`inject`'s body copy alone: its input pieces, as the
+//!   DATA receiver cut them, each cloned and appended, with no header work; `memcpy`
+//!   copies one contiguous buffer, so `inject/pieces` is the cost of the header work
+//!   and tokens alone, `pieces/memcpy` that of the receiver's piece layout).
 //!
 //! Every round runs every variant once (order rotating), each for a fixed number of
 //! messages calibrated in the warm-up to take about `BENCH_SAMPLE_MS`. MB/s = 10^6 input
@@ -184,9 +187,10 @@ enum Variant {
     Receiver,
     Stuffer,
     LfScan,
+    Pieces,
 }
 
-const VARIANTS: [Variant; 7] = [
+const VARIANTS: [Variant; 8] = [
     Variant::Memcpy,
     Variant::Inject,
     Variant::Chat,
@@ -194,6 +198,7 @@ const VARIANTS: [Variant; 7] = [
     Variant::Receiver,
     Variant::Stuffer,
     Variant::LfScan,
+    Variant::Pieces,
 ];
 
 impl Variant {
@@ -206,6 +211,7 @@ impl Variant {
             Variant::Receiver => "receiver",
             Variant::Stuffer => "stuffer",
             Variant::LfScan => "lf-scan",
+            Variant::Pieces => "pieces",
         }
     }
 
@@ -218,11 +224,15 @@ impl Variant {
             Variant::Receiver => "diagnostic: DataReceiver alone",
             Variant::Stuffer => "diagnostic: DotStuffer alone",
             Variant::LfScan => "diagnostic: memchr LF count",
+            Variant::Pieces => "diagnostic: inject's input pieces copied as inject copies its body",
         }
     }
 
     fn diagnostic(self) -> bool {
-        matches!(self, Variant::Receiver | Variant::Stuffer | Variant::LfScan)
+        matches!(
+            self,
+            Variant::Receiver | Variant::Stuffer | Variant::LfScan | Variant::Pieces
+        )
     }
 }
 
@@ -309,6 +319,15 @@ impl Case {
                 black_box(self.copy.as_ptr());
                 self.copy.len()
             }
+            Variant::Pieces => {
+                self.copy.clear();
+                for piece in &self.chat_received {
+                    let piece = black_box(piece.clone());
+                    self.copy.extend_from_slice(&piece);
+                }
+                black_box(self.copy.as_ptr());
+                self.copy.len()
+            }
             Variant::Chat => pipeline(&self.rules, &self.submitter, &self.chat, chunk, None),
             Variant::Plain => pipeline(&self.rules, &self.submitter, &self.plain, chunk, None),
             Variant::Receiver => {
@@ -349,7 +368,8 @@ impl Case {
 
     fn input_len(&self, variant: Variant) -> usize {
         match variant {
-            Variant::Chat | Variant::Inject => self.chat.len(),
+            // Counted like `inject`, whose input pieces `pieces` copies.
+            Variant::Chat | Variant::Inject | Variant::Pieces => self.chat.len(),
             Variant::Stuffer => self.unstuffed.len(),
             _ => self.plain.len(),
         }
@@ -653,6 +673,7 @@ fn run() -> BenchResult<()> {
             )
         };
         let inject = ratio(1, 0);
+        let inject_pieces = ratio(1, 7);
         let chat = ratio(2, 0);
         let plain = ratio(3, 0);
         let chat_plain = ratio(2, 3);
@@ -671,6 +692,10 @@ fn run() -> BenchResult<()> {
             } else {
                 format!("  (target >= {TARGET} applies to the large body)")
             }
+        );
+        println!(
+            "inject/pieces {}x  (the same body copy on both sides: what the header work and tokens cost)",
+            inject_pieces.show(3)
         );
         println!(
             "chat/memcpy   {}x  (the whole pipeline: DATA framing and re-stuffing included; no target)",
