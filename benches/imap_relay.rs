@@ -1,9 +1,10 @@
 //! B2 (added latency per command) and B4 (bulk FETCH/APPEND bandwidth) of
 //! `BENCHMARKS.md` §2, in one run: `cargo bench --bench imap_relay`.
 //!
-//! Setup: a private Dovecot from the integration-test support (`tests/support`), the proxy
-//! started in this process on a tokio multi-thread runtime (`plaintext_auth`, plain
-//! listener), and, as a reference line, `splice`: a trivial tokio byte-copy relay
+//! Setup: a private Dovecot from the integration-test support (`tests/support`, with an
+//! `imaps` listener when the TLS pair is measured), the proxy started in this process on
+//! a tokio multi-thread runtime (`plaintext_auth`, plain listener; its implicit-TLS
+//! listener for `proxy-tls`), and, as a reference line, `splice`: a trivial tokio byte-copy relay
 //! (`copy_bidirectional`, 64 KiB buffers) on the same runtime. Three variants, each with
 //! one logged-in connection (`alice`, INBOX selected):
 //!
@@ -11,24 +12,35 @@
 //! - `proxy`:  client → coi-proxy → Dovecot
 //! - `splice`: client → byte copy → Dovecot (the cost of the extra loopback hop alone)
 //!
+//! And the deployment with implicit TLS from the client, compared with each other:
+//!
+//! - `direct-tls`: client → Dovecot's own `imaps` listener (Dovecot does TLS: its
+//!   imap-login process stays in the path and relays the decrypted bytes to imap)
+//! - `proxy-tls`:  client → coi-proxy's implicit-TLS listener → Dovecot in plaintext
+//!
 //! The load generator is a small blocking IMAP client on the main thread (std
-//! `TcpStream`, `TCP_NODELAY`, one command at a time, literals read by their length).
+//! `TcpStream`, `TCP_NODELAY`, one command at a time, literals read by their length; for
+//! the TLS variants rustls on ring over the same socket, TLS 1.3 as negotiated).
 //! Every round runs N operations per variant back to back; the order of the variants
 //! changes from round to round (direct and proxy alternate which goes first; splice takes
-//! each position in turn). Per round the bench keeps the median and p99 of each variant;
-//! it reports the median of the per-round values and their spread (min..max), and each
-//! ratio as the median [min..max] of the per-round ratios (both operands from one round).
+//! each position in turn; direct-tls and proxy-tls alternate too, and the pair runs after
+//! the plaintext variants in rounds 0, 1, 4, 5, ... and before them in the others). Per
+//! round the bench keeps the median and p99 of each variant; it reports the median of the
+//! per-round values and their spread (min..max), and each ratio as the median [min..max]
+//! of the per-round ratios (both operands from one round).
 //!
 //! CPU: user+sys ticks of this whole process (`/proc/self/stat` fields 14 and 15) around
 //! each variant's loop. That is the client alone for `direct`, client + relay for `proxy`
 //! and `splice`, so `proxy − direct` approximates the proxy's own CPU per operation.
-//! Dovecot's CPU (all processes of the private instance) is read the same way.
+//! Dovecot's CPU (all processes of the private instance) is read the same way; for
+//! `direct-tls` it includes imap-login's TLS and relay.
 //!
 //! Knobs (environment): `BENCH_ROUNDS`, `BENCH_NOOPS` (per variant per round),
 //! `BENCH_FETCHES`, `BENCH_APPENDS` (0 skips APPEND), `BENCH_WARMUP_NOOPS`,
 //! `BENCH_MSG_BYTES` (default 1 MiB), `BENCH_MAX_SECS` (no new round after this),
-//! `BENCH_VARIANTS` (default `direct,proxy,splice`; the diagnostic relays `splice-ct`, a
-//! current-thread tokio runtime, and `threads`, blocking std threads, can be added),
+//! `BENCH_VARIANTS` (default `direct,proxy,splice,direct-tls,proxy-tls`; the TLS pair
+//! comes together or not at all; the diagnostic relays `splice-ct`, a current-thread
+//! tokio runtime, and `threads`, blocking std threads, can be added),
 //! `BENCH_QUICK=1` or the argument `--quick` for a smoke run of a few seconds. Without
 //! cargo's `--bench` argument (e.g. `cargo test --benches`) the quick run is used too.
 
@@ -41,7 +53,10 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, ExitCode};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls_pki_types::ServerName;
 
 use common::{
     base64_lines, connect_blocking, dovecot_pids, dovecot_version, env_usize, env_variants,
@@ -49,8 +64,9 @@ use common::{
     round_orders, splice, start_splice, stopped_early, verdict, BenchResult, Spread, Variant, ALL,
     ALL_VARIANTS, MAIN_VARIANTS, SPLICE_BUF,
 };
-use support::dovecot::Dovecot;
+use support::dovecot::{Dovecot, StartOptions};
 use support::proxy::{Options, Proxy};
+use support::raw::{tls_connector, SERVER_NAME};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "secret-alice";
@@ -67,8 +83,9 @@ fn main() -> ExitCode {
 
 struct Settings {
     quick: bool,
-    /// The variants measured: the three main ones, plus the diagnostic ones on request.
-    variants: Vec<Variant>,
+    /// The variants measured: the three main ones and the TLS pair, plus the diagnostic
+    /// ones on request.
+    variants: Vec<Route>,
     rounds: usize,
     noops: usize,
     fetches: usize,
@@ -111,11 +128,13 @@ impl Settings {
                 warmup_fetches: 5,
                 message_bytes: 1024 * 1024,
                 loop_cap: Duration::from_secs(20),
-                total_cap: Duration::from_secs(90),
+                total_cap: Duration::from_secs(180),
             }
         };
-        let required = [Variant::Direct, Variant::Proxy];
-        let variants = env_variants(&ALL, Variant::name, &required, &MAIN_VARIANTS)?;
+        let variants = env_variants(&ALL_ROUTES, Route::name, &[DIRECT, PROXY], &MAIN_ROUTES)?;
+        if variants.contains(&Route::DirectTls) != variants.contains(&Route::ProxyTls) {
+            return Err("BENCH_VARIANTS: direct-tls and proxy-tls come together".into());
+        }
         let s = Settings {
             variants,
             rounds: env_usize("BENCH_ROUNDS", defaults.rounds)?.max(1),
@@ -133,18 +152,122 @@ impl Settings {
         };
         Ok(s)
     }
+
+    /// Whether the TLS pair is measured.
+    fn tls(&self) -> bool {
+        self.variants.contains(&Route::DirectTls)
+    }
+
+    /// Width of the variant column: the longest name measured (at least 9).
+    fn name_width(&self) -> usize {
+        self.variants
+            .iter()
+            .map(|v| v.name().len())
+            .fold(9, usize::max)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
 // Variants
 
+/// A path from the client to Dovecot: one of the plaintext [`Variant`]s, or one of the
+/// implicit-TLS pair (compared with each other only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Plain(Variant),
+    /// client → Dovecot's `imaps` listener (imap-login does TLS and relays to imap)
+    DirectTls,
+    /// client → coi-proxy's implicit-TLS listener → Dovecot in plaintext
+    ProxyTls,
+}
+
+const DIRECT: Route = Route::Plain(Variant::Direct);
+const PROXY: Route = Route::Plain(Variant::Proxy);
+const SPLICE: Route = Route::Plain(Variant::Splice);
+
+/// How many routes there are (for arrays indexed by [`Route::index`]).
+const ROUTES: usize = ALL_VARIANTS + 2;
+
+/// Every route, in [`Route::index`] order.
+const ALL_ROUTES: [Route; ROUTES] = [
+    Route::Plain(ALL[0]),
+    Route::Plain(ALL[1]),
+    Route::Plain(ALL[2]),
+    Route::Plain(ALL[3]),
+    Route::Plain(ALL[4]),
+    Route::DirectTls,
+    Route::ProxyTls,
+];
+
+/// The routes measured by default: the main variants and the TLS pair.
+const MAIN_ROUTES: [Route; 5] = [
+    Route::Plain(MAIN_VARIANTS[0]),
+    Route::Plain(MAIN_VARIANTS[1]),
+    Route::Plain(MAIN_VARIANTS[2]),
+    Route::DirectTls,
+    Route::ProxyTls,
+];
+
+impl Route {
+    fn name(self) -> &'static str {
+        match self {
+            Route::Plain(v) => v.name(),
+            Route::DirectTls => "direct-tls",
+            Route::ProxyTls => "proxy-tls",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Route::Plain(v) => v.index(),
+            Route::DirectTls => ALL_VARIANTS,
+            Route::ProxyTls => ALL_VARIANTS + 1,
+        }
+    }
+
+    fn plain(self) -> Option<Variant> {
+        match self {
+            Route::Plain(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
 /// The diagnostic relays, measured only on request.
-const EXTRA_VARIANTS: [Variant; 2] = [Variant::SpliceCt, Variant::Threads];
+const EXTRA_VARIANTS: [Route; 2] = [
+    Route::Plain(Variant::SpliceCt),
+    Route::Plain(Variant::Threads),
+];
+
+/// The plaintext variants other than direct and proxy (compared with direct).
+fn other_relays(settings: &Settings) -> impl Iterator<Item = Route> + '_ {
+    settings
+        .variants
+        .iter()
+        .copied()
+        .filter(|v| v.plain().is_some() && !matches!(*v, DIRECT | PROXY))
+}
 
 /// The order of the variants in round `r`: direct and proxy alternate which goes first
-/// (direct in even rounds); every other variant moves through the positions.
-fn round_order(r: usize, variants: &[Variant]) -> Vec<Variant> {
-    common::round_order(r, Variant::Direct, Variant::Proxy, variants)
+/// (direct in even rounds); every other plaintext variant moves through the positions.
+/// direct-tls and proxy-tls alternate the same way; the pair runs after the plaintext
+/// variants in rounds 0, 1, 4, 5, ... and before them in rounds 2, 3, 6, 7, ...
+fn round_order(r: usize, variants: &[Route]) -> Vec<Route> {
+    let plain: Vec<Variant> = variants.iter().filter_map(|v| v.plain()).collect();
+    let mut order: Vec<Route> = common::round_order(r, Variant::Direct, Variant::Proxy, &plain)
+        .into_iter()
+        .map(Route::Plain)
+        .collect();
+    if variants.contains(&Route::DirectTls) {
+        let pair = common::round_order(r, Route::DirectTls, Route::ProxyTls, &[]);
+        let at = if (r / 2).is_multiple_of(2) {
+            order.len()
+        } else {
+            0
+        };
+        order.splice(at..at, pair);
+    }
+    order
 }
 
 /// Diagnostic `splice-ct`: the same byte copy, served by a current-thread tokio runtime
@@ -213,9 +336,67 @@ fn copy_until_eof(mut from: TcpStream, mut to: TcpStream) -> io::Result<()> {
 // ---------------------------------------------------------------------------------------
 // A minimal blocking IMAP client
 
-struct Client {
+/// The client's connection: TCP, or rustls over TCP.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, Socket>>),
+}
+
+/// The TCP socket under TLS. rustls reads at most 4 KiB of records per `read_tls`; the
+/// buffer turns that into one `recv` of up to 64 KiB, as the plaintext client does.
+struct Socket {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.writer.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+struct Client {
+    /// Reads through the buffer; writes go to the stream under it (`get_mut`).
+    reader: BufReader<Stream>,
     /// The current response line, CRLF included.
     line: Vec<u8>,
     /// The command being sent.
@@ -230,11 +411,26 @@ struct Client {
 }
 
 impl Client {
-    fn connect(addr: SocketAddr) -> io::Result<Client> {
+    /// Connects (with TLS when `tls` is given) and reads the greeting.
+    fn connect(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> io::Result<Client> {
         let (stream, writer) = connect_blocking(addr, IO_TIMEOUT)?;
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some(config) => {
+                let name = ServerName::try_from(SERVER_NAME).map_err(io::Error::other)?;
+                let tls = rustls::ClientConnection::new(Arc::clone(config), name)
+                    .map_err(io::Error::other)?;
+                let socket = Socket {
+                    reader: BufReader::with_capacity(SPLICE_BUF, stream),
+                    writer,
+                };
+                // The handshake runs on the first read (the greeting), under the socket's
+                // timeouts.
+                Stream::Tls(Box::new(rustls::StreamOwned::new(tls, socket)))
+            }
+        };
         let mut client = Client {
             reader: BufReader::with_capacity(256 * 1024, stream),
-            writer,
             line: Vec::with_capacity(1024),
             out: Vec::with_capacity(1024),
             tag: Vec::with_capacity(16),
@@ -253,8 +449,8 @@ impl Client {
     }
 
     /// Connects, logs in and selects INBOX.
-    fn session(addr: SocketAddr) -> io::Result<Client> {
-        let mut client = Client::connect(addr)?;
+    fn session(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> io::Result<Client> {
+        let mut client = Client::connect(addr, tls)?;
         client.command(format_args!("LOGIN {USER} {PASSWORD}"))?;
         client.command(format_args!("SELECT INBOX"))?;
         Ok(client)
@@ -269,9 +465,20 @@ impl Client {
     /// `APPEND` with a LITERAL+ literal: line and message go out without waiting for `+`.
     fn append(&mut self, mailbox: &str, message: &[u8]) -> io::Result<()> {
         self.send_line(format_args!("APPEND {mailbox} {{{}+}}", message.len()))?;
-        self.writer.write_all(message)?;
-        self.writer.write_all(b"\r\n")?;
+        let writer = self.reader.get_mut();
+        writer.write_all(message)?;
+        writer.write_all(b"\r\n")?;
         self.read_response()
+    }
+
+    /// `TLSv1_3 TLS13_AES_256_GCM_SHA384` for a TLS connection.
+    fn tls_parameters(&self) -> Option<String> {
+        let Stream::Tls(tls) = self.reader.get_ref() else {
+            return None;
+        };
+        let version = tls.conn.protocol_version()?;
+        let suite = tls.conn.negotiated_cipher_suite()?;
+        Some(format!("{version:?} {:?}", suite.suite()))
     }
 
     fn send_line(&mut self, command: std::fmt::Arguments<'_>) -> io::Result<()> {
@@ -281,7 +488,7 @@ impl Client {
         self.out.clear();
         self.out.extend_from_slice(&self.tag);
         write!(self.out, " {command}\r\n")?;
-        self.writer.write_all(&self.out)
+        self.reader.get_mut().write_all(&self.out)
     }
 
     /// Reads untagged lines (with their literals) until the tagged completion.
@@ -311,7 +518,7 @@ impl Client {
     }
 }
 
-fn read_line(reader: &mut BufReader<TcpStream>, line: &mut Vec<u8>) -> io::Result<()> {
+fn read_line(reader: &mut BufReader<Stream>, line: &mut Vec<u8>) -> io::Result<()> {
     line.clear();
     if reader.read_until(b'\n', line)? == 0 {
         return Err(io::Error::new(
@@ -446,7 +653,7 @@ impl Sample {
 
 struct Bench<'a> {
     settings: &'a Settings,
-    /// Indexed by [`Variant::index`]; `None` for variants not measured.
+    /// Indexed by [`Route::index`]; `None` for variants not measured.
     clients: Vec<Option<Client>>,
     /// Direct connection for housekeeping (emptying the APPEND mailbox).
     admin: Client,
@@ -455,7 +662,7 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    fn op(&mut self, variant: Variant, op: Op) -> io::Result<()> {
+    fn op(&mut self, variant: Route, op: Op) -> io::Result<()> {
         let client = self.clients[variant.index()]
             .as_mut()
             .ok_or_else(|| io::Error::other(format!("no {} connection", variant.name())))?;
@@ -477,7 +684,7 @@ impl Bench<'_> {
         }
     }
 
-    fn measure(&mut self, variant: Variant, op: Op, count: usize) -> io::Result<Sample> {
+    fn measure(&mut self, variant: Route, op: Op, count: usize) -> io::Result<Sample> {
         let mut nanos = Vec::with_capacity(count);
         let mut truncated = false;
         let dovecot_before = dovecot_ticks(&self.dovecot_pids);
@@ -539,13 +746,13 @@ impl Bench<'_> {
     }
 }
 
-/// Samples indexed `[op][variant][round]`.
+/// Samples indexed `[op][route][round]`.
 struct Results {
-    samples: [[Vec<Sample>; ALL_VARIANTS]; 3],
+    samples: [[Vec<Sample>; ROUTES]; 3],
 }
 
 impl Results {
-    fn of(&self, op: Op, variant: Variant) -> &[Sample] {
+    fn of(&self, op: Op, variant: Route) -> &[Sample] {
         &self.samples[op as usize][variant.index()]
     }
 }
@@ -580,25 +787,26 @@ impl Report {
 }
 
 /// Per-round values of `f` for variant `v`.
-fn by_round(results: &Results, op: Op, v: Variant, f: impl Fn(&Sample) -> f64) -> Vec<f64> {
+fn by_round(results: &Results, op: Op, v: Route, f: impl Fn(&Sample) -> f64) -> Vec<f64> {
     results.of(op, v).iter().map(f).collect()
 }
 
 fn report_noop(r: &mut Report, results: &Results, settings: &Settings, ticks_per_s: u64) {
-    let rounds = results.of(Op::Noop, Variant::Direct).len();
+    let rounds = results.of(Op::Noop, DIRECT).len();
+    let w = settings.name_width();
     r.line(format!(
         "\n== B2: NOOP round trip, one client, no pipelining ({} per variant per round, {} rounds) ==",
         settings.noops, rounds
     ));
     r.line(format!(
-        "{:<9} {:>24} {:>24} {:>15} {:>14}",
+        "{:<w$} {:>24} {:>24} {:>15} {:>14}",
         "variant", "p50 µs [min..max]", "p99 µs [min..max]", "bench CPU µs/op", "dovecot µs/op"
     ));
-    let p = |v: Variant, q: f64| by_round(results, Op::Noop, v, |x| x.percentile_us(q));
+    let p = |v: Route, q: f64| by_round(results, Op::Noop, v, |x| x.percentile_us(q));
     for &v in &settings.variants {
         let (cpu, dovecot) = cpu_per_op(results.of(Op::Noop, v), ticks_per_s);
         r.line(format!(
-            "{:<9} {:>24} {:>24} {:>15.1} {:>14.1}",
+            "{:<w$} {:>24} {:>24} {:>15.1} {:>14.1}",
             v.name(),
             Spread::of(p(v, 50.0)).show(1),
             Spread::of(p(v, 99.0)).show(1),
@@ -609,34 +817,15 @@ fn report_noop(r: &mut Report, results: &Results, settings: &Settings, ticks_per
     for &v in &settings.variants {
         let rounds: Vec<String> = p(v, 50.0).iter().map(|x| format!("{x:.1}")).collect();
         r.line(format!(
-            "  p50 µs by round, {:<9} {}",
+            "  p50 µs by round, {:<w$} {}",
             v.name(),
             rounds.join(" ")
         ));
     }
     r.line("ratios and added µs: median of the per-round values [min..max]");
-    let direct = Variant::Direct;
-    let p50_ratio = paired_ratio(&p(Variant::Proxy, 50.0), &p(direct, 50.0));
-    let p99_ratio = paired_ratio(&p(Variant::Proxy, 99.0), &p(direct, 99.0));
-    let added_p50 = paired_difference(&p(Variant::Proxy, 50.0), &p(direct, 50.0));
-    let added_p99 = paired_difference(&p(Variant::Proxy, 99.0), &p(direct, 99.0));
-    r.line(format!(
-        "proxy/direct     p50 {}x  target <= 1.30: {}",
-        p50_ratio.show(2),
-        verdict(p50_ratio.median <= 1.3)
-    ));
-    r.line(format!("proxy/direct     p99 {}x", p99_ratio.show(2)));
-    r.line(format!(
-        "proxy added      p50 +{} µs;  p99 +{} µs  target p99 <= +50 µs: {}",
-        added_p50.show(1),
-        added_p99.show(1),
-        verdict(added_p99.median <= 50.0)
-    ));
-    for &v in settings
-        .variants
-        .iter()
-        .filter(|v| !matches!(v, Variant::Direct | Variant::Proxy))
-    {
+    let direct = DIRECT;
+    let summary = noop_pair(r, &p, PROXY, direct);
+    for v in other_relays(settings) {
         r.line(format!(
             "{:<16} p50 {}x, added p50 +{} µs{}",
             format!("{}/direct", v.name()),
@@ -649,18 +838,18 @@ fn report_noop(r: &mut Report, results: &Results, settings: &Settings, ticks_per
             }
         ));
     }
-    if settings.variants.contains(&Variant::Splice) {
+    if settings.variants.contains(&SPLICE) {
         r.line(format!(
             "proxy/splice     p50 {}x; the proxy beyond a bare byte copy: p50 +{} µs",
-            paired_ratio(&p(Variant::Proxy, 50.0), &p(Variant::Splice, 50.0)).show(2),
-            paired_difference(&p(Variant::Proxy, 50.0), &p(Variant::Splice, 50.0)).show(1)
+            paired_ratio(&p(PROXY, 50.0), &p(SPLICE, 50.0)).show(2),
+            paired_difference(&p(PROXY, 50.0), &p(SPLICE, 50.0)).show(1)
         ));
     }
     let (direct_cpu, _) = cpu_per_op(results.of(Op::Noop, direct), ticks_per_s);
     let relay_cpu: Vec<String> = settings
         .variants
         .iter()
-        .filter(|v| **v != direct)
+        .filter(|v| v.plain().is_some() && **v != direct)
         .map(|&v| {
             let (cpu, _) = cpu_per_op(results.of(Op::Noop, v), ticks_per_s);
             format!("{} {:.1} µs", v.name(), cpu - direct_cpu)
@@ -670,13 +859,64 @@ fn report_noop(r: &mut Report, results: &Results, settings: &Settings, ticks_per
         "relay CPU per NOOP (bench CPU minus direct's, i.e. minus the client's): {}",
         relay_cpu.join(", ")
     ));
-    r.summary.push(format!(
-        "B2 NOOP p50 proxy/direct {:.2}x (target <= 1.30: {}); p99 added +{:.1} µs (target <= 50: {})",
+    r.summary.push(summary);
+    if !settings.tls() {
+        return;
+    }
+    let (tls_direct, tls_proxy) = (Route::DirectTls, Route::ProxyTls);
+    r.line("implicit TLS (what clients use; BENCHMARKS.md B2 names no transport, so the same targets):");
+    let summary = noop_pair(r, &p, tls_proxy, tls_direct);
+    let (direct_tls_cpu, direct_tls_dovecot) =
+        cpu_per_op(results.of(Op::Noop, tls_direct), ticks_per_s);
+    let (proxy_tls_cpu, proxy_tls_dovecot) =
+        cpu_per_op(results.of(Op::Noop, tls_proxy), ticks_per_s);
+    r.line(format!(
+        "proxy-tls CPU per NOOP minus direct-tls's: bench {:+.1} µs (relay + server-side TLS), dovecot {:+.1} µs (direct-tls: imap-login's TLS and relay)",
+        proxy_tls_cpu - direct_tls_cpu,
+        proxy_tls_dovecot - direct_tls_dovecot
+    ));
+    r.summary.push(format!("{summary} (implicit TLS)"));
+}
+
+/// The B2 lines of `relay` against `base`: p50 and p99 ratios, added µs, verdicts against
+/// B2's targets. Returns the summary line.
+fn noop_pair(
+    r: &mut Report,
+    p: &impl Fn(Route, f64) -> Vec<f64>,
+    relay: Route,
+    base: Route,
+) -> String {
+    let p50_ratio = paired_ratio(&p(relay, 50.0), &p(base, 50.0));
+    let p99_ratio = paired_ratio(&p(relay, 99.0), &p(base, 99.0));
+    let added_p50 = paired_difference(&p(relay, 50.0), &p(base, 50.0));
+    let added_p99 = paired_difference(&p(relay, 99.0), &p(base, 99.0));
+    let ratio = format!("{}/{}", relay.name(), base.name());
+    r.line(format!(
+        "{ratio:<16} p50 {}x  target <= 1.30: {}",
+        p50_ratio.show(2),
+        verdict(p50_ratio.median <= 1.3)
+    ));
+    r.line(format!("{ratio:<16} p99 {}x", p99_ratio.show(2)));
+    r.line(format!(
+        "{:<16} p50 {} µs;  p99 {} µs  target p99 <= +50 µs: {}",
+        format!("{} added", relay.name()),
+        signed(added_p50),
+        signed(added_p99),
+        verdict(added_p99.median <= 50.0)
+    ));
+    format!(
+        "B2 NOOP p50 {ratio} {:.2}x (target <= 1.30: {}); p99 added {:+.1} µs (target <= 50: {})",
         p50_ratio.median,
         verdict(p50_ratio.median <= 1.3),
         added_p99.median,
         verdict(added_p99.median <= 50.0)
-    ));
+    )
+}
+
+/// `+median [min..max]` (one decimal), without the `+` when the median is negative.
+fn signed(s: Spread) -> String {
+    let sign = if s.median < 0.0 { "" } else { "+" };
+    format!("{sign}{}", s.show(1))
 }
 
 fn report_bulk(r: &mut Report, results: &Results, settings: &Settings, op: Op, ticks_per_s: u64) {
@@ -685,17 +925,18 @@ fn report_bulk(r: &mut Report, results: &Results, settings: &Settings, op: Op, t
         _ => ("APPEND (LITERAL+)", settings.appends),
     };
     let bytes = settings.message_bytes as f64;
-    let rounds = results.of(op, Variant::Direct).len();
+    let rounds = results.of(op, DIRECT).len();
+    let w = settings.name_width();
     r.line(format!(
         "\n== B4: {title} of a {} B message ({count} per variant per round, {rounds} rounds) ==",
         settings.message_bytes
     ));
     r.line(format!(
-        "{:<9} {:>26} {:>22} {:>15} {:>14}",
+        "{:<w$} {:>26} {:>22} {:>15} {:>14}",
         "variant", "MB/s [min..max]", "median ms [min..max]", "bench CPU µs/op", "dovecot µs/op"
     ));
     // MB/s = 10^6 bytes per second, from each round's median operation time.
-    let mbps = |v: Variant| {
+    let mbps = |v: Route| {
         by_round(results, op, v, |s| {
             bytes / (percentile(&s.nanos, 50.0) / 1e9) / 1e6
         })
@@ -705,7 +946,7 @@ fn report_bulk(r: &mut Report, results: &Results, settings: &Settings, op: Op, t
         let ms = Spread::of(s.iter().map(|x| percentile(&x.nanos, 50.0) / 1e6));
         let (cpu, dovecot) = cpu_per_op(s, ticks_per_s);
         r.line(format!(
-            "{:<9} {:>26} {:>22} {:>15.0} {:>14.0}",
+            "{:<w$} {:>26} {:>22} {:>15.0} {:>14.0}",
             v.name(),
             Spread::of(mbps(v)).show(0),
             ms.show(2),
@@ -713,21 +954,17 @@ fn report_bulk(r: &mut Report, results: &Results, settings: &Settings, op: Op, t
             dovecot
         ));
     }
-    let pd = paired_ratio(&mbps(Variant::Proxy), &mbps(Variant::Direct));
+    let pd = paired_ratio(&mbps(PROXY), &mbps(DIRECT));
     r.line(format!(
         "proxy/direct     {}x  target >= 0.95: {}",
         pd.show(2),
         verdict(pd.median >= 0.95)
     ));
-    for &v in settings
-        .variants
-        .iter()
-        .filter(|v| !matches!(v, Variant::Direct | Variant::Proxy))
-    {
+    for v in other_relays(settings) {
         r.line(format!(
             "{:<16} {}x{}",
             format!("{}/direct", v.name()),
-            paired_ratio(&mbps(v), &mbps(Variant::Direct)).show(2),
+            paired_ratio(&mbps(v), &mbps(DIRECT)).show(2),
             if EXTRA_VARIANTS.contains(&v) {
                 " (diagnostic relay)"
             } else {
@@ -735,10 +972,10 @@ fn report_bulk(r: &mut Report, results: &Results, settings: &Settings, op: Op, t
             }
         ));
     }
-    if settings.variants.contains(&Variant::Splice) {
+    if settings.variants.contains(&SPLICE) {
         r.line(format!(
             "proxy/splice     {}x",
-            paired_ratio(&mbps(Variant::Proxy), &mbps(Variant::Splice)).show(2)
+            paired_ratio(&mbps(PROXY), &mbps(SPLICE)).show(2)
         ));
     }
     r.summary.push(format!(
@@ -746,6 +983,19 @@ fn report_bulk(r: &mut Report, results: &Results, settings: &Settings, op: Op, t
         pd.median,
         verdict(pd.median >= 0.95)
     ));
+    if settings.tls() {
+        let tls = paired_ratio(&mbps(Route::ProxyTls), &mbps(Route::DirectTls));
+        r.line(format!(
+            "proxy-tls/direct-tls {}x  target >= 1.00: {}",
+            tls.show(2),
+            verdict(tls.median >= 1.0)
+        ));
+        r.summary.push(format!(
+            "B4 {title} MB/s proxy-tls/direct-tls {:.2}x (target >= 1.00: {})",
+            tls.median,
+            verdict(tls.median >= 1.0)
+        ));
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -774,6 +1024,12 @@ fn header(settings: &Settings, ticks_per_s: u64) -> String {
         h,
         "notes    direct = client->Dovecot; proxy = client->coi-proxy->Dovecot; splice = client->tokio copy_bidirectional (64 KiB)->Dovecot (reference: the bare extra hop)."
     );
+    if settings.tls() {
+        let _ = writeln!(
+            h,
+            "         direct-tls = client->Dovecot imaps (imap-login does TLS and relays to imap); proxy-tls = client->coi-proxy implicit TLS->Dovecot plaintext.\n         TLS client: rustls (ring) on the same blocking client; both servers have a self-signed ECDSA P-256 certificate; no session resumption."
+        );
+    }
     let _ = writeln!(
         h,
         "         The proxy and splice run in this process on a tokio multi-thread runtime ({nproc} workers); the blocking client runs on the main thread; all share the {nproc} cores with Dovecot."
@@ -805,7 +1061,9 @@ fn run() -> BenchResult<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let dovecot = Dovecot::start()?;
+    let dovecot = Dovecot::start_with(StartOptions {
+        imaps: settings.tls(),
+    })?;
     let upstream = dovecot.imap_addr();
     let proxy = runtime.block_on(Proxy::start(
         upstream,
@@ -817,21 +1075,37 @@ fn run() -> BenchResult<()> {
     let splice = runtime.block_on(start_splice(upstream))?;
 
     let message = make_message(settings.message_bytes);
-    let mut admin = Client::connect(upstream)?;
+    let mut admin = Client::connect(upstream, None)?;
     admin.command(format_args!("LOGIN {USER} {PASSWORD}"))?;
     admin.append("INBOX", &message)?;
     admin.command(format_args!("CREATE {APPEND_MAILBOX}"))?;
 
-    let mut clients: Vec<Option<Client>> = (0..ALL_VARIANTS).map(|_| None).collect();
+    // The TLS clients trust the server's self-signed certificate, and only that.
+    let config_for = |pki: &support::pki::TestPki| Arc::clone(tls_connector(&pki.ca_path).config());
+    let proxy_tls = config_for(&proxy.pki);
+    let dovecot_tls = dovecot.imaps_pki().map(config_for);
+    let mut clients: Vec<Option<Client>> = (0..ROUTES).map(|_| None).collect();
+    let mut tls_parameters = Vec::new();
     for &variant in &settings.variants {
-        let addr = match variant {
-            Variant::Direct => upstream,
-            Variant::Proxy => proxy.plain,
-            Variant::Splice => splice,
-            Variant::SpliceCt => start_splice_current_thread(upstream)?,
-            Variant::Threads => start_thread_relay(upstream)?,
+        let (addr, tls) = match variant {
+            DIRECT => (upstream, None),
+            PROXY => (proxy.plain, None),
+            SPLICE => (splice, None),
+            Route::Plain(Variant::SpliceCt) => (start_splice_current_thread(upstream)?, None),
+            Route::Plain(Variant::Threads) => (start_thread_relay(upstream)?, None),
+            Route::DirectTls => {
+                let addr = dovecot
+                    .imaps_addr()
+                    .ok_or("Dovecot has no imaps listener")?;
+                (addr, dovecot_tls.as_ref())
+            }
+            Route::ProxyTls => (proxy.implicit, Some(&proxy_tls)),
         };
-        clients[variant.index()] = Some(Client::session(addr)?);
+        let client = Client::session(addr, tls)?;
+        if let Some(parameters) = client.tls_parameters() {
+            tls_parameters.push(format!("{} {parameters}", variant.name()));
+        }
+        clients[variant.index()] = Some(client);
     }
     let mut bench = Bench {
         settings: &settings,
@@ -888,8 +1162,11 @@ fn run() -> BenchResult<()> {
     report.line(round_orders(
         rounds_done,
         |r| round_order(r, &settings.variants),
-        Variant::name,
+        Route::name,
     ));
+    if !tls_parameters.is_empty() {
+        report.line(format!("TLS negotiated: {}", tls_parameters.join("; ")));
+    }
     if let Some(warning) = stopped_early(rounds_done, settings.rounds, settings.total_cap) {
         report.line(warning);
     }

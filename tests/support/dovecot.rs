@@ -63,6 +63,12 @@
 //! Mail is maildir with `LAYOUT=fs`, so the hierarchy separator is `/`. The greeting
 //! carries a per-instance token, which the readiness probe checks.
 //!
+//! [`Dovecot::start_with`] can add an implicit-TLS IMAP listener (`imaps`, Dovecot doing
+//! TLS itself, as an operator's Dovecot does today) on one more free loopback port, with
+//! a fresh self-signed certificate for `localhost` and `127.0.0.1` in the instance
+//! directory ([`Dovecot::imaps_pki`]). That instance has `ssl = yes`, so its plaintext
+//! listener offers STARTTLS too; plaintext `LOGIN` stays allowed on it.
+//!
 //! Unlike production, failed logins cost nothing (`auth_failure_delay = 0`, and the
 //! per-IP auth penalty is off: anvil's `anvil-auth-penalty` socket has mode 0), because
 //! every test client comes from 127.0.0.1. A failure is still answered after up to
@@ -103,6 +109,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::pki::{self, TestPki};
 use super::process::{
     check_alive, on_free_ports, probe_greeting, process_title, send_signal, unique_token,
 };
@@ -152,6 +159,14 @@ const POLL: Duration = Duration::from_millis(10);
 /// mail) after the tests for debugging; their paths are printed to stderr.
 pub const KEEP_ENV: &str = "COI_TEST_KEEP_DOVECOT";
 
+/// What [`Dovecot::start_with`] adds to the plain instance of [`Dovecot::start`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StartOptions {
+    /// An implicit-TLS IMAP listener ([`Dovecot::imaps_addr`]) with a self-signed
+    /// certificate ([`Dovecot::imaps_pki`]); `ssl = yes` for the whole instance.
+    pub imaps: bool,
+}
+
 /// A running private Dovecot. Dropping it stops the processes (SIGTERM, then SIGKILL
 /// after a bounded wait) and removes the directory (unless [`KEEP_ENV`] is set).
 #[derive(Debug)]
@@ -160,6 +175,8 @@ pub struct Dovecot {
     imap_addr: SocketAddr,
     lmtp_addr: SocketAddr,
     auth_addr: SocketAddr,
+    /// The implicit-TLS IMAP listener and its certificate, if started with one.
+    imaps: Option<(SocketAddr, TestPki)>,
     /// Unique text in the greeting, so readiness probes cannot mistake another
     /// instance that grabbed our port for this one.
     greeting: String,
@@ -173,13 +190,29 @@ impl Dovecot {
     ///
     /// Errors include the Dovecot log when the process exits early or never greets.
     pub fn start() -> io::Result<Dovecot> {
+        Dovecot::start_with(StartOptions::default())
+    }
+
+    /// As [`Dovecot::start`], with the additions of `options`.
+    pub fn start_with(options: StartOptions) -> io::Result<Dovecot> {
         let binary = dovecot_binary()?;
         on_free_ports(|imap_port, lmtp_port| {
-            // A third port, chosen afresh on every attempt: if another process takes
-            // it before Dovecot binds, the start fails with AddrInUse and the loop
-            // retries with three new ports.
+            // More ports, chosen afresh on every attempt: if another process takes one
+            // before Dovecot binds, the start fails with AddrInUse and the loop retries
+            // with new ports.
             let auth_port = free_port_other_than(&[imap_port, lmtp_port])?;
-            let mut dovecot = Dovecot::prepare(imap_port, lmtp_port, auth_port)?;
+            let imaps_port = if options.imaps {
+                Some(free_port_other_than(&[imap_port, lmtp_port, auth_port])?)
+            } else {
+                None
+            };
+            let ports = Ports {
+                imap: imap_port,
+                lmtp: lmtp_port,
+                auth: auth_port,
+                imaps: imaps_port,
+            };
+            let mut dovecot = Dovecot::prepare(ports)?;
             dovecot.spawn(&binary)?;
             Ok(dovecot)
         })
@@ -216,6 +249,18 @@ impl Dovecot {
     /// The plaintext IMAP listener (127.0.0.1).
     pub fn imap_addr(&self) -> SocketAddr {
         self.imap_addr
+    }
+
+    /// The implicit-TLS IMAP listener (127.0.0.1), if started with
+    /// [`StartOptions::imaps`].
+    pub fn imaps_addr(&self) -> Option<SocketAddr> {
+        self.imaps.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// The certificate of the `imaps` listener (self-signed for `localhost` and
+    /// `127.0.0.1`: `ca_path` is the certificate itself), if started with one.
+    pub fn imaps_pki(&self) -> Option<&TestPki> {
+        self.imaps.as_ref().map(|(_, pki)| pki)
     }
 
     /// A mailbox writer's configuration for this Dovecot: its master user, and timeouts
@@ -301,7 +346,7 @@ impl Dovecot {
     }
 
     /// Creates the directory tree, passwd files and configuration.
-    fn prepare(imap_port: u16, lmtp_port: u16, auth_port: u16) -> io::Result<Dovecot> {
+    fn prepare(ports: Ports) -> io::Result<Dovecot> {
         let dir = tempfile::Builder::new()
             .prefix("coi-dovecot-")
             .tempdir_in("/tmp")?;
@@ -342,22 +387,24 @@ impl Dovecot {
         )?;
 
         let greeting = format!("coi-test-dovecot {}", unique_token());
-        let imap_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, imap_port));
-        let lmtp_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, lmtp_port));
-        let auth_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, auth_port));
-        let ports = Ports {
-            imap: imap_port,
-            lmtp: lmtp_port,
-            auth: auth_port,
-        };
-        let config = render_config(root, &owner, ports, &greeting);
+        let loopback = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        // Read by Dovecot's config process at start (as root, or as the current user).
+        let imaps = ports.imaps.map(|port| {
+            (
+                loopback(port),
+                pki::self_signed(root, &["localhost", "127.0.0.1"]),
+            )
+        });
+        let tls = imaps.as_ref().map(|(_, pki)| pki);
+        let config = render_config(root, &owner, ports, tls, &greeting);
         write_file(&root.join("dovecot.conf"), &config, 0o644)?;
 
         Ok(Dovecot {
             child: None,
-            imap_addr,
-            lmtp_addr,
-            auth_addr,
+            imap_addr: loopback(ports.imap),
+            lmtp_addr: loopback(ports.lmtp),
+            auth_addr: loopback(ports.auth),
+            imaps,
             greeting,
             dir,
         })
@@ -400,7 +447,8 @@ impl Dovecot {
     ///
     /// The auth service's handshake (`VERSION\t1\t<minor>`, then `MECH` lines) has no
     /// place for our token; the master binds every listener before any process greets,
-    /// so once IMAP greeted with our token the auth port is ours too.
+    /// so once IMAP greeted with our token the auth port is ours too. The same holds for
+    /// the `imaps` port, which greets only after a TLS handshake and is not probed.
     fn wait_ready(&mut self, deadline: Instant) -> io::Result<()> {
         // (address, first bytes, whether the line must carry our token)
         let probes = [
@@ -576,15 +624,38 @@ struct Ports {
     imap: u16,
     lmtp: u16,
     auth: u16,
+    /// The implicit-TLS IMAP listener, if any.
+    imaps: Option<u16>,
 }
 
-/// The complete `dovecot.conf` of a test instance.
-fn render_config(root: &Path, owner: &Owner, ports: Ports, greeting: &str) -> String {
+/// The complete `dovecot.conf` of a test instance; `tls` is the certificate of the
+/// `imaps` listener (`ports.imaps`), if there is one.
+fn render_config(
+    root: &Path,
+    owner: &Owner,
+    ports: Ports,
+    tls: Option<&TestPki>,
+    greeting: &str,
+) -> String {
     let Ports {
         imap: imap_port,
         lmtp: lmtp_port,
         auth: auth_port,
+        imaps: imaps_port,
     } = ports;
+    // Without TLS: `ssl = no` and the imaps listener disabled (port 0). With it: the
+    // certificate, and the listener on loopback; plaintext auth stays allowed (below).
+    let (ssl, imaps_listener) = match (tls, imaps_port) {
+        (Some(pki), Some(port)) => (
+            format!(
+                "ssl = yes\nssl_cert = <{}\nssl_key = <{}",
+                pki.cert_path.display(),
+                pki.key_path.display()
+            ),
+            format!("address = 127.0.0.1\n    port = {port}\n    ssl = yes"),
+        ),
+        _ => ("ssl = no".to_owned(), "port = 0".to_owned()),
+    };
     let root = root.display();
     let uid = owner.mail_uid;
     let gid = owner.mail_gid;
@@ -613,7 +684,7 @@ login_greeting = {greeting}
 
 protocols = imap lmtp
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_verbose = yes
@@ -680,7 +751,7 @@ service imap-login {{
     port = {imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    {imaps_listener}
   }}{no_chroot}
 }}
 service lmtp {{
