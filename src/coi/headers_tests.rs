@@ -265,6 +265,10 @@ fn errors_stick_and_say_the_reply() {
         (b"A: b\rX: y\r\n\r\n", HeaderError::BareLineEnding),
         (b"A: b\r\nC: d", HeaderError::Unterminated),
         (b"A: b\r\nC: d\r", HeaderError::Unterminated),
+        // The first CR or LF of a line decides; a CRLF right behind a bare CR does not
+        // make it clean, and a bare LF with no CRLF after it leaves the block open.
+        (b"A: b\r\r\n\r\n", HeaderError::BareLineEnding),
+        (b"A: b\r\nC: d\n", HeaderError::Unterminated),
     ] {
         assert_eq!(
             HeaderBlock::parse_message(message, MAX_HEADER_BLOCK).unwrap_err(),
