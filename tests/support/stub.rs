@@ -60,7 +60,8 @@ impl Protocol {
     }
 }
 
-/// What the stub does at the end of data (or, for `CloseInData`, at its first line).
+/// What the stub does at the end of data (or, for `CloseInData`, at its first line; for
+/// `CloseAtData` and `SilentAtData`, at DATA itself).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Script {
     /// Sends these reply lines (for LMTP one reply per accepted recipient).
@@ -73,6 +74,10 @@ pub enum Script {
     Reset,
     /// Closes the connection at the first line of data, before the end.
     CloseInData,
+    /// Closes the connection when DATA arrives, without answering it.
+    CloseAtData,
+    /// Never answers DATA; reads on until the proxy closes.
+    SilentAtData,
 }
 
 /// What one upstream connection received.
@@ -85,7 +90,8 @@ pub struct StubConnection {
     pub data: Vec<u8>,
     /// End-of-data lines received.
     pub ends: usize,
-    /// The stub went silent after an end of data (`Script::Silent`).
+    /// The stub went silent after an end of data (`Script::Silent`) or DATA
+    /// (`Script::SilentAtData`).
     pub went_silent: bool,
     /// The proxy ended the connection (QUIT, or closed it).
     pub ended_by_proxy: bool,
@@ -292,14 +298,15 @@ async fn serve(
                 }
                 Script::Silent => {
                     record(&|c| c.went_silent = true);
-                    let mut sink = Vec::new();
-                    while matches!(reader.read_until(b'\n', &mut sink).await, Ok(n) if n > 0) {
-                        sink.clear();
-                    }
+                    drain(&mut reader).await;
                     record(&|c| c.ended_by_proxy = true);
                     return;
                 }
-                Script::Close | Script::CloseInData => return,
+                // The scripts at DATA never get here.
+                Script::Close
+                | Script::CloseInData
+                | Script::CloseAtData
+                | Script::SilentAtData => return,
                 Script::Reset => {
                     let stream = reader.into_inner().reunite(write).expect("one stream");
                     stream.set_zero_linger().expect("SO_LINGER 0");
@@ -312,6 +319,13 @@ async fn serve(
         let verb = text.split(' ').next().unwrap_or("").to_ascii_uppercase();
         record(&|c| c.commands.push(text.clone()));
         let answer = match verb.as_str() {
+            "DATA" if now == Script::CloseAtData => return,
+            "DATA" if now == Script::SilentAtData => {
+                record(&|c| c.went_silent = true);
+                drain(&mut reader).await;
+                record(&|c| c.ended_by_proxy = true);
+                return;
+            }
             "DATA" => {
                 in_data = true;
                 protocol.go_ahead()
@@ -326,5 +340,13 @@ async fn serve(
         if write.write_all(answer).await.is_err() {
             return;
         }
+    }
+}
+
+/// Reads and discards until the proxy closes.
+async fn drain(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) {
+    let mut sink = Vec::new();
+    while matches!(reader.read_until(b'\n', &mut sink).await, Ok(n) if n > 0) {
+        sink.clear();
     }
 }
