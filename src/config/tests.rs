@@ -33,6 +33,14 @@ fn errors(yaml: &str) -> Vec<ConfigError> {
     }
 }
 
+/// Each error as its key path and message, in the order reported.
+fn paths_and_messages(errors: &[ConfigError]) -> Vec<(&str, &str)> {
+    errors
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.as_str()))
+        .collect()
+}
+
 /// Asserts that loading fails with exactly one error, at `path`, whose message contains
 /// `message`.
 #[track_caller]
@@ -464,10 +472,7 @@ fn listener_address_must_be_an_ip_socket_address() {
 #[test]
 fn listener_address_and_tls_are_required() {
     let errors = errors(&with_listeners("    - name: a"));
-    let found: Vec<(&str, &str)> = errors
-        .iter()
-        .map(|e| (e.path.as_str(), e.message.as_str()))
-        .collect();
+    let found = paths_and_messages(&errors);
     assert_eq!(
         found,
         [
@@ -686,10 +691,7 @@ fn upstream_server_name_and_ca_file_need_implicit_tls() {
     let errors = errors(&with_upstream(
         "    address: \"dovecot:143\"\n    server_name: mail\n    ca_file: /ca.pem",
     ));
-    let found: Vec<(&str, &str)> = errors
-        .iter()
-        .map(|e| (e.path.as_str(), e.message.as_str()))
-        .collect();
+    let found = paths_and_messages(&errors);
     assert_eq!(
         found,
         [
@@ -1053,10 +1055,7 @@ fn peer_route_needs_a_domain_and_a_host_port() {
     - \"d.example=coi.d.example:4433\"
 ",
     ));
-    let found: Vec<(&str, &str)> = errors
-        .iter()
-        .map(|e| (e.path.as_str(), e.message.as_str()))
-        .collect();
+    let found = paths_and_messages(&errors);
     assert_eq!(found.len(), 7, "{found:#?}");
     let expected = [
         (
@@ -1096,10 +1095,7 @@ fn peer_nameservers_are_distinct_ip_socket_addresses() {
     let errors = errors(&minimal_with(
         "peer:\n  dns:\n    nameservers: [\"127.0.0.1:53\", \"dns.example:53\", \"127.0.0.1:53\", \"127.0.0.1:0\"]\n",
     ));
-    let found: Vec<(&str, &str)> = errors
-        .iter()
-        .map(|e| (e.path.as_str(), e.message.as_str()))
-        .collect();
+    let found = paths_and_messages(&errors);
     assert_eq!(
         found,
         [
@@ -1129,10 +1125,7 @@ fn peer_dns_durations_are_checked_with_their_paths() {
     let errors = errors(&minimal_with(
         "peer:\n  dns: {timeout: 0s, max_ttl: 1h, negative_ttl: 60, error_ttl: 8d, colour: 1}\n",
     ));
-    let found: Vec<(&str, &str)> = errors
-        .iter()
-        .map(|e| (e.path.as_str(), e.message.as_str()))
-        .collect();
+    let found = paths_and_messages(&errors);
     assert_eq!(
         found,
         [
