@@ -1373,32 +1373,4 @@ mod tests {
         assert_eq!(histogram.get_sample_count(), 1);
         assert!(histogram.get_sample_sum() >= 90.0);
     }
-
-    #[test]
-    fn link_state_moves_the_gauges() {
-        let metrics = Metrics::new();
-        let gauge = |state: LinkState| metrics.peer.links[state as usize].get();
-        metrics.peer.link_state(None, Some(LinkState::Connecting));
-        metrics.peer.link_state(None, Some(LinkState::Connecting));
-        assert_eq!(gauge(LinkState::Connecting), 2);
-        metrics
-            .peer
-            .link_state(Some(LinkState::Connecting), Some(LinkState::Up));
-        metrics
-            .peer
-            .link_state(Some(LinkState::Connecting), Some(LinkState::Backoff));
-        assert_eq!(gauge(LinkState::Connecting), 0);
-        assert_eq!(gauge(LinkState::Up), 1);
-        assert_eq!(gauge(LinkState::Backoff), 1);
-        metrics.peer.link_state(Some(LinkState::Up), None);
-        metrics.peer.link_state(Some(LinkState::Backoff), None);
-        for state in LinkState::ALL {
-            assert_eq!(gauge(state), 0, "{state:?}");
-        }
-        // Neither end: nothing to account for.
-        metrics.peer.link_state(None, None);
-        for state in LinkState::ALL {
-            assert_eq!(gauge(state), 0, "{state:?}");
-        }
-    }
 }

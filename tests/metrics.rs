@@ -750,6 +750,13 @@ fn peer_link_states_move_the_gauge() {
     for state in LinkState::ALL {
         assert_eq!(value(&text, name, &[("state", state.as_label())]), 0.0);
     }
+
+    // Neither end: nothing to account for.
+    metrics.peer.link_state(None, None);
+    let text = metrics.encode();
+    for state in LinkState::ALL {
+        assert_eq!(value(&text, name, &[("state", state.as_label())]), 0.0);
+    }
 }
 
 #[test]
