@@ -608,10 +608,7 @@ impl Session {
             None => Err(lost_upstream()),
         };
         if let Err(e) = sent {
-            info!(error = %e, "Postfix failed");
-            self.upstream = None;
-            self.transaction = None;
-            self.client.reply(&upstream_unavailable());
+            self.postfix_failed(&e);
             return Ok(());
         }
         self.client.reply(&start_data());
@@ -916,14 +913,20 @@ impl Session {
         match result {
             Ok(reply) => Ok(Some(reply)),
             Err(e) if e.side == Side::Upstream => {
-                info!(error = %e, "Postfix failed");
-                self.upstream = None;
-                self.transaction = None;
-                self.client.reply(&upstream_unavailable());
+                self.postfix_failed(&e);
                 Ok(None)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Postfix failed inside a transaction: its connection and the transaction are
+    /// gone, and the client gets 451.
+    fn postfix_failed(&mut self, e: &SessionError) {
+        info!(error = %e, "Postfix failed");
+        self.upstream = None;
+        self.transaction = None;
+        self.client.reply(&upstream_unavailable());
     }
 
     async fn connect_upstream(&mut self) -> Result<(), SessionError> {
