@@ -384,7 +384,7 @@ fn received_chunks(data: &[u8]) -> Vec<Bytes> {
         receiver.push(piece);
         while let Some(event) = receiver.next_event() {
             if let DataEvent::Chunk(bytes) = event {
-                out.push(bytes);
+                out.push(bytes.into_bytes());
             }
         }
     }

@@ -10,7 +10,9 @@
 //!
 //! Only the header block is buffered (at most [`MAX_HEADER_BLOCK`]); every body chunk
 //! goes straight from the receiver to the stuffer, so memory stays constant in message
-//! size and the body is byte-identical. Nothing is released for the upstream before the
+//! size and the body is byte-identical. Read into [`OutgoingMessage::input_buffer`], the
+//! body leaves as slices of the bytes read: only a line that starts with a dot is
+//! copied (to stuff it again). Nothing is released for the upstream before the
 //! header passed its checks, so a refused message never reaches Postfix; a violation
 //! found later in the body (bare LF, a long line, the size limit) makes
 //! [`Step::End`] a refusal *without* the end-of-data line, and the caller must then drop
@@ -32,7 +34,7 @@ use super::headers::{
     HeaderScanner, Progress, MAX_HEADER_BLOCK,
 };
 use super::token::Secrets;
-use crate::proto::smtp::data::{DataEvent, DataLimits, DataReceiver, DotStuffer};
+use crate::proto::smtp::data::{DataEvent, DataLimits, DataReceiver, DotStuffer, Lines};
 use crate::proto::smtp::reply::Reply;
 
 /// What every message of the process shares: how headers are rewritten and tokens issued.
@@ -165,6 +167,13 @@ impl OutgoingMessage {
         self.receiver.push(bytes);
     }
 
+    /// The buffer to read the client's bytes into instead of [`OutgoingMessage::push`],
+    /// with room for `additional` more ([`DataReceiver::input_buffer`]): the body then
+    /// goes to the upstream in slices of that buffer, uncopied.
+    pub fn input_buffer(&mut self, additional: usize) -> &mut BytesMut {
+        self.receiver.input_buffer(additional)
+    }
+
     /// The next step, or `None` when more client bytes are needed (or after the end).
     pub fn next_step(&mut self) -> Option<Step> {
         if self.ended {
@@ -206,14 +215,17 @@ impl OutgoingMessage {
     }
 
     /// One body chunk from the receiver: buffered while the header lasts, else stuffed.
-    fn chunk(&mut self, chunk: Bytes) -> Option<Bytes> {
+    fn chunk(&mut self, lines: Lines) -> Option<Bytes> {
         if self.refused.is_some() {
             return None;
         }
         let Some(scanner) = &mut self.scanner else {
-            return Some(self.stuff(&[&chunk]));
+            return Some(match &mut self.stuffer {
+                Some(stuffer) if self.stuffing => stuffer.stuff_lines(lines),
+                _ => lines.into_bytes(),
+            });
         };
-        match scanner.push(chunk) {
+        match scanner.push(lines.into_bytes()) {
             Ok(Progress::NeedMore) => None,
             Ok(Progress::HeaderEnd { header, body_start }) => {
                 self.scanner = None;

@@ -156,10 +156,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LinePeer<S> {
     /// Writes the queued replies, then reads what the peer sends next, until `deadline`
     /// or the end of the grace period at shutdown.
     pub async fn read(&mut self, deadline: Instant) -> Result<BytesMut, SessionError> {
+        let mut buf = std::mem::take(&mut self.read_buf);
+        buf.reserve(self.read_chunk);
+        let read = self.read_into(&mut buf, deadline).await;
+        self.read_buf = buf;
+        read.map(|()| self.read_buf.split())
+    }
+
+    /// [`LinePeer::read`] into the caller's buffer (a receiver's input buffer, so that
+    /// nothing is copied out of it), which should have room for a read's worth.
+    pub async fn read_into(
+        &mut self,
+        buf: &mut BytesMut,
+        deadline: Instant,
+    ) -> Result<(), SessionError> {
         self.flush().await?;
-        self.read_buf.reserve(self.read_chunk);
         let read = tokio::select! {
-            read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.read_buf)) => read,
+            read = tokio::time::timeout_at(deadline, self.stream.read_buf(buf)) => read,
             () = self.shutdown.reached(Phase::Closing) => {
                 return Err(SessionError::new(Side::Internal, ErrorKind::Shutdown, "shutting down"));
             }
@@ -170,7 +183,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LinePeer<S> {
                 ErrorKind::Closed,
                 self.errors.closed,
             )),
-            Ok(Ok(_)) => Ok(self.read_buf.split()),
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(SessionError::io(Side::Downstream, e)),
             Err(_) => Err(SessionError::new(
                 Side::Downstream,

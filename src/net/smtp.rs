@@ -4,9 +4,10 @@
 //! a 421 reply (the server closing the channel), which is reported as a failure rather
 //! than relayed as an answer.
 
+use std::io::IoSlice;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::connect::Connector;
@@ -103,6 +104,31 @@ impl SmtpClient {
     /// Writes message bytes without flushing each piece ([`SmtpClient::send`] flushes).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
         match tokio::time::timeout(self.reply_timeout, self.stream.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SessionError::io(Side::Upstream, e)),
+            Err(_) => Err(timeout()),
+        }
+    }
+
+    /// Writes `parts` in order without flushing, in as few system calls as the stream
+    /// takes (a gathering write), so that the parts need not be copied together first.
+    pub async fn write_parts(&mut self, parts: &[Bytes]) -> Result<(), SessionError> {
+        match tokio::time::timeout(self.reply_timeout, write_all_parts(&mut self.stream, parts))
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SessionError::io(Side::Upstream, e)),
+            Err(_) => Err(timeout()),
+        }
+    }
+
+    /// [`SmtpClient::write_parts`], then a flush.
+    pub async fn send_parts(&mut self, parts: &[Bytes]) -> Result<(), SessionError> {
+        let write = async {
+            write_all_parts(&mut self.stream, parts).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.reply_timeout, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(SessionError::io(Side::Upstream, e)),
             Err(_) => Err(timeout()),
@@ -217,4 +243,22 @@ fn timeout() -> SessionError {
         ErrorKind::Timeout,
         "the backend did not answer in time",
     )
+}
+
+/// Writes every byte of `parts`, in order, with gathering writes.
+async fn write_all_parts(stream: &mut MaybeTls, parts: &[Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts
+        .iter()
+        .filter(|part| !part.is_empty())
+        .map(|part| IoSlice::new(part))
+        .collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        let written = stream.write_vectored(slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, written);
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@
 //!
 //! A bare CR, a bare LF or a NUL anywhere, a line longer than the limit, or a body larger
 //! than the size limit is a [`DataViolation`]. The receiver then stops emitting body bytes
-//! but keeps framing, counting what follows without buffering it, until the real end of
+//! but keeps framing, counting what follows and dropping it, until the real end of
 //! data, and reports the first violation with [`DataEvent::End`]: the session answers
 //! with [`DataViolation::reply`] and stays in sync with the client.
 //!
@@ -19,10 +19,18 @@
 //! upstream, not even in part (SECURITY-CASES case 4). Memory is bounded by the line limit
 //! plus one push, whatever the message size.
 //!
-//! Call order: [`DataReceiver::push`] any number of times, then
+//! Call order: [`DataReceiver::push`] (or a read straight into
+//! [`DataReceiver::input_buffer`]) any number of times, each followed by
 //! [`DataReceiver::next_event`] until it returns `None`; after [`DataEvent::End`],
 //! [`DataReceiver::take_buffered`] hands over the bytes that followed the data (pipelined
 //! commands).
+//!
+//! # Copies
+//!
+//! The receiver emits [`Lines`]: slices of its input buffer, not copies. Read into
+//! [`DataReceiver::input_buffer`] and passed on by [`DotStuffer::stuff_lines`], a body
+//! line crosses the proxy without being copied or scanned again in user space, unless it
+//! starts with a dot: the client's stuffed form of a canonical line is the proxy's own.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -58,13 +66,42 @@ impl Default for DataLimits {
 pub enum DataEvent {
     /// Body bytes, unstuffed, in order: complete CRLF lines only. Chunk boundaries carry no
     /// meaning.
-    Chunk(Bytes),
+    Chunk(Lines),
     /// The end of data. `bytes` counts the whole body (unstuffed), including what was not
     /// emitted after a violation.
     End {
         bytes: u64,
         violation: Option<DataViolation>,
     },
+}
+
+/// Body lines as [`DataReceiver`] emits them: unstuffed, complete, each ended by CR LF
+/// and holding no other CR or LF and no NUL. The type carries that promise to
+/// [`DotStuffer::stuff_lines`], which then need not look at the bytes again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lines {
+    bytes: Bytes,
+    /// A line had its stuffing dot removed, so it may start with `.`; `false`: no line
+    /// starts with `.`.
+    dotted: bool,
+}
+
+impl Lines {
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+}
+
+impl std::ops::Deref for Lines {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 /// Why a body must be refused. Every variant is the client's fault.
@@ -130,6 +167,8 @@ pub struct DataReceiver {
     scanned: usize,
     /// The current line's stuffing dot was already removed from `buf`.
     dot_removed: bool,
+    /// A line in `buf[..ready]` had its stuffing dot removed ([`Lines`]'s `dotted`).
+    dotted: bool,
     /// Body bytes counted so far (emitted, ready, or counted after a violation).
     bytes: u64,
     violation: Option<DataViolation>,
@@ -140,10 +179,9 @@ pub struct DataReceiver {
 enum Mode {
     /// Buffering lines, emitting valid ones.
     Lines,
-    /// After a violation: counting bytes up to the end of data, buffering nothing.
+    /// After a violation: counting bytes up to the end of data; each push is counted and
+    /// dropped by the next [`DataReceiver::next_event`].
     Counting(Count),
-    /// The end was found while counting; `End` not yet returned. `buf` holds what followed.
-    Terminated,
     /// `End` returned; `buf` holds what followed the data.
     Ended,
 }
@@ -173,24 +211,27 @@ impl DataReceiver {
             ready: 0,
             scanned: 0,
             dot_removed: false,
+            dotted: false,
             bytes: 0,
             violation: None,
             mode: Mode::Lines,
         }
     }
 
-    /// Appends received bytes. After a violation they are counted here and never
-    /// buffered; after the end of data they are kept for [`DataReceiver::take_buffered`].
+    /// Appends received bytes (a copy; [`DataReceiver::input_buffer`] avoids it). After a
+    /// violation they are counted by the next [`DataReceiver::next_event`] and dropped;
+    /// after the end of data they are kept for [`DataReceiver::take_buffered`].
     pub fn push(&mut self, bytes: &[u8]) {
-        match self.mode {
-            Mode::Lines | Mode::Terminated | Mode::Ended => self.buf.extend_from_slice(bytes),
-            Mode::Counting(_) => {
-                if let Some(end) = self.count(bytes) {
-                    self.buf.extend_from_slice(&bytes[end..]);
-                    self.mode = Mode::Terminated;
-                }
-            }
-        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The buffer received bytes go into, with room for at least `additional` more: the
+    /// IO loop reads the socket straight into it, then calls
+    /// [`DataReceiver::next_event`] as after a push. The lines emitted are then slices of
+    /// what was read, never copies.
+    pub fn input_buffer(&mut self, additional: usize) -> &mut BytesMut {
+        self.buf.reserve(additional);
+        &mut self.buf
     }
 
     /// The next event, or `None` if more input is needed (or the end was returned).
@@ -198,11 +239,7 @@ impl DataReceiver {
         loop {
             match self.mode {
                 Mode::Ended => return None,
-                Mode::Counting(_) => return None,
-                Mode::Terminated => {
-                    self.mode = Mode::Ended;
-                    return Some(self.end_event());
-                }
+                Mode::Counting(state) => return self.count_buffered(state),
                 Mode::Lines => {}
             }
             let line = &self.buf[self.ready..];
@@ -235,6 +272,7 @@ impl DataReceiver {
                         }
                         self.buf.advance(1);
                         self.dot_removed = true;
+                        self.dotted = true;
                         continue;
                     }
                 }
@@ -310,9 +348,12 @@ impl DataReceiver {
         if self.ready == 0 {
             return None;
         }
-        let chunk = self.buf.split_to(self.ready).freeze();
+        let bytes = self.buf.split_to(self.ready).freeze();
         self.ready = 0;
-        Some(DataEvent::Chunk(chunk))
+        Some(DataEvent::Chunk(Lines {
+            bytes,
+            dotted: std::mem::take(&mut self.dotted),
+        }))
     }
 
     /// Records a violation in the current line and switches to counting from that line's
@@ -321,73 +362,86 @@ impl DataReceiver {
     fn violate(&mut self, violation: DataViolation) -> Option<DataEvent> {
         self.violation.get_or_insert(violation);
         let chunk = self.take_ready();
-        let rest = self.buf.split();
+        // `buf` now starts with the faulty line (after its stuffing dot, if removed).
         self.mode = Mode::Counting(if self.dot_removed {
             Count::Mid { cr: false }
         } else {
             Count::LineStart
         });
-        self.push(&rest);
         if chunk.is_some() {
             return chunk;
         }
         self.next_event()
     }
 
-    /// Counts `input` as body in counting mode; returns the index just past the end of data
-    /// if it lies in `input`.
-    fn count(&mut self, input: &[u8]) -> Option<usize> {
-        let Mode::Counting(mut state) = self.mode else {
-            return None;
-        };
-        let mut i = 0;
-        let mut counted = 0u64;
-        let end = loop {
-            let Some(&b) = input.get(i) else {
-                break None;
-            };
-            state = match state {
-                Count::LineStart if b == b'.' => {
-                    i += 1;
-                    Count::Dot
-                }
-                Count::LineStart => Count::Mid { cr: false },
-                Count::Dot if b == b'\r' => {
-                    i += 1;
-                    Count::DotCr
-                }
-                // The dot was a stuffing dot: not counted.
-                Count::Dot => Count::Mid { cr: false },
-                Count::DotCr if b == b'\n' => break Some(i + 1),
-                Count::DotCr => {
-                    counted += 1; // the CR after the stuffing dot
-                    Count::Mid { cr: true }
-                }
-                Count::Mid { cr } => match memchr::memchr(b'\n', &input[i..]) {
-                    None => {
-                        counted += (input.len() - i) as u64;
-                        let cr = input.last().map_or(cr, |&l| l == b'\r');
-                        i = input.len();
-                        Count::Mid { cr }
-                    }
-                    Some(k) => {
-                        let lf = i + k;
-                        let after_cr = if lf > i { input[lf - 1] == b'\r' } else { cr };
-                        counted += (lf - i + 1) as u64;
-                        i = lf + 1;
-                        if after_cr {
-                            Count::LineStart
-                        } else {
-                            Count::Mid { cr: false }
-                        }
-                    }
-                },
-            };
-        };
+    /// In counting mode: counts what is buffered as body and drops it, or finds the end
+    /// of data in it and returns [`DataEvent::End`], keeping what follows.
+    fn count_buffered(&mut self, state: Count) -> Option<DataEvent> {
+        let (state, counted, end) = count(state, &self.buf);
         self.bytes = self.bytes.saturating_add(counted);
-        self.mode = Mode::Counting(state);
-        end
+        match end {
+            None => {
+                self.buf.clear();
+                self.mode = Mode::Counting(state);
+                None
+            }
+            Some(end) => {
+                self.buf.advance(end);
+                self.mode = Mode::Ended;
+                Some(self.end_event())
+            }
+        }
     }
+}
+
+/// Counts `input` as body from `state`: the new state, the bytes counted, and the index
+/// just past the end of data if it lies in `input`.
+fn count(mut state: Count, input: &[u8]) -> (Count, u64, Option<usize>) {
+    let mut i = 0;
+    let mut counted = 0u64;
+    let end = loop {
+        let Some(&b) = input.get(i) else {
+            break None;
+        };
+        state = match state {
+            Count::LineStart if b == b'.' => {
+                i += 1;
+                Count::Dot
+            }
+            Count::LineStart => Count::Mid { cr: false },
+            Count::Dot if b == b'\r' => {
+                i += 1;
+                Count::DotCr
+            }
+            // The dot was a stuffing dot: not counted.
+            Count::Dot => Count::Mid { cr: false },
+            Count::DotCr if b == b'\n' => break Some(i + 1),
+            Count::DotCr => {
+                counted += 1; // the CR after the stuffing dot
+                Count::Mid { cr: true }
+            }
+            Count::Mid { cr } => match memchr::memchr(b'\n', &input[i..]) {
+                None => {
+                    counted += (input.len() - i) as u64;
+                    let cr = input.last().map_or(cr, |&l| l == b'\r');
+                    i = input.len();
+                    Count::Mid { cr }
+                }
+                Some(k) => {
+                    let lf = i + k;
+                    let after_cr = if lf > i { input[lf - 1] == b'\r' } else { cr };
+                    counted += (lf - i + 1) as u64;
+                    i = lf + 1;
+                    if after_cr {
+                        Count::LineStart
+                    } else {
+                        Count::Mid { cr: false }
+                    }
+                }
+            },
+        };
+    };
+    (state, counted, end)
 }
 
 /// The length of the longest prefix of `input` (which starts at a line start) made of
@@ -466,6 +520,19 @@ impl DotStuffer {
             return;
         }
         self.stuff_any(body, out);
+    }
+
+    /// Stuffs lines from [`DataReceiver`]. They are canonical already, so unless one may
+    /// start with `.`, their stuffed form is themselves: they are returned as they are,
+    /// neither copied nor scanned.
+    pub fn stuff_lines(&mut self, lines: Lines) -> Bytes {
+        if lines.dotted || !self.at_line_start || self.pending_cr {
+            let mut out = BytesMut::with_capacity(lines.len() + lines.len() / 64 + 8);
+            self.stuff(&lines, &mut out);
+            return out.freeze();
+        }
+        // Complete lines: the stuffer stays at a line start.
+        lines.into_bytes()
     }
 
     /// The fast path for CRLF-canonical input (what [`DataReceiver`] emits): whole-chunk

@@ -36,8 +36,19 @@ fn every_split(input: &[u8], limits: DataLimits) -> DataRun {
 
 fn ended(emitted: &[u8], end: usize, bytes: u64, violation: Option<DataViolation>) -> DataRun {
     DataRun {
-        emitted: emitted.to_vec(),
         end: Some((end, bytes, violation)),
+        ..open(emitted)
+    }
+}
+
+/// A run that has not ended, having emitted `emitted` (and passed it on stuffed).
+fn open(emitted: &[u8]) -> DataRun {
+    let mut stuffed = Vec::new();
+    DotStuffer::new().stuff(emitted, &mut stuffed);
+    DataRun {
+        emitted: emitted.to_vec(),
+        stuffed,
+        end: None,
     }
 }
 
@@ -63,13 +74,7 @@ fn empty_message_ends_at_the_first_line() {
 #[test]
 fn incomplete_data_emits_complete_lines_only() {
     let run = every_split(b"line one\r\nline t", DEFAULT);
-    assert_eq!(
-        run,
-        DataRun {
-            emitted: b"line one\r\n".to_vec(),
-            end: None
-        }
-    );
+    assert_eq!(run, open(b"line one\r\n"));
     assert_eq!(every_split(b"a\r\n.\r", DEFAULT).end, None);
     assert_eq!(every_split(b"a\r\n.", DEFAULT).emitted, b"a\r\n");
 }
@@ -322,7 +327,10 @@ fn pipelined_bytes_after_the_end_are_handed_over() {
     );
     assert_eq!(
         receiver.next_event(),
-        Some(DataEvent::Chunk(Bytes::from_static(b"a\r\n")))
+        Some(DataEvent::Chunk(Lines {
+            bytes: Bytes::from_static(b"a\r\n"),
+            dotted: false
+        }))
     );
     assert_eq!(
         receiver.next_event(),
@@ -486,4 +494,41 @@ mod properties {
             crate::proto::smtp::fuzz::fuzz_smtp_data(&data);
         }
     }
+}
+
+#[test]
+fn lines_without_a_stuffing_dot_pass_the_stuffer_uncopied() {
+    let mut receiver = DataReceiver::new(DEFAULT);
+    receiver
+        .input_buffer(64)
+        .extend_from_slice(b"Subject: a\r\n\r\nbody\r\n");
+    let Some(DataEvent::Chunk(lines)) = receiver.next_event() else {
+        panic!("the three lines are ready");
+    };
+    let at = lines.as_ptr();
+    let out = DotStuffer::new().stuff_lines(lines);
+    assert_eq!(&out[..], b"Subject: a\r\n\r\nbody\r\n");
+    assert_eq!(out.as_ptr(), at, "the receiver's own bytes, not a copy");
+}
+
+#[test]
+fn lines_that_lost_a_stuffing_dot_get_it_back() {
+    let mut receiver = DataReceiver::new(DEFAULT);
+    // `.c` is a client's unstuffed dot line: the receiver drops the dot (RFC 5321
+    // §4.5.2), so the proxy's stream has no dot there.
+    receiver.push(b"a\r\n..b\r\n.c\r\nd\r\n.\r\n");
+    let mut stuffer = DotStuffer::new();
+    let mut passed = Vec::new();
+    while let Some(DataEvent::Chunk(lines)) = receiver.next_event() {
+        let dotted = lines.dotted;
+        passed.push((stuffer.stuff_lines(lines).to_vec(), dotted));
+    }
+    assert_eq!(
+        passed,
+        [
+            (b"a\r\n".to_vec(), false),
+            (b"..b\r\n".to_vec(), true),
+            (b"c\r\nd\r\n".to_vec(), true),
+        ]
+    );
 }

@@ -308,6 +308,8 @@ pub fn fuzz_smtp_data(data: &[u8]) {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct DataRun {
     pub(crate) emitted: Vec<u8>,
+    /// `emitted` as [`DotStuffer::stuff_lines`] passed it on, chunk by chunk.
+    pub(crate) stuffed: Vec<u8>,
     /// End offset in the input, body bytes, violation.
     pub(crate) end: Option<(usize, u64, Option<DataViolation>)>,
 }
@@ -315,16 +317,24 @@ pub(crate) struct DataRun {
 /// Feeds `chunks` to a receiver until the end of data, draining after each push.
 pub(crate) fn run_data(chunks: &[&[u8]], limits: DataLimits) -> DataRun {
     let mut receiver = DataReceiver::new(limits);
+    let mut stuffer = DotStuffer::new();
     let mut emitted = Vec::new();
+    let mut stuffed = Vec::new();
     let mut pushed = 0;
-    for chunk in chunks {
-        receiver.push(chunk);
+    for (i, chunk) in chunks.iter().enumerate() {
+        // Both ways in: a copy, and a read into the receiver's own buffer.
+        if i % 2 == 0 {
+            receiver.push(chunk);
+        } else {
+            receiver.input_buffer(chunk.len()).extend_from_slice(chunk);
+        }
         pushed += chunk.len();
         while let Some(event) = receiver.next_event() {
             match event {
-                DataEvent::Chunk(bytes) => {
-                    assert!(!bytes.is_empty(), "an empty chunk");
-                    emitted.extend_from_slice(&bytes);
+                DataEvent::Chunk(lines) => {
+                    assert!(!lines.is_empty(), "an empty chunk");
+                    emitted.extend_from_slice(&lines);
+                    stuffed.extend_from_slice(&stuffer.stuff_lines(lines));
                 }
                 DataEvent::End { bytes, violation } => {
                     assert!(receiver.is_ended());
@@ -332,6 +342,7 @@ pub(crate) fn run_data(chunks: &[&[u8]], limits: DataLimits) -> DataRun {
                     let leftover = receiver.take_buffered().len();
                     return DataRun {
                         emitted,
+                        stuffed,
                         end: Some((pushed - leftover, bytes, violation)),
                     };
                 }
@@ -344,7 +355,11 @@ pub(crate) fn run_data(chunks: &[&[u8]], limits: DataLimits) -> DataRun {
             limits.max_line
         );
     }
-    DataRun { emitted, end: None }
+    DataRun {
+        emitted,
+        stuffed,
+        end: None,
+    }
 }
 
 fn check_data(input: &[u8], sizes: &[u8], limits: DataLimits) {
@@ -387,6 +402,10 @@ fn check_data(input: &[u8], sizes: &[u8], limits: DataLimits) {
     let mut wire = BytesMut::new();
     let mut stuffer = DotStuffer::new();
     stuffer.stuff(&whole.emitted, &mut wire);
+    assert_eq!(
+        whole.stuffed, wire,
+        "the lines passed on differ from the stuffer's own output"
+    );
     stuffer.finish(&mut wire);
     let back = run_data(&[&wire], limits);
     assert_eq!(

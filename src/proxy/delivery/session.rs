@@ -347,7 +347,7 @@ impl Session {
                     DataEvent::Chunk(chunk) => {
                         hasher.push(&chunk);
                         if let Some(s) = &mut scanner {
-                            match s.push(chunk.clone()) {
+                            match s.push(chunk.bytes().clone()) {
                                 Ok(Progress::NeedMore) => {}
                                 Ok(Progress::HeaderEnd { header: h, .. }) => {
                                     header = Some(h);
@@ -388,8 +388,9 @@ impl Session {
                 }
             }
             let deadline = Instant::now() + self.shared.config.timeouts.command;
-            let bytes = self.client.read(deadline).await?;
-            receiver.push(&bytes);
+            self.client
+                .read_into(receiver.input_buffer(CHUNK), deadline)
+                .await?;
         }
     }
 

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -46,12 +46,37 @@ const MAX_ERRORS: u32 = 20;
 /// password check.
 const MAX_AUTH_FAILURES: u32 = 3;
 
-/// Read size from the client.
+/// Read size from the client. For message data, 64 KiB cost more CPU per MiB than
+/// 16 KiB (bench `submission`, 1 MiB messages: relay 871-921 µs against 676-730).
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Most message bytes gathered for one write to Postfix: one read's worth, and the
+/// Most message bytes gathered for one write to Postfix: a few reads' worth, and the
 /// whole of a typical chat message, which then goes with its end-of-data line.
 const GATHER_MAX: usize = 64 * 1024;
+
+/// Message bytes waiting for one gathering write to Postfix: the pieces the pipeline
+/// handed over (mostly slices of what the client sent), not copied together.
+#[derive(Default)]
+struct Gathered {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Gathered {
+    fn push(&mut self, bytes: Bytes) {
+        self.len += bytes.len();
+        self.parts.push(bytes);
+    }
+
+    fn clear(&mut self) {
+        self.parts.clear();
+        self.len = 0;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
 
 type SessionResult<T> = Result<T, SessionError>;
 
@@ -615,7 +640,7 @@ impl Session {
         self.transaction = None;
         let mut message = OutgoingMessage::new(self.shared.rules.clone(), self.submitter(sender));
         message.push(&self.client.framer_mut().take_buffered());
-        let mut pending = BytesMut::new();
+        let mut pending = Gathered::default();
         let mut start = DataStart::Awaited;
         let outcome = self
             .stream_message(&mut message, &mut pending, &mut start)
@@ -654,14 +679,14 @@ impl Session {
 
     /// Moves the message from the client to Postfix until the client's end of data.
     /// What one read from the client yields goes to Postfix in one write, gathered in
-    /// `pending` up to [`GATHER_MAX`]; at the end, `pending` holds what is still to go
-    /// with the end-of-data line (a small message: all of it, so one write). A Postfix
+    /// `pending` up to about [`GATHER_MAX`]; at the end, `pending` holds what is still to
+    /// go with the end-of-data line (a small message: all of it, so one write). A Postfix
     /// failure on the way is remembered, and the client's data is still read to its end
     /// so that the session stays in step; `None` then.
     async fn stream_message(
         &mut self,
         message: &mut OutgoingMessage,
-        pending: &mut BytesMut,
+        pending: &mut Gathered,
         start: &mut DataStart,
     ) -> SessionResult<Option<Outcome>> {
         let mut upstream_failed = false;
@@ -669,22 +694,13 @@ impl Session {
             while let Some(step) = message.next_step() {
                 match step {
                     Step::Upstream(bytes) if upstream_failed => drop(bytes),
-                    Step::Upstream(bytes) if pending.len() + bytes.len() <= GATHER_MAX => {
-                        pending.extend_from_slice(&bytes);
-                    }
-                    Step::Upstream(bytes) if !self.open_data(start).await => {
-                        drop(bytes);
-                        pending.clear();
-                        upstream_failed = true;
-                    }
                     Step::Upstream(bytes) => {
-                        let written = self.write_upstream(pending).await;
-                        let written = match written {
-                            Ok(()) => self.write_upstream(&bytes).await,
-                            failed => failed,
-                        };
-                        pending.clear();
-                        upstream_failed = written.is_err();
+                        pending.push(bytes);
+                        if pending.len >= GATHER_MAX {
+                            upstream_failed = !self.open_data(start).await
+                                || self.write_upstream(pending).await.is_err();
+                            pending.clear();
+                        }
                     }
                     // A refusal stays a refusal (the client's fault comes first); a
                     // message Postfix could not take is the upstream's failure.
@@ -702,12 +718,12 @@ impl Session {
     }
 
     /// Writes message bytes to Postfix; a failure drops the connection.
-    async fn write_upstream(&mut self, bytes: &[u8]) -> SessionResult<()> {
-        if bytes.is_empty() {
+    async fn write_upstream(&mut self, pending: &Gathered) -> SessionResult<()> {
+        if pending.is_empty() {
             return Ok(());
         }
         let written = match self.upstream.as_mut() {
-            Some(upstream) => upstream.write(bytes).await,
+            Some(upstream) => upstream.write_parts(&pending.parts).await,
             None => Err(lost_upstream()),
         };
         if let Err(e) = &written {
@@ -722,11 +738,12 @@ impl Session {
     /// more (a QUIT) would be message text, and the drop discards the open transaction.
     async fn read_message(&mut self, message: &mut OutgoingMessage) -> SessionResult<()> {
         let deadline = Instant::now() + self.shared.config.timeouts.command;
-        match self.client.read(deadline).await {
-            Ok(bytes) => {
-                message.push(&bytes);
-                Ok(())
-            }
+        match self
+            .client
+            .read_into(message.input_buffer(READ_CHUNK), deadline)
+            .await
+        {
+            Ok(()) => Ok(()),
             Err(e) => {
                 self.upstream = None;
                 Err(e)
@@ -741,7 +758,7 @@ impl Session {
     async fn finish_message(
         &mut self,
         outcome: Option<Outcome>,
-        mut pending: BytesMut,
+        mut pending: Gathered,
         mut start: DataStart,
     ) {
         let outcome = match outcome {
@@ -765,9 +782,9 @@ impl Session {
         };
         match outcome {
             Outcome::Relay { tail, summary } => {
-                pending.extend_from_slice(&tail);
+                pending.push(tail);
                 let result = match self.upstream.as_mut() {
-                    Some(upstream) => match upstream.send(&pending).await {
+                    Some(upstream) => match upstream.send_parts(&pending.parts).await {
                         Ok(()) => upstream.reply().await,
                         Err(e) => Err(e),
                     },

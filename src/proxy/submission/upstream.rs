@@ -15,6 +15,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::error::{ErrorKind, SessionError, Side};
 use crate::net::connect::Connector;
 use crate::net::smtp::SmtpClient;
@@ -102,9 +104,14 @@ impl Postfix {
         self.client.send(bytes).await
     }
 
-    /// Writes message bytes without flushing each piece.
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
-        self.client.write(bytes).await
+    /// Writes message bytes, gathered from `parts`, without flushing.
+    pub async fn write_parts(&mut self, parts: &[Bytes]) -> Result<(), SessionError> {
+        self.client.write_parts(parts).await
+    }
+
+    /// Writes message bytes, gathered from `parts`, and flushes them.
+    pub async fn send_parts(&mut self, parts: &[Bytes]) -> Result<(), SessionError> {
+        self.client.send_parts(parts).await
     }
 
     /// Sends a spooled message dot-stuffed, with the end-of-data line.
