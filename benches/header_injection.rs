@@ -16,15 +16,17 @@
 //!   headline ratio (target ≥ 0.9 of memcpy);
 //! - `chat`: `OutgoingMessage` on a chat message (`Chat-Version: 1.0`) with 3 visible
 //!   recipients (To/Cc): the header is parsed, classified, 3 temporary tokens are issued
-//!   (SHA3-256 each) and injected with `X-COI-Server`; the body is unstuffed, checked and
-//!   stuffed again. The output steps are consumed (their lengths summed), not copied:
-//!   in the proxy each one goes straight to the socket.
+//!   (SHA3-256 each) and injected with `X-COI-Server`; the body is checked line by line
+//!   by the DATA receiver, and its lines pass the stuffer uncopied (`stuff_lines`: only
+//!   a line that lost a stuffing dot is rewritten). The output steps are consumed (their
+//!   lengths summed), not copied: in the proxy each one goes straight to the socket.
 //! - `plain`: the same pipeline on a non-chat message of the same size (header parsed and
 //!   rendered, no tokens);
 //! - diagnostic rows, to see where the pipeline's time goes: `receiver` (the DATA
 //!   receiver alone: copy into its buffer, line framing and validation, unstuffing),
-//!   `stuffer` (the dot-stuffer alone, on the unstuffed body, one output buffer per
-//!   chunk as in the pipeline), `lf-scan` (a memchr count of the LFs: the floor of any
+//!   `stuffer` (the general dot-stuffer alone, on the unstuffed body, one output buffer
+//!   per chunk: what the pipeline did to the body before `stuff_lines`, and still does
+//!   to the header and to spooled messages), `lf-scan` (a memchr count of the LFs: the floor of any
 //!   per-line pass), `pieces` (`inject`'s body copy alone: its input pieces, as the
 //!   DATA receiver cut them, each cloned and appended, with no header work; `memcpy`
 //!   copies one contiguous buffer, so `inject/pieces` is the cost of the header work
@@ -222,7 +224,7 @@ impl Variant {
             Variant::Chat => "OutgoingMessage, chat, 3 tokens",
             Variant::Plain => "OutgoingMessage, not chat",
             Variant::Receiver => "diagnostic: DataReceiver alone",
-            Variant::Stuffer => "diagnostic: DotStuffer alone",
+            Variant::Stuffer => "diagnostic: DotStuffer::stuff alone (general path)",
             Variant::LfScan => "diagnostic: memchr LF count",
             Variant::Pieces => "diagnostic: inject's input pieces copied as inject copies its body",
         }
@@ -728,7 +730,7 @@ fn run() -> BenchResult<()> {
         .map(|v| v.name())
         .collect();
     println!(
-        "\n(diagnostic rows {}: the pipeline's parts measured alone; receiver + stuffer ≈ the body cost of the pipeline)",
+        "\n(diagnostic rows {}: the pipeline's parts measured alone; receiver ≈ the body cost of the pipeline, whose lines skip the general stuffer)",
         diagnostics.join(", ")
     );
     println!("\n== summary ==");
