@@ -197,6 +197,28 @@ async fn other_mail_arrives_byte_identical_and_xclient_names_the_real_client() {
 }
 
 #[tokio::test]
+async fn a_body_of_thousands_of_dot_lines_arrives_intact() {
+    // Each stuffed line is its own piece on the way to Postfix (it gets its dot back),
+    // so one read of the client's data makes about two thousand pieces: more than one
+    // gathering write takes (IOV_MAX, 1024 on Linux), so the write goes on in several.
+    let world = two_domains().await;
+    prime_inbox(&world.dovecot_b, "bob").await;
+    let lines: Vec<String> = (0..6000).map(|i| format!("..{i}")).collect();
+    let body = format!(
+        "From: alice@a.test\r\nTo: bob@b.test\r\nSubject: dots\r\nMessage-ID: <dots.1@a.test>\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n\r\n{}",
+        lines.join("\r\n")
+    );
+    world.send_from("alice", &["bob@b.test"], &body).await;
+    wait_for_inbox(&world.dovecot_b, "bob", 1, &world.postfixes()).await;
+    let mut imap = imap_login(&world.dovecot_b, "bob").await;
+    let message = fetch_message(&mut imap, "INBOX", 1).await.join("\r\n");
+    let start = message
+        .find("From: alice@a.test")
+        .expect("the client's header");
+    assert_eq!(&message[start..], body.replace("\r\n..", "\r\n."));
+}
+
+#[tokio::test]
 async fn the_envelope_sender_and_from_must_belong_to_the_authenticated_user() {
     let world = two_domains().await;
     let mut client = world.logged_in("alice").await;

@@ -94,32 +94,18 @@ impl SmtpClient {
             self.stream.write_all(bytes).await?;
             self.stream.flush().await
         };
-        match tokio::time::timeout(self.reply_timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(SessionError::io(Side::Upstream, e)),
-            Err(_) => Err(timeout()),
-        }
+        within(self.reply_timeout, write).await
     }
 
     /// Writes message bytes without flushing each piece ([`SmtpClient::send`] flushes).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
-        match tokio::time::timeout(self.reply_timeout, self.stream.write_all(bytes)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(SessionError::io(Side::Upstream, e)),
-            Err(_) => Err(timeout()),
-        }
+        within(self.reply_timeout, self.stream.write_all(bytes)).await
     }
 
     /// Writes `parts` in order without flushing, in as few system calls as the stream
     /// takes (a gathering write), so that the parts need not be copied together first.
     pub async fn write_parts(&mut self, parts: &[Bytes]) -> Result<(), SessionError> {
-        match tokio::time::timeout(self.reply_timeout, write_all_parts(&mut self.stream, parts))
-            .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(SessionError::io(Side::Upstream, e)),
-            Err(_) => Err(timeout()),
-        }
+        within(self.reply_timeout, write_all_parts(&mut self.stream, parts)).await
     }
 
     /// [`SmtpClient::write_parts`], then a flush.
@@ -128,11 +114,7 @@ impl SmtpClient {
             write_all_parts(&mut self.stream, parts).await?;
             self.stream.flush().await
         };
-        match tokio::time::timeout(self.reply_timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(SessionError::io(Side::Upstream, e)),
-            Err(_) => Err(timeout()),
-        }
+        within(self.reply_timeout, write).await
     }
 
     /// Copies a message (unstuffed, e.g. from a spool) dot-stuffed, then the end-of-data
@@ -243,6 +225,19 @@ fn timeout() -> SessionError {
         ErrorKind::Timeout,
         "the backend did not answer in time",
     )
+}
+
+/// Runs one write to the backend under `limit`: its failure, or running out of time, is
+/// the upstream's.
+async fn within(
+    limit: Duration,
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> Result<(), SessionError> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(SessionError::io(Side::Upstream, e)),
+        Err(_) => Err(timeout()),
+    }
 }
 
 /// Writes every byte of `parts`, in order, with gathering writes.
