@@ -12,8 +12,11 @@
 //! - `inject`: B8's injection as BENCHMARKS.md defines it: on the message as the DATA
 //!   receiver hands it over (unstuffed CRLF lines, in chunks), find the end of the header
 //!   block (`HeaderScanner`), parse it, issue 3 tokens and render the rewritten header,
-//!   then append every body chunk to the reused output buffer unchanged. This is the
-//!   headline ratio (target ≥ 0.9 of memcpy);
+//!   then append every body chunk to the reused output buffer unchanged. The message
+//!   has 3 visible recipients (To, Cc), so 3 token headers: a small group;
+//! - `inject-1`: the same on a message to one visible recipient, so one token header,
+//!   as B8 describes the injection ("splice in the token header"): a one-to-one chat.
+//!   Both are held to B8's target (≥ 0.9 of memcpy at the large body);
 //! - `chat`: `OutgoingMessage` on a chat message (`Chat-Version: 1.0`) with 3 visible
 //!   recipients (To/Cc): the header is parsed, classified, 3 temporary tokens are issued
 //!   (SHA3-256 each) and injected with `X-COI-Server`; the body is checked line by line
@@ -115,23 +118,35 @@ impl Settings {
 // ---------------------------------------------------------------------------------------
 // Inputs
 
-/// A header block for the bench messages. `chat` adds `Chat-Version` and a chat
-/// Message-ID; both have the same three visible recipients (tokens only for chat).
-fn header(chat: bool) -> String {
-    let mut h = String::from(
-        "From: Alice <alice@a.test>\r\n\
-         To: Bob <bob@b.test>\r\n\
-         Cc: carol@c.test, Dave <dave@d.test>\r\n\
-         Subject: header_injection benchmark\r\n\
+/// Which header a bench message has.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Not chat: the header is parsed and rendered, no tokens.
+    Plain,
+    /// A chat message to one visible recipient: one token header, as B8 describes the
+    /// injection ("splice in the token header").
+    ChatToOne,
+    /// A chat message to three visible recipients (To and Cc): three tokens.
+    ChatToThree,
+}
+
+/// A header block for the bench messages: chat adds `Chat-Version` and a chat Message-ID.
+fn header(kind: Kind) -> String {
+    let mut h = String::from("From: Alice <alice@a.test>\r\nTo: Bob <bob@b.test>\r\n");
+    if kind != Kind::ChatToOne {
+        h.push_str("Cc: carol@c.test, Dave <dave@d.test>\r\n");
+    }
+    h.push_str(
+        "Subject: header_injection benchmark\r\n\
          Date: Thu, 01 Jan 2026 00:00:00 +0000\r\n\
          MIME-Version: 1.0\r\n\
          Content-Type: text/plain; charset=utf-8\r\n\
          Content-Transfer-Encoding: base64\r\n",
     );
-    if chat {
-        h.push_str("Message-ID: <chat$bench.0123456789@a.test>\r\nChat-Version: 1.0\r\n");
-    } else {
+    if kind == Kind::Plain {
         h.push_str("Message-ID: <bench.0123456789@a.test>\r\n");
+    } else {
+        h.push_str("Message-ID: <chat$bench.0123456789@a.test>\r\nChat-Version: 1.0\r\n");
     }
     h.push_str("\r\n");
     h
@@ -139,9 +154,9 @@ fn header(chat: bool) -> String {
 
 /// The DATA stream of exactly `size` bytes: header, base64-looking body lines of 76
 /// characters (none starts with a dot), then `.` CRLF.
-fn data_stream(size: usize, chat: bool) -> Vec<u8> {
+fn data_stream(size: usize, kind: Kind) -> Vec<u8> {
     let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(header(chat).as_bytes());
+    out.extend_from_slice(header(kind).as_bytes());
     base64_lines(&mut out, size.saturating_sub(3));
     out.extend_from_slice(b".\r\n");
     out
@@ -184,6 +199,7 @@ fn submitter() -> BenchResult<Submitter> {
 enum Variant {
     Memcpy,
     Inject,
+    InjectOne,
     Chat,
     Plain,
     Receiver,
@@ -192,9 +208,10 @@ enum Variant {
     Pieces,
 }
 
-const VARIANTS: [Variant; 8] = [
+const VARIANTS: [Variant; 9] = [
     Variant::Memcpy,
     Variant::Inject,
+    Variant::InjectOne,
     Variant::Chat,
     Variant::Plain,
     Variant::Receiver,
@@ -208,6 +225,7 @@ impl Variant {
         match self {
             Variant::Memcpy => "memcpy",
             Variant::Inject => "inject",
+            Variant::InjectOne => "inject-1",
             Variant::Chat => "chat",
             Variant::Plain => "plain",
             Variant::Receiver => "receiver",
@@ -220,7 +238,10 @@ impl Variant {
     fn what(self) -> &'static str {
         match self {
             Variant::Memcpy => "copy into a reused buffer",
-            Variant::Inject => "header scan + 3 tokens + body appended (B8)",
+            Variant::Inject => "header scan + 3 tokens (To, Cc) + body appended (B8)",
+            Variant::InjectOne => {
+                "the same with 1 visible recipient: one token header (B8 as written)"
+            }
             Variant::Chat => "OutgoingMessage, chat, 3 tokens",
             Variant::Plain => "OutgoingMessage, not chat",
             Variant::Receiver => "diagnostic: DataReceiver alone",
@@ -253,17 +274,23 @@ struct Case {
     /// The chat message as the DATA receiver hands it over: unstuffed, no end-of-data
     /// line, in `chunk`-sized pieces (cheap to clone).
     chat_received: Vec<Bytes>,
+    /// The chat message to one recipient, as received.
+    chat_to_one_received: Vec<Bytes>,
+    chat_to_one_len: usize,
 }
 
 impl Case {
     fn new(size: usize) -> BenchResult<Case> {
-        let plain = data_stream(size, false);
+        let plain = data_stream(size, Kind::Plain);
         let unstuffed = plain[..plain.len() - 3].to_vec();
-        let chat = data_stream(size, true);
+        let chat = data_stream(size, Kind::ChatToThree);
         let chat_received = received_chunks(&chat);
+        let chat_to_one = data_stream(size, Kind::ChatToOne);
         Ok(Case {
             size,
             chat_received,
+            chat_to_one_received: received_chunks(&chat_to_one),
+            chat_to_one_len: chat_to_one.len(),
             chat,
             plain,
             unstuffed,
@@ -285,42 +312,18 @@ impl Case {
                 black_box(self.copy.as_ptr());
                 self.copy.len()
             }
-            Variant::Inject => {
-                self.copy.clear();
-                let mut scanner = Some(HeaderScanner::new(MAX_HEADER_BLOCK));
-                for piece in &self.chat_received {
-                    let piece = black_box(piece.clone());
-                    let Some(s) = &mut scanner else {
-                        self.copy.extend_from_slice(&piece);
-                        continue;
-                    };
-                    if let Ok(Progress::HeaderEnd { header, body_start }) = s.push(piece) {
-                        scanner = None;
-                        let rules = &self.rules;
-                        let injections = classify(&header)
-                            .chat
-                            .then(|| {
-                                let sender = self.submitter.sender.as_ref()?;
-                                issue_injections(
-                                    &visible_recipients(&header),
-                                    sender,
-                                    NOW,
-                                    VALIDITY,
-                                    &rules.secrets,
-                                )
-                                .ok()
-                            })
-                            .flatten()
-                            .unwrap_or_default();
-                        if let Ok(rendered) = rules.rewriter.render(&header, Some(&injections)) {
-                            self.copy.extend_from_slice(&rendered.header);
-                        }
-                        self.copy.extend_from_slice(&body_start);
-                    }
-                }
-                black_box(self.copy.as_ptr());
-                self.copy.len()
-            }
+            Variant::Inject => inject(
+                &mut self.copy,
+                &self.chat_received,
+                &self.rules,
+                &self.submitter,
+            ),
+            Variant::InjectOne => inject(
+                &mut self.copy,
+                &self.chat_to_one_received,
+                &self.rules,
+                &self.submitter,
+            ),
             Variant::Pieces => {
                 self.copy.clear();
                 for piece in &self.chat_received {
@@ -372,10 +375,63 @@ impl Case {
         match variant {
             // Counted like `inject`, whose input pieces `pieces` copies.
             Variant::Chat | Variant::Inject | Variant::Pieces => self.chat.len(),
+            Variant::InjectOne => self.chat_to_one_len,
             Variant::Stuffer => self.unstuffed.len(),
             _ => self.plain.len(),
         }
     }
+}
+
+/// Where `v` is in [`VARIANTS`] (and so in the samples).
+fn position(v: Variant) -> usize {
+    VARIANTS
+        .iter()
+        .position(|&x| x == v)
+        .expect("every variant is in VARIANTS")
+}
+
+/// B8's injection on a message as the DATA receiver hands it over: find the end of the
+/// header, parse it, classify, issue a token per visible recipient, render the rewritten
+/// header into `out`, then append every body piece unchanged. Returns the bytes written.
+fn inject(
+    out: &mut Vec<u8>,
+    received: &[Bytes],
+    rules: &SubmitRules,
+    submitter: &Submitter,
+) -> usize {
+    out.clear();
+    let mut scanner = Some(HeaderScanner::new(MAX_HEADER_BLOCK));
+    for piece in received {
+        let piece = black_box(piece.clone());
+        let Some(s) = &mut scanner else {
+            out.extend_from_slice(&piece);
+            continue;
+        };
+        if let Ok(Progress::HeaderEnd { header, body_start }) = s.push(piece) {
+            scanner = None;
+            let injections = classify(&header)
+                .chat
+                .then(|| {
+                    let sender = submitter.sender.as_ref()?;
+                    issue_injections(
+                        &visible_recipients(&header),
+                        sender,
+                        NOW,
+                        VALIDITY,
+                        &rules.secrets,
+                    )
+                    .ok()
+                })
+                .flatten()
+                .unwrap_or_default();
+            if let Ok(rendered) = rules.rewriter.render(&header, Some(&injections)) {
+                out.extend_from_slice(&rendered.header);
+            }
+            out.extend_from_slice(&body_start);
+        }
+    }
+    black_box(out.as_ptr());
+    out.len()
 }
 
 /// The chat message as the DATA receiver emits it (in 16 KiB pieces of whole lines).
@@ -481,6 +537,16 @@ fn verify(case: &mut Case, chunk: usize) -> BenchResult<()> {
     }
     if !chat_out.ends_with(&case.chat[case.chat.len() - 1000..]) {
         return Err("chat message: the body did not pass unchanged".into());
+    }
+    for (received, expected) in [(&case.chat_received, 3), (&case.chat_to_one_received, 1)] {
+        let mut injected = Vec::new();
+        inject(&mut injected, received, &case.rules, &case.submitter);
+        let tokens = String::from_utf8_lossy(&injected)
+            .matches("\r\nX-COI-Temporary-Token:")
+            .count();
+        if tokens != expected {
+            return Err(format!("inject: expected {expected} token fields, got {tokens}").into());
+        }
     }
     let body = case.unstuffed.len();
     let received = case.once(Variant::Receiver, chunk);
@@ -643,7 +709,8 @@ fn run() -> BenchResult<()> {
             "on-CPU",
             "vs memcpy [min..max]"
         );
-        let memcpy = &samples[c][0];
+        let at = |v: Variant| &samples[c][position(v)];
+        let memcpy = at(Variant::Memcpy);
         for (k, v) in VARIANTS.into_iter().enumerate() {
             let s = &samples[c][k];
             let ratio = Spread::of(s.iter().zip(memcpy).map(|(a, b)| a.mbps / b.mbps));
@@ -666,34 +733,38 @@ fn run() -> BenchResult<()> {
                 }
             );
         }
-        let ratio = |a: usize, b: usize| {
-            Spread::of(
-                samples[c][a]
-                    .iter()
-                    .zip(&samples[c][b])
-                    .map(|(x, y)| x.mbps / y.mbps),
-            )
+        let ratio = |a: Variant, b: Variant| {
+            Spread::of(at(a).iter().zip(at(b)).map(|(x, y)| x.mbps / y.mbps))
         };
-        let inject = ratio(1, 0);
-        let inject_pieces = ratio(1, 7);
-        let chat = ratio(2, 0);
-        let plain = ratio(3, 0);
-        let chat_plain = ratio(2, 3);
+        let inject = ratio(Variant::Inject, Variant::Memcpy);
+        let inject_one = ratio(Variant::InjectOne, Variant::Memcpy);
+        let inject_pieces = ratio(Variant::Inject, Variant::Pieces);
+        let chat = ratio(Variant::Chat, Variant::Memcpy);
+        let plain = ratio(Variant::Plain, Variant::Memcpy);
+        let chat_plain = ratio(Variant::Chat, Variant::Plain);
         let added_us = Spread::of(
-            samples[c][2]
+            at(Variant::Chat)
                 .iter()
-                .zip(&samples[c][3])
+                .zip(at(Variant::Plain))
                 .map(|(x, y)| x.us_per_msg - y.us_per_msg),
         );
         let large = case.size >= 1024 * 1024;
-        println!(
-            "inject/memcpy {}x{}",
-            inject.show(3),
+        let target = |r: &Spread| {
             if large {
-                format!("  target >= {TARGET}: {}", verdict(inject.median >= TARGET))
+                format!("  target >= {TARGET}: {}", verdict(r.median >= TARGET))
             } else {
                 format!("  (target >= {TARGET} applies to the large body)")
             }
+        };
+        println!(
+            "inject/memcpy   {}x{}  (3 visible recipients)",
+            inject.show(3),
+            target(&inject)
+        );
+        println!(
+            "inject-1/memcpy {}x{}  (1 visible recipient: B8 as written)",
+            inject_one.show(3),
+            target(&inject_one)
         );
         println!(
             "inject/pieces {}x  (the same body copy on both sides: what the header work and tokens cost)",
@@ -709,18 +780,25 @@ fn run() -> BenchResult<()> {
             chat_plain.show(3),
             added_us.show(2)
         );
-        summary.push(format!(
-            "B8 {} B: inject {:.0} MB/s, memcpy {:.0} MB/s, inject/memcpy {:.3}x{}; whole pipeline {:.0} MB/s ({:.3}x)",
-            case.size,
-            Spread::of(samples[c][1].iter().map(|x| x.mbps)).median,
-            Spread::of(samples[c][0].iter().map(|x| x.mbps)).median,
-            inject.median,
+        let mbps = |v: Variant| Spread::of(at(v).iter().map(|x| x.mbps)).median;
+        let short_target = |r: &Spread| {
             if large {
-                format!(" (target >= {TARGET}: {})", verdict(inject.median >= TARGET))
+                format!(" (target >= {TARGET}: {})", verdict(r.median >= TARGET))
             } else {
                 String::new()
-            },
-            Spread::of(samples[c][2].iter().map(|x| x.mbps)).median,
+            }
+        };
+        summary.push(format!(
+            "B8 {} B: memcpy {:.0} MB/s; 1 token: inject-1 {:.0} MB/s, {:.3}x{}; 3 tokens: inject {:.0} MB/s, {:.3}x{}; whole pipeline (3 tokens) {:.0} MB/s ({:.3}x)",
+            case.size,
+            mbps(Variant::Memcpy),
+            mbps(Variant::InjectOne),
+            inject_one.median,
+            short_target(&inject_one),
+            mbps(Variant::Inject),
+            inject.median,
+            short_target(&inject),
+            mbps(Variant::Chat),
             chat.median,
         ));
     }

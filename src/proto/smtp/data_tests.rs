@@ -532,3 +532,84 @@ fn lines_that_lost_a_stuffing_dot_get_it_back() {
         ]
     );
 }
+
+mod plain_lines_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `plain_lines` as its documentation defines it, one line at a time.
+    fn per_line(input: &[u8], max_line: usize, budget: u64) -> usize {
+        let mut good = 0;
+        while let Some(lf) = memchr::memchr(b'\n', &input[good..]) {
+            let line = &input[good..good + lf + 1];
+            let text = &line[..line.len().saturating_sub(2)];
+            let plain = line.ends_with(b"\r\n")
+                && !text.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+                && line.len() <= max_line
+                && (good + line.len()) as u64 <= budget;
+            if !plain {
+                break;
+            }
+            good += line.len();
+            if input.get(good) == Some(&b'.') {
+                break;
+            }
+        }
+        good
+    }
+
+    /// Mostly short CRLF lines, with bare CRs and LFs, NULs, dot lines and unended text
+    /// among them.
+    fn bodies() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            8 => "[a-c]{0,12}".prop_map(|s| format!("{s}\r\n").into_bytes()),
+            1 => Just(b".x\r\n".to_vec()),
+            1 => Just(b"\r".to_vec()),
+            1 => Just(b"\n".to_vec()),
+            1 => Just(b"\0".to_vec()),
+            1 => "[a-c]{0,30}".prop_map(String::into_bytes),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn plain_lines_agrees_with_its_per_line_definition(
+            input in bodies(),
+            max_line in 1usize..24,
+            budget in 0u64..400,
+        ) {
+            // The receiver takes the per-line path for a line starting with a dot.
+            prop_assume!(input.first() != Some(&b'.'));
+            prop_assert_eq!(
+                plain_lines(&input, max_line, budget),
+                per_line(&input, max_line, budget)
+            );
+        }
+
+        #[test]
+        fn the_receiver_agrees_with_the_naive_reference(
+            body in bodies(),
+            cuts in proptest::collection::vec(0usize..400, 0..4),
+        ) {
+            let mut input = body;
+            input.extend_from_slice(b"\r\n.\r\n");
+            let limits = DataLimits { max_line: 16, max_size: 300 };
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+            cuts.sort_unstable();
+            let mut pushes = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([input.len()]) {
+                pushes.push(&input[from..cut]);
+                from = cut;
+            }
+            let run = run_data(&pushes, limits);
+            let reference = reference_end_of_data(&input, limits).expect("the input ends");
+            let (end, bytes, violation) = run.end.expect("the receiver found the end");
+            prop_assert_eq!(
+                (end, bytes, violation, &run.emitted),
+                (reference.end, reference.body.len() as u64, reference.violation, &reference.emitted)
+            );
+        }
+    }
+}
