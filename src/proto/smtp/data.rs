@@ -452,7 +452,7 @@ fn count(mut state: Count, input: &[u8]) -> (Count, u64, Option<usize>) {
 /// violations included.
 fn plain_lines(input: &[u8], max_line: usize, budget: u64) -> usize {
     // A few passes over the whole input, each at memchr speed, rather than a search per
-    // line: at 80-byte lines that costs three times as much. The run ends at the first
+    // line: at 80-byte lines that costs about twice as much. The run ends at the first
     // line that breaks a rule; each pass below only moves that end earlier.
     let limit = usize::try_from(budget).map_or(input.len(), |b| b.min(input.len()));
     let mut run = &input[..limit];
