@@ -50,8 +50,10 @@ const MAX_AUTH_FAILURES: u32 = 3;
 /// 16 KiB (bench `submission`, 1 MiB messages: relay 871-921 µs against 676-730).
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Most message bytes gathered for one write to Postfix: a few reads' worth, and the
-/// whole of a typical chat message, which then goes with its end-of-data line.
+/// Most message bytes gathered before a write to Postfix. What one read yields goes in
+/// one write at the end of that read, or with the end-of-data line (a typical chat
+/// message: all of it); a read is smaller than this, so the bound matters only for
+/// what the client sent behind DATA before its 354.
 const GATHER_MAX: usize = 64 * 1024;
 
 /// Message bytes waiting for one gathering write to Postfix: the pieces the pipeline
