@@ -475,32 +475,29 @@ fn plain_lines(input: &[u8], max_line: usize, budget: u64) -> usize {
             None => run = &run[..start],
         }
     }
-    if is_canonical(run) {
+    if only_crlf(run, true) {
         return run.len();
     }
     // The run stops before the line holding the first fault (a violation ends the fast
     // path for good, so this rare scan does not repeat).
-    let fault = run.iter().enumerate().position(|(at, &b)| {
-        b == 0
-            || (b == b'\r' && run.get(at + 1) != Some(&b'\n'))
-            || (b == b'\n' && (at == 0 || run[at - 1] != b'\r'))
-    });
-    match fault {
-        Some(fault) => memchr::memrchr(b'\n', &run[..fault]).map_or(0, |lf| lf + 1),
-        None => run.len(),
-    }
+    run.split_inclusive(|&b| b == b'\n')
+        .take_while(|line| only_crlf(line, true))
+        .map(<[u8]>::len)
+        .sum()
 }
 
-/// Whether `run` (ending in LF) holds only CR LF line ends and no NUL: every CR is
-/// followed by an LF and every LF follows a CR. One branch-free pass over byte pairs,
-/// which the compiler vectorises.
-fn is_canonical(run: &[u8]) -> bool {
-    let Some(&first) = run.first() else {
+/// Whether every line end in `bytes` is CR LF: every CR is followed by an LF (so a CR at
+/// the end is not) and every LF follows a CR; with `refuse_nul`, and there is no NUL.
+/// One branch-free pass over byte pairs, which the compiler vectorises.
+fn only_crlf(bytes: &[u8], refuse_nul: bool) -> bool {
+    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
         return true;
     };
-    let pairs = run.iter().zip(&run[1..]);
-    let faults = pairs.fold(u8::from(first == b'\n'), |faults, (&a, &b)| {
-        faults | u8::from((a == b'\r') != (b == b'\n')) | u8::from(a == 0)
+    let nul = u8::from(refuse_nul);
+    let ends = u8::from(first == b'\n') | u8::from(last == b'\r') | (u8::from(last == 0) & nul);
+    let pairs = bytes.iter().zip(&bytes[1..]);
+    let faults = pairs.fold(ends, |faults, (&a, &b)| {
+        faults | u8::from((a == b'\r') != (b == b'\n')) | (u8::from(a == 0) & nul)
     });
     faults == 0
 }
@@ -561,19 +558,8 @@ impl DotStuffer {
     /// canonical on its own (a bare CR or LF, a CR at its end, a CR pending from the
     /// previous chunk); [`DotStuffer::stuff_any`] then handles it.
     fn stuff_canonical<B: BufMut>(&mut self, body: &[u8], out: &mut B) -> bool {
-        if self.pending_cr {
-            return false;
-        }
-        // Every LF follows a CR, and there are as many CRs as LFs: then every CR is the
-        // one right before an LF, and no line end needs rewriting.
-        let mut lfs = 0usize;
-        for at in memchr::memchr_iter(b'\n', body) {
-            if at == 0 || body[at - 1] != b'\r' {
-                return false;
-            }
-            lfs += 1;
-        }
-        if memchr::memchr_iter(b'\r', body).count() != lfs {
+        // No line end needs rewriting.
+        if self.pending_cr || !only_crlf(body, false) {
             return false;
         }
         if self.at_line_start && body[0] == b'.' {
