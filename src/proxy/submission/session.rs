@@ -699,9 +699,7 @@ impl Session {
                     Step::Upstream(bytes) => {
                         pending.push(bytes);
                         if pending.len >= GATHER_MAX {
-                            upstream_failed = !self.open_data(start).await
-                                || self.write_upstream(pending).await.is_err();
-                            pending.clear();
+                            upstream_failed = !self.write_gathered(pending, start).await;
                         }
                     }
                     // A refusal stays a refusal (the client's fault comes first); a
@@ -711,12 +709,18 @@ impl Session {
                 }
             }
             if !pending.is_empty() && !upstream_failed {
-                upstream_failed =
-                    !self.open_data(start).await || self.write_upstream(pending).await.is_err();
-                pending.clear();
+                upstream_failed = !self.write_gathered(pending, start).await;
             }
             self.read_message(message).await?;
         }
+    }
+
+    /// Sends what `pending` gathered (after Postfix's answer to DATA, if still awaited)
+    /// and empties it; `false` when Postfix failed.
+    async fn write_gathered(&mut self, pending: &mut Gathered, start: &mut DataStart) -> bool {
+        let written = self.open_data(start).await && self.write_upstream(pending).await.is_ok();
+        pending.clear();
+        written
     }
 
     /// Writes message bytes to Postfix; a failure drops the connection.
